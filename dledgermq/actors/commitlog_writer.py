@@ -1,0 +1,116 @@
+"""CommitLogWriterActor: the single writer of the CommitLog.
+
+Appends one entry per producer batch, publishes the written offset, registers the
+producer's reply with the ReputActor (which answers once the entry is dispatched, so the
+answer carries final queue offsets), and asks for durability: a `Flush` in sync mode, a
+direct `Confirm` in async mode. Also enforces the disk high-water mark and retention.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from dledgermq.actors.flusher import Flush
+from dledgermq.actors.published import Published
+from dledgermq.actors.reput import Appended, Confirm, DeleteBefore
+from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
+from dledgermq.actors.ticker import Tick
+from dledgermq.bridge import ReplyTo
+from dledgermq.errors import DiskFull, MessageTooLarge
+from dledgermq.store.commitlog import CommitLog, EntryTooLarge
+from dledgermq.store.disk import disk_used_ratio
+from dledgermq.store.record import MessageDraft
+
+DISK_CHECK_INTERVAL_MS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    drafts: tuple[MessageDraft, ...]
+    reply: ReplyTo[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    sync_flush: bool
+    file_reserved_ms: int
+    retention_check_interval_ms: int
+    disk_high_water_ratio: float
+    disk_clean_ratio: float
+
+
+class CommitLogWriterActor(FailStopActor):
+    def __init__(
+        self,
+        commitlog: CommitLog,
+        *,
+        reput: pykka.ActorRef[Any],
+        flusher: pykka.ActorRef[Any],
+        written: Published[int],
+        options: WriterOptions,
+        on_fatal: FatalHandler = exit_process,
+    ) -> None:
+        super().__init__(on_fatal)
+        self._log = commitlog
+        self._reput = reput
+        self._flusher = flusher
+        self._written = written
+        self._options = options
+        self._disk_full = False
+        self._last_disk_check_ms = -DISK_CHECK_INTERVAL_MS
+        self._last_retention_ms = 0
+        written.value = commitlog.write_offset
+
+    def on_receive(self, message: object) -> None:
+        match message:
+            case Append(drafts, reply):
+                self._append(drafts, reply)
+            case Tick(now_ms):
+                self._tick(now_ms)
+            case _:
+                raise AssertionError(f"unexpected message {message!r}")
+
+    def _append(self, drafts: tuple[MessageDraft, ...], reply: ReplyTo[Any]) -> None:
+        if self._disk_full:
+            reply.fail(DiskFull("disk usage is above the high-water mark; writes are refused"))
+            return
+        try:
+            result = self._log.append_entry(
+                list(drafts),
+                term=0,
+                index=self._log.last_index + 1,
+                store_timestamp_ms=time.time_ns() // 1_000_000,
+            )
+        except EntryTooLarge as exc:
+            reply.fail(MessageTooLarge(str(exc)))
+            return
+        self._written.value = result.end_offset
+        self._reput.tell(Appended(result.start_offset, reply))
+        if self._options.sync_flush:
+            confirm = Confirm(result.end_offset)
+            self._flusher.tell(Flush(result.end_offset, partial(self._reput.tell, confirm)))
+        else:
+            self._reput.tell(Confirm(result.end_offset))
+
+    def _tick(self, now_ms: int) -> None:
+        if now_ms - self._last_disk_check_ms < DISK_CHECK_INTERVAL_MS:
+            return
+        self._last_disk_check_ms = now_ms
+        ratio = disk_used_ratio(self._log.directory)
+        self._disk_full = ratio >= self._options.disk_high_water_ratio
+        force = ratio >= self._options.disk_clean_ratio
+        if force or now_ms - self._last_retention_ms >= self._options.retention_check_interval_ms:
+            self._last_retention_ms = now_ms
+            deleted = self._log.delete_expired(
+                time.time_ns() // 1_000_000, self._options.file_reserved_ms, force=force
+            )
+            if deleted:
+                self._reput.tell(DeleteBefore(self._log.min_offset))
+
+    def on_stop(self) -> None:
+        self._log.close()

@@ -1,0 +1,220 @@
+"""ReputActor: owns the Dispatcher (ConsumeQueues, IndexStore, broker state) and long polls.
+
+Dispatches only below the confirm offset, the one seam between replication and the store
+(DESIGN.md §5 rule 3), answers producers once their entry is dispatched (final queue
+offsets), wakes held pulls, serves reads, and checkpoints once the CommitLog is durable up
+to the dispatched offset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from dledgermq.actors.flusher import Flush
+from dledgermq.actors.published import Published
+from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
+from dledgermq.actors.ticker import Tick
+from dledgermq.bridge import ReplyTo
+from dledgermq.broker.dispatch import Dispatcher, PullResult
+from dledgermq.broker.filter import TagFilter
+from dledgermq.broker.long_poll import LongPolls
+from dledgermq.broker.topics import TopicConfig
+from dledgermq.errors import MQError
+from dledgermq.store.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An entry starting at start_offset was written; answer `reply` once dispatched."""
+
+    start_offset: int
+    reply: ReplyTo[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Everything below `offset` may be shown to consumers."""
+
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    topic: str
+    queue_id: int
+    offset: int
+    max_messages: int
+    tags: TagFilter
+    deadline_ms: int  # Monotonic; hold the pull until then if the queue has nothing new.
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    request: PullRequest
+    reply: ReplyTo[PullResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A read-only query run on the owner's thread (admin and lookup paths)."""
+
+    query: Callable[[Dispatcher], Any]
+    reply: ReplyTo[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBefore:
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCheckpoint:
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueDispatch:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReputOptions:
+    checkpoint_interval_ms: int
+    long_polls_max: int
+
+
+class ReputActor(FailStopActor):
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        flusher: pykka.ActorRef[Any] | None,
+        published: ReputPublished,
+        options: ReputOptions,
+        on_fatal: FatalHandler = exit_process,
+    ) -> None:
+        super().__init__(on_fatal)
+        self._dispatcher = dispatcher
+        self._flusher = flusher
+        self._published = published
+        self._options = options
+        self._confirm = dispatcher.dispatched_offset
+        self._pending: dict[int, ReplyTo[Any]] = {}
+        self._polls: LongPolls[Pull] = LongPolls(options.long_polls_max)
+        self._now_ms = 0
+        self._last_checkpoint_ms = 0
+        self._checkpointed = dispatcher.dispatched_offset
+        published.publish(dispatcher)
+
+    def on_receive(self, message: object) -> None:
+        match message:
+            case Appended(start_offset, reply):
+                assert start_offset >= self._dispatcher.dispatched_offset
+                self._pending[start_offset] = reply
+            case Confirm(offset):
+                if offset > self._confirm:
+                    self._confirm = offset
+                    self._dispatch()
+            case ContinueDispatch():
+                self._dispatch()
+            case Pull() as pull:
+                self._pull(pull, hold=True)
+            case Read(query, reply):
+                self._read(query, reply)
+            case Tick(now_ms):
+                self._tick(now_ms)
+            case SaveCheckpoint(checkpoint):
+                self._dispatcher.save_checkpoint(checkpoint)
+            case DeleteBefore(offset):
+                self._dispatcher.delete_before(offset)
+            case _:
+                raise AssertionError(f"unexpected message {message!r}")
+
+    def _dispatch(self) -> None:
+        batch = self._dispatcher.dispatch_upto(self._confirm)
+        # Publish before answering, so a client that saw its topic created can use it.
+        if batch.topics_changed:
+            self._published.publish(self._dispatcher)
+        else:
+            self._published.dispatched.value = self._dispatcher.dispatched_offset
+        for entry in batch.entries:
+            reply = self._pending.pop(entry.start_offset, None)
+            if reply is not None:
+                reply.ok(entry.messages)
+        for pull in self._polls.take(batch.touched):
+            self._pull(pull, hold=False)
+        if self._dispatcher.dispatched_offset < self._confirm:
+            self.actor_ref.tell(ContinueDispatch())  # Let pulls and reads in between.
+
+    def _pull(self, pull: Pull, *, hold: bool) -> None:
+        request = pull.request
+        try:
+            result = self._dispatcher.pull(
+                request.topic, request.queue_id, request.offset, request.max_messages, request.tags
+            )
+        except MQError as exc:
+            pull.reply.fail(exc)
+            return
+        caught_up = not result.messages and result.next_offset == result.max_offset
+        if hold and caught_up and request.deadline_ms > self._now_ms:
+            key = (request.topic, request.queue_id)
+            if self._polls.hold(key, pull, request.deadline_ms):
+                return
+        pull.reply.ok(result)
+
+    def _read(self, query: Callable[[Dispatcher], Any], reply: ReplyTo[Any]) -> None:
+        try:
+            value = query(self._dispatcher)
+        except MQError as exc:
+            reply.fail(exc)
+            return
+        reply.ok(value)
+
+    def _tick(self, now_ms: int) -> None:
+        self._now_ms = now_ms
+        for pull in self._polls.expire(now_ms):
+            self._pull(pull, hold=False)
+        due = now_ms - self._last_checkpoint_ms >= self._options.checkpoint_interval_ms
+        if due and self._dispatcher.dispatched_offset > self._checkpointed:
+            self._last_checkpoint_ms = now_ms
+            self._begin_checkpoint()
+
+    def _begin_checkpoint(self) -> None:
+        """fsync the queues now; save the checkpoint once the CommitLog is durable below it."""
+        checkpoint = self._dispatcher.flush()
+        self._checkpointed = checkpoint.dispatched_offset
+        me = self.actor_ref
+        if self._flusher is None:
+            self._dispatcher.save_checkpoint(checkpoint)
+            return
+        self._flusher.tell(
+            Flush(checkpoint.dispatched_offset, lambda: me.tell(SaveCheckpoint(checkpoint)))
+        )
+
+    def on_stop(self) -> None:
+        checkpoint = self._dispatcher.flush()
+        if checkpoint.dispatched_offset <= self._published.flushed.value:
+            self._dispatcher.save_checkpoint(checkpoint)
+        self._dispatcher.close()
+
+
+class ReputPublished:
+    """What the ReputActor publishes for the API: topic table and watermarks."""
+
+    def __init__(self, flushed: Published[int]) -> None:
+        self.topics: Published[dict[str, TopicConfig]] = Published({})
+        self.dispatched: Published[int] = Published(0)
+        self.flushed = flushed
+        self.on_topics_changed: Callable[[], None] = lambda: None
+
+    def publish(self, dispatcher: Dispatcher) -> None:
+        self.topics.value = dict(dispatcher.state.topics)
+        self.dispatched.value = dispatcher.dispatched_offset
+        self.on_topics_changed()

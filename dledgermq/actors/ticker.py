@@ -1,0 +1,50 @@
+"""The only source of time for actors: a thread that tells `Tick(now_ms)` periodically.
+
+pykka has no timers; actors count ticks instead of reading clocks, and tests drive a
+manual ticker. `now_ms` is monotonic milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pykka
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now_ms: int
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Ticker:
+    def __init__(self, targets: list[pykka.ActorRef[pykka.Actor]], interval_ms: int) -> None:
+        assert interval_ms > 0
+        self._targets = targets
+        self._interval_s = interval_ms / 1000
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def tick_once(self) -> None:
+        tick = Tick(monotonic_ms())
+        for target in self._targets:
+            try:
+                target.tell(tick)
+            except pykka.ActorDeadError:
+                pass  # Stopping: the supervisor decides what a dead actor means.
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.tick_once()

@@ -1,0 +1,363 @@
+"""The broker's client HTTP API (docs/API.md, served as /openapi.json).
+
+Handlers validate and parse on the loop thread, then *tell* the owning actor through the
+bridge and await its reply with a timeout. Nothing here blocks the loop or touches the
+store directly; the topic table is read from what the ReputActor publishes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+from aiohttp import web
+
+from dledgermq import bridge
+from dledgermq.actors.commitlog_writer import Append
+from dledgermq.actors.published import Published
+from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
+from dledgermq.actors.ticker import monotonic_ms
+from dledgermq.api.openapi import build_openapi
+from dledgermq.api.convert import message_to_wire, send_result_to_wire
+from dledgermq.api.params import check_known, int_param, path_int, str_param
+from dledgermq.broker.dispatch import Dispatcher, DispatchedMessage, PullResult
+from dledgermq.broker.filter import parse_tag_expression
+from dledgermq.broker.produce import ProduceLimits, build_drafts, check_queue_id, resolve_topic
+from dledgermq.broker.state import offset_commit_draft, topic_delete_draft, topic_put_draft
+from dledgermq.broker.topics import (
+    TopicConfig,
+    check_group_name,
+    check_topic_name,
+    make_topic_config,
+)
+from dledgermq.config import LimitsConfig
+from dledgermq.errors import BadRequest, Busy, TopicExists, TopicNotFound
+from dledgermq.store.record import MessageDraft
+from dledgermq.wire import error_middleware, read_body, respond, wants_msgpack
+
+READ_TIMEOUT_S = 10.0
+MAX_QUERY_MESSAGES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerIdentity:
+    cluster: str
+    broker_name: str
+    broker_id: int
+    addr: str
+    node_id: str
+
+
+@dataclass(slots=True)
+class BrokerContext:
+    identity: BrokerIdentity
+    writer: pykka.ActorRef[Any]
+    reput: pykka.ActorRef[Any]
+    published: ReputPublished
+    written: Published[int]
+    limits: LimitsConfig
+    flush: str
+    appends_in_flight: int = 0
+    round_robin: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def produce_limits(self) -> ProduceLimits:
+        return ProduceLimits(
+            self.limits.max_message_bytes,
+            self.limits.max_batch_messages,
+            self.limits.max_batch_bytes,
+        )
+
+
+BROKER = web.AppKey("broker", BrokerContext)
+
+
+def make_broker_app(context: BrokerContext) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=context.limits.max_batch_bytes * 2 + 1024 * 1024,
+    )
+    app[BROKER] = context
+    app.add_routes(
+        [
+            web.get("/status", status),
+            web.get("/openapi.json", openapi),
+            web.get("/topics", list_topics),
+            web.post("/topics", create_topic),
+            web.get("/topics/{topic}", get_topic),
+            web.put("/topics/{topic}", update_topic),
+            web.delete("/topics/{topic}", delete_topic),
+            web.post("/topics/{topic}/messages", send),
+            web.get("/topics/{topic}/queues/{queue_id}/messages", pull),
+            web.get("/topics/{topic}/queues/{queue_id}/offset-by-time", offset_by_time),
+            web.post("/groups/{group}/offsets", commit_offsets),
+            web.get("/groups/{group}/offsets", get_offsets),
+            web.get("/messages/{msg_id}", get_message),
+            web.get("/messages", query_messages),
+        ]
+    )
+    return app
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[DispatchedMessage, ...]:
+    """Append one entry and wait until it is durable and dispatched (bounded, admitted)."""
+    if ctx.appends_in_flight >= ctx.limits.appends_in_flight_max:
+        raise Busy(f"{ctx.appends_in_flight} appends in flight; retry later")
+    ctx.appends_in_flight += 1
+    try:
+        entry = tuple(drafts)
+        return await bridge.call(
+            lambda reply: ctx.writer.tell(Append(entry, reply)),
+            timeout_s=ctx.limits.send_timeout_ms / 1000,
+            what="append",
+        )
+    finally:
+        ctx.appends_in_flight -= 1
+
+
+async def read(ctx: BrokerContext, query: Any) -> Any:
+    return await bridge.call(
+        lambda reply: ctx.reput.tell(Read(query, reply)), timeout_s=READ_TIMEOUT_S, what="read"
+    )
+
+
+def topic_of(request: web.Request) -> str:
+    return check_topic_name(request.match_info["topic"])
+
+
+def existing_topic(ctx: BrokerContext, topic: str) -> TopicConfig:
+    config = ctx.published.topics.value.get(topic)
+    if config is None:
+        raise TopicNotFound(f"topic {topic!r} does not exist on this broker", topic=topic)
+    return config
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- status and topics --------------------------------------------------------------------------
+
+
+async def status(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    identity = ctx.identity
+    return respond(
+        request,
+        {
+            "cluster": identity.cluster,
+            "broker_name": identity.broker_name,
+            "broker_id": identity.broker_id,
+            "node_id": identity.node_id,
+            "addr": identity.addr,
+            "role": "master",
+            "mode": "standalone",
+            "flush": ctx.flush,
+            "write_offset": ctx.written.value,
+            "flushed_offset": ctx.published.flushed.value,
+            "dispatched_offset": ctx.published.dispatched.value,
+            "confirm_offset": ctx.published.dispatched.value,
+            "topics": len(ctx.published.topics.value),
+            "appends_in_flight": ctx.appends_in_flight,
+        },
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi())
+
+
+async def list_topics(request: web.Request) -> web.Response:
+    topics = request.app[BROKER].published.topics.value
+    return respond(request, {"topics": [c.to_wire() for c in sorted_topics(topics)]})
+
+
+def sorted_topics(topics: dict[str, TopicConfig]) -> list[TopicConfig]:
+    return [topics[name] for name in sorted(topics)]
+
+
+async def create_topic(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    body = await read_body(request)
+    topic = check_topic_name(body.get("topic"))
+    config = make_topic_config(topic, body, default_queues=ctx.limits.default_queues)
+    if topic in ctx.published.topics.value:
+        raise TopicExists(f"topic {topic!r} already exists", topic=topic)
+    await append(ctx, [topic_put_draft(config, now_ms())])
+    return respond(request, config.to_wire(), status=201)
+
+
+async def update_topic(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    topic = topic_of(request)
+    current = existing_topic(ctx, topic)
+    body = await read_body(request)
+    if body.get("topic", topic) != topic:
+        raise BadRequest("the topic name cannot be changed")
+    config = make_topic_config(topic, body, default_queues=ctx.limits.default_queues, base=current)
+    await append(ctx, [topic_put_draft(config, now_ms())])
+    return respond(request, config.to_wire())
+
+
+async def delete_topic(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    topic = topic_of(request)
+    existing_topic(ctx, topic)
+    await append(ctx, [topic_delete_draft(topic, now_ms())])
+    return respond(request, {"deleted": topic})
+
+
+async def get_topic(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    config = existing_topic(ctx, topic_of(request))
+
+    def ranges(dispatcher: Dispatcher) -> list[dict[str, int]]:
+        queues = []
+        for queue_id in range(config.queue_count):
+            low, high = dispatcher.queue_range(config.topic, queue_id)
+            queues.append({"queue_id": queue_id, "min_offset": low, "max_offset": high})
+        return queues
+
+    return respond(request, {**config.to_wire(), "queues": await read(ctx, ranges)})
+
+
+# -- produce and consume ------------------------------------------------------------------------
+
+
+async def send(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    topic = topic_of(request)
+    body = await read_body(request)
+    unknown = sorted(set(body) - {"messages", "queue_id"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {unknown}")
+    config = resolve_topic(ctx.published.topics.value, topic)
+    queue_id = body.get("queue_id")
+    if queue_id is None:
+        queue_id = next(ctx.round_robin) % config.write_queues
+    queue_id = check_queue_id(config, queue_id)
+    peer = request.remote or "127.0.0.1"
+    drafts = build_drafts(
+        config,
+        queue_id,
+        body.get("messages"),
+        limits=ctx.produce_limits,
+        now_ms=now_ms(),
+        born_host=f"{peer}:0",
+    )
+    results = await append(ctx, drafts)
+    return respond(request, {"results": [send_result_to_wire(m) for m in results]})
+
+
+async def pull(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    check_known(request, {"offset", "max", "tags", "wait_ms"})
+    topic = topic_of(request)
+    queue_id = path_int(request, "queue_id")
+    offset = int_param(request, "offset", None, low=0, high=2**62)
+    max_messages = int_param(
+        request, "max", 32, low=1, high=ctx.limits.max_pull_messages
+    )
+    wait_ms = int_param(request, "wait_ms", 0, low=0, high=ctx.limits.max_long_poll_ms)
+    tags = parse_tag_expression(request.query.get("tags"))
+    pull_request = PullRequest(topic, queue_id, offset, max_messages, tags, monotonic_ms() + wait_ms)
+    result: PullResult = await bridge.call(
+        lambda reply: ctx.reput.tell(Pull(pull_request, reply)),
+        timeout_s=wait_ms / 1000 + READ_TIMEOUT_S,
+        what="pull",
+    )
+    binary = wants_msgpack(request)
+    return respond(
+        request,
+        {
+            "messages": [message_to_wire(m, binary=binary) for m in result.messages],
+            "next_offset": result.next_offset,
+            "min_offset": result.min_offset,
+            "max_offset": result.max_offset,
+        },
+    )
+
+
+async def offset_by_time(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    check_known(request, {"timestamp_ms"})
+    topic = topic_of(request)
+    queue_id = path_int(request, "queue_id")
+    timestamp = int_param(request, "timestamp_ms", None, low=0, high=2**62)
+    offset = await read(ctx, lambda d: d.offset_by_time(topic, queue_id, timestamp))
+    return respond(request, {"offset": offset})
+
+
+# -- consumer offsets ---------------------------------------------------------------------------
+
+
+async def commit_offsets(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    group = check_group_name(request.match_info["group"])
+    body = await read_body(request)
+    topic = check_topic_name(body.get("topic"))
+    config = existing_topic(ctx, topic)
+    raw = body.get("offsets")
+    if not isinstance(raw, dict) or not raw:
+        raise BadRequest("`offsets` must be a non-empty object of queue id -> offset")
+    offsets: dict[int, int] = {}
+    for queue, offset in raw.items():
+        try:
+            queue_id = int(queue)
+        except (TypeError, ValueError):
+            raise BadRequest(f"queue id {queue!r} is not an integer") from None
+        if not 0 <= queue_id < config.queue_count:
+            raise BadRequest(f"queue {queue_id} does not exist in {topic!r}")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise BadRequest(f"offset for queue {queue_id} must be a non-negative integer")
+        offsets[queue_id] = offset
+    await append(ctx, [offset_commit_draft(group, topic, offsets, now_ms())])
+    return respond(request, {})
+
+
+async def get_offsets(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    check_known(request, {"topic"})
+    group = check_group_name(request.match_info["group"])
+    topic = check_topic_name(str_param(request, "topic"))
+
+    def offsets(dispatcher: Dispatcher) -> dict[str, int]:
+        committed = dispatcher.state.offsets.get(group, {}).get(topic, {})
+        return {str(q): o for q, o in sorted(committed.items())}
+
+    return respond(request, {"offsets": await read(ctx, offsets)})
+
+
+# -- queries --------------------------------------------------------------------------------------
+
+
+async def get_message(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    msg_id = request.match_info["msg_id"]
+    if not 1 <= len(msg_id) <= 128:
+        raise BadRequest("message id must be 1..128 characters")
+    stored = await read(ctx, lambda d: d.get_message(msg_id))
+    return respond(request, message_to_wire(stored, binary=wants_msgpack(request)))
+
+
+async def query_messages(request: web.Request) -> web.Response:
+    ctx = request.app[BROKER]
+    check_known(request, {"topic", "key", "begin_ms", "end_ms", "max"})
+    topic = request.query.get("topic")
+    if topic is not None:
+        check_topic_name(topic)
+    key = str_param(request, "key")
+    begin = int_param(request, "begin_ms", 0, low=0, high=2**62)
+    end = int_param(request, "end_ms", 2**62, low=0, high=2**62)
+    if begin > end:
+        raise BadRequest("begin_ms must not be after end_ms")
+    limit = int_param(request, "max", 32, low=1, high=MAX_QUERY_MESSAGES)
+    found = await read(ctx, lambda d: d.query_by_key(topic, key, begin, end, limit))
+    binary = wants_msgpack(request)
+    return respond(request, {"messages": [message_to_wire(m, binary=binary) for m in found]})

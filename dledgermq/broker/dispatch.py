@@ -1,0 +1,334 @@
+"""ReputService logic: committed CommitLog records -> ConsumeQueues, IndexStore, state.
+
+Dispatch runs in committed-log order and only below the confirm offset, so queue offsets
+are a pure function of the committed prefix: identical on every replica, dense, never
+reused (DESIGN.md §5 rule 4). Reads for consumers (pull, query) also live here because the
+ConsumeQueues and the index belong to the same owner.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dledgermq.broker.filter import TagFilter
+from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.message_id import broker_hash, decode_msg_id, make_msg_id
+from dledgermq.broker.produce import KEY_SEPARATOR, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
+from dledgermq.broker.state import BrokerState
+from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
+from dledgermq.errors import (
+    MessageNotFound,
+    NoPermission,
+    OffsetOutOfRange,
+    QueueNotFound,
+    TopicNotFound,
+)
+from dledgermq.store.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dledgermq.store.commitlog import CommitLogReader, OffsetGone
+from dledgermq.store.consume_queue import ConsumeQueue, ConsumeQueues, tag_hash
+from dledgermq.store.index_file import IndexStore
+from dledgermq.store.record import CorruptRecord, Record
+
+UNIQUE_KEY_PREFIX = "#U#"
+KEY_PREFIX = "#K#"
+MAX_SCAN_UNITS = 2_000
+MAX_PULL_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchedMessage:
+    msg_id: str
+    unique_key: str
+    queue_id: int
+    queue_offset: int
+    commitlog_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchedEntry:
+    start_offset: int
+    end_offset: int
+    messages: tuple[DispatchedMessage, ...]
+
+
+@dataclass(slots=True)
+class DispatchBatch:
+    entries: list[DispatchedEntry] = field(default_factory=list)
+    touched: set[tuple[str, int]] = field(default_factory=set)
+    topics_changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A record with the queue offset it was dispatched to."""
+
+    record: Record
+    queue_offset: int
+    msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    messages: list[StoredMessage]
+    next_offset: int
+    min_offset: int
+    max_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    cq_units_per_file: int
+    index_slots_per_file: int
+    index_entries_per_file: int
+
+
+class Dispatcher:
+    """Owns ConsumeQueues, IndexStore, BrokerState and the dispatched offset."""
+
+    def __init__(
+        self,
+        broker_name: str,
+        layout: NodeLayout,
+        options: StoreOptions,
+        reader: CommitLogReader,
+    ) -> None:
+        self.broker_hash = broker_hash(broker_name)
+        self._layout = layout
+        self._reader = reader
+        self.cqs = ConsumeQueues.open(layout.consume_queues, options.cq_units_per_file)
+        self.index = IndexStore.open(
+            layout.index, options.index_slots_per_file, options.index_entries_per_file
+        )
+        checkpoint = load_checkpoint(layout.checkpoint)
+        if checkpoint is None:
+            self.state = BrokerState()
+            self.dispatched_offset = 0
+        else:
+            self.state = BrokerState.restore(checkpoint.state)
+            self.dispatched_offset = checkpoint.dispatched_offset
+        # Files may hold work past the checkpoint (written, not checkpointed): redo it.
+        self.cqs.truncate_from(self.dispatched_offset)
+        self.index.truncate_from(self.dispatched_offset)
+
+    def rewind_to(self, offset: int) -> None:
+        """The log was cut below what was dispatched (a lost unflushed tail): forget it."""
+        assert offset <= self.dispatched_offset
+        self.cqs.truncate_from(offset)
+        self.index.truncate_from(offset)
+        self.dispatched_offset = offset
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def dispatch_upto(self, confirm_offset: int, max_bytes: int = 4 * 1024 * 1024) -> DispatchBatch:
+        """Dispatch whole entries in [dispatched_offset, confirm_offset), about max_bytes."""
+        batch = DispatchBatch()
+        start = self.dispatched_offset
+        if confirm_offset <= start:
+            return batch
+        entry_start = start
+        current: list[DispatchedMessage] = []
+        for record in self._reader.iter_records(start, confirm_offset):
+            end = record.commitlog_offset + record.size
+            message = self._dispatch_record(record, batch)
+            if message is not None:
+                current.append(message)
+            if record.is_entry_end:
+                batch.entries.append(DispatchedEntry(entry_start, end, tuple(current)))
+                current = []
+                entry_start = end
+                self.dispatched_offset = end
+                if end - start >= max_bytes:
+                    break
+        assert not current, "the confirm offset must fall on an entry boundary"
+        if self.dispatched_offset < confirm_offset and not batch.entries:
+            # Only padding remained before the confirm offset (end of a segment).
+            self.dispatched_offset = confirm_offset
+        return batch
+
+    def _dispatch_record(self, record: Record, batch: DispatchBatch) -> DispatchedMessage | None:
+        topic = record.topic
+        if topic.startswith(SYSTEM_PREFIX):
+            if self.state.apply(topic, record.body) is not None:
+                batch.topics_changed = True
+            return None
+        config = self.state.topics.get(topic)
+        if config is None or record.queue_id >= config.queue_count:
+            return None  # Topic deleted or shrunk after the send: nothing to deliver.
+        properties = record.properties
+        cq = self.cqs.get_or_create(topic, record.queue_id)
+        queue_offset = cq.append(
+            record.commitlog_offset, record.size, tag_hash(properties.get(PROPERTY_TAGS))
+        )
+        batch.touched.add((topic, record.queue_id))
+        keys = properties.get(PROPERTY_KEYS)
+        if keys:
+            for key in keys.split(KEY_SEPARATOR):
+                self.index.put(KEY_PREFIX + key, record.commitlog_offset, record.store_timestamp_ms)
+        unique_key = properties.get(PROPERTY_UNIQ_KEY, "")
+        if unique_key:
+            self.index.put(
+                UNIQUE_KEY_PREFIX + unique_key, record.commitlog_offset, record.store_timestamp_ms
+            )
+        return DispatchedMessage(
+            msg_id=make_msg_id(self.broker_hash, record.commitlog_offset, record.size),
+            unique_key=unique_key,
+            queue_id=record.queue_id,
+            queue_offset=queue_offset,
+            commitlog_offset=record.commitlog_offset,
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def readable_queue(self, topic: str, queue_id: int) -> tuple[TopicConfig, ConsumeQueue | None]:
+        config = self.state.topics.get(topic)
+        if config is None:
+            raise TopicNotFound(f"topic {topic!r} does not exist on this broker", topic=topic)
+        if not config.readable:
+            raise NoPermission(f"topic {topic!r} is not readable (perm={config.perm})")
+        if not 0 <= queue_id < config.read_queues:
+            raise QueueNotFound(
+                f"queue {queue_id} is not a read queue of {topic!r} (0..{config.read_queues - 1})"
+            )
+        return config, self.cqs.get(topic, queue_id)
+
+    def queue_range(self, topic: str, queue_id: int) -> tuple[int, int]:
+        cq = self.cqs.get(topic, queue_id)
+        return (0, 0) if cq is None else (cq.min_offset, cq.max_offset)
+
+    def pull(
+        self, topic: str, queue_id: int, offset: int, max_messages: int, tags: TagFilter
+    ) -> PullResult:
+        _, cq = self.readable_queue(topic, queue_id)
+        low, high = (0, 0) if cq is None else (cq.min_offset, cq.max_offset)
+        if not low <= offset <= high:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside [{low}, {high}] of {topic}/{queue_id}",
+                min_offset=low,
+                max_offset=high,
+            )
+        if cq is None or offset == high:
+            return PullResult([], offset, low, high)
+        messages: list[StoredMessage] = []
+        next_offset, size = offset, 0
+        for unit in cq.get(offset, MAX_SCAN_UNITS):
+            if len(messages) >= max_messages or size >= MAX_PULL_BYTES:
+                break
+            next_offset = unit.queue_offset + 1
+            if not tags.matches_hash(unit.tag_hash):
+                continue
+            record = self._read(unit.commitlog_offset, unit.size)
+            if record is None:
+                continue  # Deleted by retention meanwhile; the next pull gets OFFSET_MOVED.
+            if tags.matches(record.properties.get(PROPERTY_TAGS)):
+                messages.append(self._stored(record, unit.queue_offset))
+                size += record.size
+        return PullResult(messages, next_offset, low, high)
+
+    def get_message(self, msg_id: str) -> StoredMessage:
+        """By offset message id (this broker) or by the client's unique key."""
+        decoded = decode_msg_id(msg_id)
+        if decoded is not None and decoded.broker_hash == self.broker_hash:
+            record = self._read(decoded.commitlog_offset, decoded.size)
+            if record is not None and not record.topic.startswith(SYSTEM_PREFIX):
+                return self._stored(record, self._queue_offset_of(record))
+        else:
+            for offset in self.index.query(UNIQUE_KEY_PREFIX + msg_id, 0, 2**62, 8):
+                record = self._read(offset, None)
+                if record is not None and record.properties.get(PROPERTY_UNIQ_KEY) == msg_id:
+                    return self._stored(record, self._queue_offset_of(record))
+        raise MessageNotFound(f"no message with id {msg_id!r} on this broker")
+
+    def query_by_key(
+        self, topic: str | None, key: str, begin_ms: int, end_ms: int, max_messages: int
+    ) -> list[StoredMessage]:
+        """Messages carrying `key` (in `topic` if given), newest first."""
+        found: list[StoredMessage] = []
+        for offset in self.index.query(KEY_PREFIX + key, begin_ms, end_ms, max_messages * 4):
+            record = self._read(offset, None)
+            if record is None or (topic is not None and record.topic != topic):
+                continue
+            if key in record.properties.get(PROPERTY_KEYS, "").split(KEY_SEPARATOR):
+                found.append(self._stored(record, self._queue_offset_of(record)))
+            if len(found) >= max_messages:
+                break
+        return found
+
+    def offset_by_time(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
+        """First queue offset stored at or after timestamp_ms (max_offset if none)."""
+        _, cq = self.readable_queue(topic, queue_id)
+        if cq is None:
+            return 0
+        return self._search(cq, lambda unit_record: unit_record.store_timestamp_ms >= timestamp_ms)
+
+    def _queue_offset_of(self, record: Record) -> int:
+        cq = self.cqs.get(record.topic, record.queue_id)
+        if cq is None:
+            return -1
+        found = self._search_units(cq, record.commitlog_offset)
+        return found if found is not None else -1
+
+    def _search_units(self, cq: ConsumeQueue, commitlog_offset: int) -> int | None:
+        offsets = _UnitView(cq, lambda u: u.commitlog_offset)
+        position = bisect.bisect_left(offsets, commitlog_offset)
+        if position < len(offsets) and offsets[position] == commitlog_offset:
+            return cq.min_offset + position
+        return None
+
+    def _search(self, cq: ConsumeQueue, reached: Callable[[Record], bool]) -> int:
+        low, high = cq.min_offset, cq.max_offset
+        while low < high:
+            mid = (low + high) // 2
+            unit = cq.get(mid, 1)[0]
+            record = self._read(unit.commitlog_offset, unit.size)
+            if record is None or not reached(record):
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    def _read(self, offset: int, size: int | None) -> Record | None:
+        try:
+            return self._reader.read_record(offset, size)
+        except (OffsetGone, CorruptRecord):
+            return None
+
+    def _stored(self, record: Record, queue_offset: int) -> StoredMessage:
+        return StoredMessage(
+            record, queue_offset, make_msg_id(self.broker_hash, record.commitlog_offset, record.size)
+        )
+
+    # -- durability and retention -----------------------------------------------------------
+
+    def flush(self) -> Checkpoint:
+        """fsync ConsumeQueues and index; the checkpoint that may be saved once the
+        CommitLog is durable up to its dispatched offset."""
+        self.cqs.flush_all()
+        self.index.flush()
+        return Checkpoint(dispatched_offset=self.dispatched_offset, state=self.state.snapshot())
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        save_checkpoint(self._layout.checkpoint, checkpoint)
+
+    def delete_before(self, min_commitlog_offset: int) -> None:
+        self.cqs.delete_before(min_commitlog_offset)
+        self.index.delete_before(min_commitlog_offset)
+
+    def close(self) -> None:
+        self.cqs.close()
+        self.index.close()
+
+
+class _UnitView:
+    """A lazy sequence over a ConsumeQueue for bisect (one 20-byte read per probe)."""
+
+    def __init__(self, cq: ConsumeQueue, key: Callable[..., int]) -> None:
+        self._cq = cq
+        self._key = key
+
+    def __len__(self) -> int:
+        return self._cq.max_offset - self._cq.min_offset
+
+    def __getitem__(self, position: int) -> int:
+        return self._key(self._cq.get(self._cq.min_offset + position, 1)[0])

@@ -1,0 +1,178 @@
+"""Turning a send request into CommitLog drafts, with every check a client can fail.
+
+Pure: the caller passes the topic table, limits and clock value. Nothing here touches the
+store; a rejected request changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dledgermq.broker.topics import TopicConfig, check_topic_name
+from dledgermq.errors import (
+    BadRequest,
+    BatchTooLarge,
+    InvalidMessage,
+    MessageTooLarge,
+    NoPermission,
+    QueueNotFound,
+    TopicNotFound,
+)
+from dledgermq.store.record import MessageDraft
+
+PROPERTY_TAGS = "TAGS"
+PROPERTY_KEYS = "KEYS"
+PROPERTY_UNIQ_KEY = "UNIQ_KEY"
+KEY_SEPARATOR = " "
+MAX_TAG_LENGTH = 255
+MAX_PROPERTIES = 64
+MAX_PROPERTY_BYTES = 32 * 1024
+MESSAGE_FIELDS = frozenset({"body", "body_base64", "tags", "keys", "properties", "born_timestamp_ms"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceLimits:
+    max_message_bytes: int
+    max_batch_messages: int
+    max_batch_bytes: int
+
+
+def resolve_topic(topics: Mapping[str, TopicConfig], topic: str) -> TopicConfig:
+    """The writable config of `topic` or the error a producer should see."""
+    check_topic_name(topic)
+    config = topics.get(topic)
+    if config is None:
+        raise TopicNotFound(f"topic {topic!r} does not exist on this broker", topic=topic)
+    if not config.writable:
+        raise NoPermission(f"topic {topic!r} is not writable (perm={config.perm})", topic=topic)
+    return config
+
+
+def check_queue_id(config: TopicConfig, queue_id: object) -> int:
+    if not isinstance(queue_id, int) or isinstance(queue_id, bool):
+        raise BadRequest(f"queue_id must be an integer, got {queue_id!r}")
+    if not 0 <= queue_id < config.write_queues:
+        raise QueueNotFound(
+            f"queue {queue_id} is not a write queue of {config.topic!r} "
+            f"(0..{config.write_queues - 1})",
+            write_queues=config.write_queues,
+        )
+    return queue_id
+
+
+def build_drafts(
+    config: TopicConfig,
+    queue_id: int,
+    messages: object,
+    *,
+    limits: ProduceLimits,
+    now_ms: int,
+    born_host: str,
+) -> list[MessageDraft]:
+    """Validate every message of a batch and build its drafts (all or nothing)."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty list")
+    if len(messages) > limits.max_batch_messages:
+        raise BatchTooLarge(
+            f"batch of {len(messages)} messages exceeds {limits.max_batch_messages}",
+            limit=limits.max_batch_messages,
+        )
+    drafts = [_draft(config.topic, queue_id, m, limits, now_ms, born_host) for m in messages]
+    total = sum(len(d.body) for d in drafts)
+    if total > limits.max_batch_bytes:
+        raise BatchTooLarge(
+            f"batch of {total} bytes exceeds {limits.max_batch_bytes}",
+            limit=limits.max_batch_bytes,
+        )
+    return drafts
+
+
+def _draft(
+    topic: str, queue_id: int, raw: object, limits: ProduceLimits, now_ms: int, born_host: str
+) -> MessageDraft:
+    if not isinstance(raw, dict):
+        raise BadRequest("each message must be an object")
+    unknown = sorted(set(raw) - MESSAGE_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown message field(s): {unknown}")
+    body = _body(raw)
+    if not body:
+        raise InvalidMessage("message body is empty")
+    if len(body) > limits.max_message_bytes:
+        raise MessageTooLarge(
+            f"message body of {len(body)} bytes exceeds {limits.max_message_bytes}",
+            limit=limits.max_message_bytes,
+        )
+    properties = _properties(raw.get("properties"))
+    tags = raw.get("tags")
+    if tags is not None:
+        if not isinstance(tags, str) or not tags or len(tags) > MAX_TAG_LENGTH or "||" in tags:
+            raise InvalidMessage(f"tags must be a non-empty string without `||`, got {tags!r}")
+        properties[PROPERTY_TAGS] = tags
+    keys = raw.get("keys")
+    if keys is not None:
+        properties[PROPERTY_KEYS] = _keys(keys)
+    properties.setdefault(PROPERTY_UNIQ_KEY, uuid.uuid4().hex.upper())
+    born = raw.get("born_timestamp_ms", now_ms)
+    if not isinstance(born, int) or isinstance(born, bool) or born < 0:
+        raise BadRequest(f"born_timestamp_ms must be a non-negative integer, got {born!r}")
+    return MessageDraft(
+        topic=topic,
+        queue_id=queue_id,
+        body=body,
+        properties=properties,
+        born_timestamp_ms=born,
+        born_host=born_host,
+    )
+
+
+def _body(raw: dict[str, Any]) -> bytes:
+    if "body" in raw and "body_base64" in raw:
+        raise BadRequest("give either `body` or `body_base64`, not both")
+    if "body_base64" in raw:
+        encoded = raw["body_base64"]
+        if not isinstance(encoded, str):
+            raise BadRequest("body_base64 must be a string")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("body_base64 is not valid base64") from None
+    body = raw.get("body")
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, bytes):
+        return body
+    raise InvalidMessage("message body is missing (give `body` or `body_base64`)")
+
+
+def _properties(raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > MAX_PROPERTIES:
+        raise InvalidMessage(f"properties must be an object of at most {MAX_PROPERTIES} entries")
+    size = 0
+    for name, value in raw.items():
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise InvalidMessage("property names and values must be strings")
+        if name in {PROPERTY_TAGS, PROPERTY_KEYS}:
+            raise InvalidMessage(f"property {name!r} is reserved: use the `tags`/`keys` fields")
+        size += len(name) + len(value)
+    if size > MAX_PROPERTY_BYTES:
+        raise InvalidMessage(f"properties exceed {MAX_PROPERTY_BYTES} bytes")
+    return dict(raw)
+
+
+def _keys(keys: object) -> str:
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or not keys:
+        raise InvalidMessage("keys must be a string or a non-empty list of strings")
+    for key in keys:
+        if not isinstance(key, str) or not key or KEY_SEPARATOR in key or len(key) > 255:
+            raise InvalidMessage(f"invalid key {key!r}: 1..255 characters without spaces")
+    return KEY_SEPARATOR.join(keys)

@@ -1,0 +1,94 @@
+"""Broker state that travels through the CommitLog: topic configs and consumer offsets.
+
+A deterministic state machine over internal records (DESIGN.md §5 rule 5): every replica
+that applies the same committed records in the same order holds the same state, so a new
+leader knows every topic and committed offset without a side channel. Snapshots go into
+the dispatch checkpoint; the log after the checkpoint is replayed on recovery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from dledgermq.broker.topics import (
+    CONSUMER_OFFSET_TOPIC,
+    SYSTEM_PREFIX,
+    TOPIC_CONFIG_TOPIC,
+    TopicConfig,
+)
+from dledgermq.store.record import MessageDraft
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(slots=True)
+class BrokerState:
+    topics: dict[str, TopicConfig] = field(default_factory=dict)
+    # group -> topic -> queue id -> next offset to consume
+    offsets: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)
+
+    def apply(self, topic: str, body: bytes) -> str | None:
+        """Apply one internal record; returns the topic whose config changed, if any."""
+        assert topic.startswith(SYSTEM_PREFIX), topic
+        change: dict[str, Any] = msgpack.unpackb(body, strict_map_key=False)
+        if topic == TOPIC_CONFIG_TOPIC:
+            name = change["topic"]
+            if change["op"] == "put":
+                self.topics[name] = TopicConfig.from_wire(change["config"])
+            else:
+                self.topics.pop(name, None)
+                for by_topic in self.offsets.values():
+                    by_topic.pop(name, None)
+            return str(name)
+        if topic == CONSUMER_OFFSET_TOPIC:
+            queues = self.offsets.setdefault(change["group"], {}).setdefault(change["topic"], {})
+            for queue_id, offset in change["offsets"].items():
+                queues[int(queue_id)] = int(offset)
+            return None
+        return None  # A system record of a later version: ignored, never fatal.
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb(
+            {
+                "version": SNAPSHOT_VERSION,
+                "topics": [c.to_wire() for c in self.topics.values()],
+                "offsets": self.offsets,
+            }
+        )
+
+    @classmethod
+    def restore(cls, blob: bytes) -> BrokerState:
+        raw = msgpack.unpackb(blob, strict_map_key=False)
+        assert raw["version"] == SNAPSHOT_VERSION, raw["version"]
+        return cls(
+            topics={c["topic"]: TopicConfig.from_wire(c) for c in raw["topics"]},
+            offsets={
+                group: {topic: {int(q): int(o) for q, o in qs.items()} for topic, qs in ts.items()}
+                for group, ts in raw["offsets"].items()
+            },
+        )
+
+
+def topic_put_draft(config: TopicConfig, now_ms: int) -> MessageDraft:
+    return _system_draft(
+        TOPIC_CONFIG_TOPIC, {"op": "put", "topic": config.topic, "config": config.to_wire()}, now_ms
+    )
+
+
+def topic_delete_draft(topic: str, now_ms: int) -> MessageDraft:
+    return _system_draft(TOPIC_CONFIG_TOPIC, {"op": "delete", "topic": topic}, now_ms)
+
+
+def offset_commit_draft(group: str, topic: str, offsets: dict[int, int], now_ms: int) -> MessageDraft:
+    return _system_draft(
+        CONSUMER_OFFSET_TOPIC, {"group": group, "topic": topic, "offsets": offsets}, now_ms
+    )
+
+
+def _system_draft(topic: str, change: dict[str, Any], now_ms: int) -> MessageDraft:
+    return MessageDraft(
+        topic=topic, queue_id=0, body=msgpack.packb(change), properties={}, born_timestamp_ms=now_ms
+    )

@@ -1,0 +1,302 @@
+"""The client side of the CLI: topic, send, consume, query.
+
+Thin: parse arguments, call the Python client (dledgermq.client), print. Kept apart from
+cli.py so that running a server never imports the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dledgermq.client import Admin, Message, MessageQueue, Producer, PullConsumer
+from dledgermq.errors import OffsetOutOfRange
+
+MAX_CONSUME_WAIT_S = 60.0
+
+
+def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
+    def client_parser(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        parser = parent.add_parser(name, help=help_text)
+        common(parser)
+        parser.add_argument("--namesrv", help="NameServer addresses host:port[,host:port]")
+        return parser
+
+    topic = commands.add_parser("topic", help="create, update, delete, list and inspect topics")
+    actions = topic.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = client_parser("create", "create a topic on every broker group", actions)
+    create.add_argument("topic")
+    _queue_args(create)
+    create.set_defaults(handler=topic_create)
+    update = client_parser("update", "change queue counts or permission", actions)
+    update.add_argument("topic")
+    _queue_args(update)
+    update.set_defaults(handler=topic_update)
+    delete = client_parser("delete", "delete a topic from every broker group", actions)
+    delete.add_argument("topic")
+    delete.set_defaults(handler=topic_delete)
+    listing = client_parser("list", "list topics known to the NameServer", actions)
+    listing.set_defaults(handler=topic_list)
+    status = client_parser("status", "route and per-queue offsets of a topic", actions)
+    status.add_argument("topic")
+    status.set_defaults(handler=topic_status)
+
+    send = client_parser("send", "send a message")
+    send.add_argument("topic")
+    send.add_argument("body")
+    send.add_argument("--tag")
+    send.add_argument("--key", action="append", default=[], help="message key (repeatable)")
+    send.add_argument("--property", action="append", default=[], help="NAME=VALUE (repeatable)")
+    send.add_argument("--sharding-key", help="send to the queue this key hashes to")
+    send.add_argument("--count", type=int, default=1, help="send the body N times (1..100000)")
+    send.set_defaults(handler=send_command)
+
+    consume = client_parser("consume", "consume messages as a group and commit its offsets")
+    consume.add_argument("topic")
+    consume.add_argument("--group", required=True)
+    consume.add_argument("--count", type=int, default=10, help="stop after N messages")
+    consume.add_argument("--tags", default="*", help="`*` or `A || B`")
+    consume.add_argument("--from", dest="from_where", choices=["first", "last"], default="first",
+                         help="where a group without committed offsets starts (default first)")
+    consume.add_argument("--wait", type=float, default=0.0,
+                         help="seconds to wait for more messages when fewer than --count")
+    consume.add_argument("--no-commit", action="store_true", help="do not commit offsets")
+    consume.set_defaults(handler=consume_command)
+
+    query = client_parser("query", "find messages by key or by id")
+    query.add_argument("--id", help="message id (or the client's unique key)")
+    query.add_argument("--key", help="message key")
+    query.add_argument("--topic", help="topic of --key (default: every topic with that key)")
+    query.add_argument("--begin-ms", type=int)
+    query.add_argument("--end-ms", type=int)
+    query.add_argument("--max", type=int, default=32)
+    query.set_defaults(handler=query_command)
+
+
+def _queue_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queues", type=int, help="read and write queue count")
+    parser.add_argument("--read-queues", type=int)
+    parser.add_argument("--write-queues", type=int)
+    parser.add_argument("--perm", type=int, choices=[2, 4, 6], help="2=write 4=read 6=both")
+
+
+def _queue_fields(args: argparse.Namespace) -> dict[str, int]:
+    fields = {"queues": args.queues, "read_queues": args.read_queues,
+              "write_queues": args.write_queues, "perm": args.perm}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _cli() -> Any:
+    from dledgermq import cli
+
+    return cli
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+
+def topic_create(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> list[dict[str, Any]]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.create_topic(args.topic, **_queue_fields(args))
+
+    created = cli.run_async(run())
+    cli.emit(args, {"created": created}, lambda: "\n".join(
+        f"created {c['topic']} on {c['broker_name']}: read={c['read_queues']} "
+        f"write={c['write_queues']} perm={c['perm']}" for c in created))
+    return 0
+
+
+def topic_update(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> list[dict[str, Any]]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.update_topic(args.topic, **_queue_fields(args))
+
+    updated = cli.run_async(run())
+    cli.emit(args, {"updated": updated}, f"updated {args.topic} on {len(updated)} broker group(s)")
+    return 0
+
+
+def topic_delete(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> list[str]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.delete_topic(args.topic)
+
+    deleted = cli.run_async(run())
+    cli.emit(args, {"deleted_from": deleted}, f"deleted {args.topic} from {', '.join(deleted)}")
+    return 0
+
+
+def topic_list(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> list[str]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.list_topics()
+
+    topics = cli.run_async(run())
+    cli.emit(args, {"topics": topics}, "\n".join(topics) or "(no topics)")
+    return 0
+
+
+def topic_status(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> dict[str, Any]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.topic_status(args.topic)
+
+    status = cli.run_async(run())
+
+    def text() -> str:
+        lines = [f"{'BROKER':12} {'QUEUE':>5} {'MIN':>10} {'MAX':>10}"]
+        for q in status["queues"]:
+            lines.append(f"{q['broker_name']:12} {q['queue_id']:>5} {q['min_offset']:>10} {q['max_offset']:>10}")
+        return "\n".join(lines)
+
+    cli.emit(args, status, text)
+    return 0
+
+
+# -- send and consume --------------------------------------------------------------------------
+
+
+def send_command(args: argparse.Namespace) -> int:
+    cli = _cli()
+    if not 1 <= args.count <= 100_000:
+        raise cli.CliError("--count must be within 1..100000")
+    properties = {}
+    for item in args.property:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise cli.CliError(f"--property takes NAME=VALUE, got {item!r}")
+        properties[name] = value
+
+    async def run() -> list[dict[str, Any]]:
+        results = []
+        async with Producer(cli.namesrv_addrs(args)) as producer:
+            for _ in range(args.count):
+                result = await producer.send(
+                    args.topic, args.body, tags=args.tag, keys=args.key or None,
+                    properties=properties or None, sharding_key=args.sharding_key,
+                )
+                results.append(_send_result(result))
+        return results
+
+    results = cli.run_async(run())
+    payload = results[0] if len(results) == 1 else {"results": results}
+    cli.emit(args, payload, lambda: "\n".join(
+        f"SEND_OK msg_id={r['msg_id']} queue={r['broker_name']}/{r['queue_id']} "
+        f"offset={r['queue_offset']}" for r in results))
+    return 0
+
+
+def _send_result(result: Any) -> dict[str, Any]:
+    return {
+        "status": "SEND_OK",
+        "msg_id": result.msg_id,
+        "unique_key": result.unique_key,
+        "topic": result.queue.topic,
+        "broker_name": result.queue.broker_name,
+        "queue_id": result.queue.queue_id,
+        "queue_offset": result.queue_offset,
+        "commitlog_offset": result.commitlog_offset,
+    }
+
+
+def consume_command(args: argparse.Namespace) -> int:
+    cli = _cli()
+    if not 1 <= args.count <= 100_000:
+        raise cli.CliError("--count must be within 1..100000")
+    if not 0 <= args.wait <= MAX_CONSUME_WAIT_S:
+        raise cli.CliError(f"--wait must be within 0..{MAX_CONSUME_WAIT_S:.0f} seconds")
+    messages = cli.run_async(_consume(args, cli.namesrv_addrs(args)))
+    cli.emit(args, {"messages": [_message(m) for m in messages]}, lambda: "\n".join(
+        f"{m.topic}/{m.queue_id}@{m.queue_offset} tags={m.tags} keys={','.join(m.keys)} "
+        f"msg_id={m.msg_id}: {m.body.decode(errors='replace')}" for m in messages) or "(no messages)")
+    return 0
+
+
+async def _consume(args: argparse.Namespace, addrs: list[str]) -> list[Message]:
+    """Read up to --count messages across the topic's queues from the group's offsets."""
+    got: list[Message] = []
+    async with PullConsumer(addrs, args.group) as consumer:
+        queues = await consumer.fetch_queues(args.topic)
+        offsets = {mq: await _start_offset(consumer, mq, args.from_where) for mq in queues}
+        deadline = time.monotonic() + args.wait
+        while len(got) < args.count:
+            progressed = False
+            for mq in queues:
+                if len(got) >= args.count:
+                    break
+                result = await _pull(consumer, mq, offsets, args, len(got), deadline)
+                if result:
+                    got.extend(result)
+                    progressed = True
+            if not progressed and time.monotonic() >= deadline:
+                break
+        if not args.no_commit:
+            await consumer.commit_offsets(offsets)
+    return got
+
+
+async def _pull(consumer: PullConsumer, mq: MessageQueue, offsets: dict[MessageQueue, int],
+                args: argparse.Namespace, have: int, deadline: float) -> list[Message]:
+    wait_ms = max(0, min(int((deadline - time.monotonic()) * 1000), 1_000))
+    try:
+        result = await consumer.pull(mq, offsets[mq], max_messages=min(256, args.count - have),
+                                     tags=args.tags, wait_ms=wait_ms)
+    except OffsetOutOfRange as exc:
+        offsets[mq] = int(exc.details.get("min_offset", 0))
+        return []
+    taken = result.messages[: args.count - have]
+    offsets[mq] = taken[-1].queue_offset + 1 if len(taken) < len(result.messages) else result.next_offset
+    return taken
+
+
+async def _start_offset(consumer: PullConsumer, mq: MessageQueue, from_where: str) -> int:
+    committed = await consumer.fetch_offset(mq)
+    if committed is not None:
+        return committed
+    low, high = await consumer.queue_range(mq)
+    return low if from_where == "first" else high
+
+
+def _message(m: Message) -> dict[str, Any]:
+    return {
+        "msg_id": m.msg_id, "unique_key": m.unique_key, "topic": m.topic, "queue_id": m.queue_id,
+        "queue_offset": m.queue_offset, "commitlog_offset": m.commitlog_offset, "tags": m.tags,
+        "keys": list(m.keys), "properties": dict(m.properties),
+        "body": m.body.decode(errors="replace"), "born_timestamp_ms": m.born_timestamp_ms,
+        "store_timestamp_ms": m.store_timestamp_ms, "reconsume_times": m.reconsume_times,
+    }
+
+
+# -- query ------------------------------------------------------------------------------------
+
+
+def query_command(args: argparse.Namespace) -> int:
+    cli = _cli()
+    if bool(args.id) == bool(args.key):
+        raise cli.CliError("give exactly one of --id or --key")
+
+    async def run() -> list[Message]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            if args.id:
+                return [await admin.query_by_id(args.id)]
+            return await admin.query_by_key(args.key, topic=args.topic, begin_ms=args.begin_ms,
+                                            end_ms=args.end_ms, max_messages=args.max)
+
+    found = cli.run_async(run())
+    cli.emit(args, {"messages": [_message(m) for m in found]}, lambda: "\n".join(
+        f"{m.msg_id} {m.topic}/{m.queue_id}@{m.queue_offset} keys={','.join(m.keys)} "
+        f"tags={m.tags}: {m.body.decode(errors='replace')}" for m in found) or "(not found)")
+    return 0

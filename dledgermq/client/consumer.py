@@ -1,0 +1,157 @@
+"""The pull consumer: queue discovery, pulls by offset, and the group's stored offsets.
+
+Owns: addressing each call to the right broker group (reads to the master, else a slave;
+offset commits to the master), invalidating the cached route when a broker is unreachable,
+and the pull's timeout (the long-poll hold plus the request timeout, so it is bounded).
+`OFFSET_MOVED` answers surface as `errors.OffsetOutOfRange` with `min_offset`/`max_offset`
+in `details`.
+
+Must not: loop, schedule or retry on its own; `push_consumer.py` does that on top.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from dledgermq.client.http import HttpSession
+from dledgermq.client.message import MessageQueue, PullResult
+from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S, NameServerClient, RouteCache
+from dledgermq.errors import MQError, NoRoute, NotLeader, QueueNotFound, Timeout, Unavailable
+
+DEFAULT_REQUEST_TIMEOUT_S = 5.0
+MAX_PULL_MESSAGES = 256
+MAX_WAIT_MS = 15_000
+# Errors that mean "this broker address may be wrong now": ask the NameServer again.
+_ROUTE_ERRORS = (Unavailable, Timeout, NotLeader, NoRoute)
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")
+
+
+class PullConsumer:
+    """Explicit pulls: the caller picks queues and offsets and commits progress."""
+
+    def __init__(
+        self,
+        namesrv_addrs: Sequence[str],
+        group: str,
+        *,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
+        http: HttpSession | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.group = group
+        self.request_timeout_s = request_timeout_s
+        self._http = http or HttpSession(timeout_s=request_timeout_s)
+        self._nameserver = NameServerClient(namesrv_addrs, http=self._http, rng=rng)
+        self._routes = RouteCache(self._nameserver, refresh_s=route_refresh_s)
+
+    async def start(self) -> None:
+        """Nothing to connect up front; kept for the RocketMQ lifecycle shape."""
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> PullConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def fetch_queues(self, topic: str) -> list[MessageQueue]:
+        """The topic's readable queues in route order (broker name, then queue id)."""
+        return (await self._routes.get(topic)).readable_queues()
+
+    async def pull(
+        self,
+        mq: MessageQueue,
+        offset: int,
+        *,
+        max_messages: int = 32,
+        tags: str = "*",
+        wait_ms: int = 0,
+    ) -> PullResult:
+        """Messages from `offset` on; with `wait_ms` the broker holds an empty pull open.
+
+        Raises:
+            OffsetOutOfRange: `offset` is outside the queue; `details` has the valid range.
+        """
+        if not 1 <= max_messages <= MAX_PULL_MESSAGES:
+            raise ValueError(f"max_messages must be within 1..{MAX_PULL_MESSAGES}")
+        if not 0 <= wait_ms <= MAX_WAIT_MS:
+            raise ValueError(f"wait_ms must be within 0..{MAX_WAIT_MS}")
+        params = {"offset": offset, "max": max_messages, "tags": tags, "wait_ms": wait_ms}
+        path = f"/topics/{_q(mq.topic)}/queues/{mq.queue_id}/messages"
+        timeout_s = self.request_timeout_s + wait_ms / 1000
+        answer = await self._call(mq, "GET", path, params=params, timeout_s=timeout_s)
+        return PullResult.from_wire(answer)
+
+    async def commit_offset(self, mq: MessageQueue, offset: int) -> None:
+        """Store the group's next offset to consume in `mq` (through the broker's log)."""
+        await self.commit_offsets({mq: offset})
+
+    async def commit_offsets(self, offsets: Mapping[MessageQueue, int]) -> None:
+        """Store several queues' offsets, one request per (topic, broker group)."""
+        batches: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+        for mq, offset in offsets.items():
+            batches[mq.topic, mq.broker_name][str(mq.queue_id)] = offset
+        for (topic, broker_name), batch in batches.items():
+            mq = MessageQueue(topic, broker_name, 0)
+            body = {"topic": topic, "offsets": batch}
+            await self._call(mq, "POST", f"/groups/{_q(self.group)}/offsets", body=body, write=True)
+
+    async def fetch_offsets(self, topic: str, broker_name: str) -> dict[int, int]:
+        """The group's committed offsets on one broker group, by queue id."""
+        mq = MessageQueue(topic, broker_name, 0)
+        path = f"/groups/{_q(self.group)}/offsets"
+        answer = await self._call(mq, "GET", path, params={"topic": topic})
+        return {int(qid): offset for qid, offset in answer.get("offsets", {}).items()}
+
+    async def fetch_offset(self, mq: MessageQueue) -> int | None:
+        """The group's committed offset in `mq`, or None if it never committed one."""
+        return (await self.fetch_offsets(mq.topic, mq.broker_name)).get(mq.queue_id)
+
+    async def offset_by_time(self, mq: MessageQueue, ts_ms: int) -> int:
+        """The first queue offset stored at or after `ts_ms`."""
+        path = f"/topics/{_q(mq.topic)}/queues/{mq.queue_id}/offset-by-time"
+        return int((await self._call(mq, "GET", path, params={"timestamp_ms": ts_ms}))["offset"])
+
+    async def queue_range(self, mq: MessageQueue) -> tuple[int, int]:
+        """The queue's (min_offset, max_offset); max is the next offset to be written."""
+        answer = await self._call(mq, "GET", f"/topics/{_q(mq.topic)}")
+        for queue in answer.get("queues", []):
+            if queue["queue_id"] == mq.queue_id:
+                return int(queue["min_offset"]), int(queue["max_offset"])
+        raise QueueNotFound(f"{mq} is not served by {mq.broker_name}", queue_id=mq.queue_id)
+
+    async def _call(  # noqa: PLR0913 - one place that addresses every broker call
+        self,
+        mq: MessageQueue,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        write: bool = False,
+    ) -> dict[str, Any]:
+        route = await self._routes.get(mq.topic)
+        addr = route.master_addr(mq.broker_name) if write else route.read_addr(mq.broker_name)
+        if addr is None:
+            self._routes.invalidate(mq.topic)
+            raise NoRoute(f"no broker of group {mq.broker_name!r} serves {mq.topic!r}")
+        try:
+            return await self._http.request(
+                method, addr, path, params=params, body=body, timeout_s=timeout_s
+            )
+        except MQError as err:
+            if isinstance(err, _ROUTE_ERRORS):
+                self._routes.invalidate(mq.topic)
+            raise

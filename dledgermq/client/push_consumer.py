@@ -1,0 +1,236 @@
+"""The push consumer: long-poll loops that hand messages to a callback, at least once.
+
+Owns: one loop per assigned queue (long-poll, deliver, advance), the starting offset of a
+queue the group never committed (`from_where`), correcting an offset the broker reports as
+moved, redelivering a batch whose callback failed (bounded, then skipped with an error
+log), and committing offsets every `commit_interval_s` and on close.
+
+Must not: decide which member of the group owns which queue. `assign_queues` is the seam
+for rebalancing (RocketMQ `AllocateMessageQueueStrategy`); the default takes every queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dledgermq.client.consumer import PullConsumer
+from dledgermq.client.message import Message, MessageQueue
+from dledgermq.errors import MQError, OffsetOutOfRange
+
+log = logging.getLogger(__name__)
+
+MessageCallback = Callable[[list[Message]], Awaitable[None] | None]
+AssignQueues = Callable[[list[MessageQueue]], list[MessageQueue]]
+FromWhere = Literal["first", "last"]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for `async def` functions and objects whose `__call__` is `async def`."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def assign_all(queues: list[MessageQueue]) -> list[MessageQueue]:
+    """The single-member strategy: this consumer owns every readable queue."""
+    return list(queues)
+
+
+def corrected_offset(offset: int, details: Mapping[str, Any]) -> int:
+    """Where to resume after OFFSET_MOVED: the nearest end of the valid range."""
+    min_offset = int(details.get("min_offset", 0))
+    max_offset = int(details.get("max_offset", min_offset))
+    return max_offset if offset > max_offset else max(offset, min_offset)
+
+
+def backoff_s(failures: int, *, base_s: float = 0.1, cap_s: float = 5.0) -> float:
+    """Exponential, capped: a broken broker is retried at most every `cap_s`."""
+    return min(cap_s, base_s * 2 ** max(0, failures - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    """Tuning for the pull loops; the defaults follow RocketMQ's push consumer."""
+
+    wait_ms: int = 15_000
+    max_messages: int = 32
+    rebalance_interval_s: float = 20.0
+    max_reconsume_times: int = 16
+
+
+class PushConsumer:
+    """Consumes a topic by calling `callback(messages)` for each pulled batch."""
+
+    def __init__(  # noqa: PLR0913 - RocketMQ push consumer settings, keyword-only
+        self,
+        namesrv_addrs: Sequence[str],
+        group: str,
+        topic: str,
+        *,
+        callback: MessageCallback,
+        tags: str = "*",
+        from_where: FromWhere = "last",
+        commit_interval_s: float = 5.0,
+        assign_queues: AssignQueues = assign_all,
+        options: PushOptions | None = None,
+        pull_consumer: PullConsumer | None = None,
+    ) -> None:
+        if from_where not in ("first", "last"):
+            raise ValueError(f"from_where must be 'first' or 'last', got {from_where!r}")
+        self.topic = topic
+        self._callback = callback
+        self._tags = tags
+        self._from_where = from_where
+        self._commit_interval_s = commit_interval_s
+        self._assign = assign_queues
+        self._options = options or PushOptions()
+        self._pull = pull_consumer or PullConsumer(namesrv_addrs, group)
+        self._loops: dict[MessageQueue, asyncio.Task[None]] = {}
+        self._offsets: dict[MessageQueue, int] = {}
+        self._committed: dict[MessageQueue, int] = {}
+        self._services: list[asyncio.Task[None]] = []
+
+    @property
+    def assigned_queues(self) -> list[MessageQueue]:
+        return sorted(self._loops)
+
+    @property
+    def offsets(self) -> dict[MessageQueue, int]:
+        """The next offset to consume per queue (what the next commit will store)."""
+        return dict(self._offsets)
+
+    async def start(self) -> None:
+        """Assign queues and start pulling; later rebalances run in the background."""
+        await self._pull.start()
+        await self.rebalance()
+        self._services = [
+            asyncio.create_task(self._every(self._commit_interval_s, self.commit)),
+            asyncio.create_task(self._every(self._options.rebalance_interval_s, self.rebalance)),
+        ]
+
+    async def close(self) -> None:
+        """Stop every loop, commit the offsets reached, and close the connection."""
+        tasks = [*self._services, *self._loops.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._services.clear()
+        self._loops.clear()
+        try:
+            await self.commit()
+        finally:
+            await self._pull.close()
+
+    async def __aenter__(self) -> PushConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def rebalance(self) -> None:
+        """Start loops for newly assigned queues and stop loops for queues given up."""
+        try:
+            wanted = set(self._assign(await self._pull.fetch_queues(self.topic)))
+        except MQError as err:
+            log.warning("rebalance of %s skipped: %s", self.topic, err)
+            return
+        for mq in sorted(set(self._loops) - wanted):
+            task = self._loops.pop(mq)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for mq in sorted(wanted - set(self._loops)):
+            self._loops[mq] = asyncio.create_task(self._consume(mq))
+        # A dropped queue's offset is committed once more by commit(), then forgotten.
+
+    async def commit(self) -> None:
+        """Store every offset that moved since the last commit."""
+        moved = {mq: o for mq, o in self._offsets.items() if self._committed.get(mq) != o}
+        if not moved:
+            return
+        try:
+            await self._pull.commit_offsets(moved)
+        except MQError as err:
+            log.warning("offset commit failed (%s); retrying next interval", err)
+            return
+        self._committed.update(moved)
+        for mq in [mq for mq in self._offsets if mq not in self._loops]:
+            del self._offsets[mq]
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await job()
+
+    async def _consume(self, mq: MessageQueue) -> None:
+        offset = await self._start_offset(mq)
+        failures = 0
+        while True:
+            try:
+                result = await self._pull.pull(
+                    mq,
+                    offset,
+                    max_messages=self._options.max_messages,
+                    tags=self._tags,
+                    wait_ms=self._options.wait_ms,
+                )
+            except OffsetOutOfRange as err:
+                offset = corrected_offset(offset, err.details)
+                log.warning("%s: offset moved; resuming at %d", mq, offset)
+                self._offsets[mq] = offset
+                continue
+            except MQError as err:
+                failures += 1
+                log.warning("%s: pull failed (%s)", mq, err)
+                await asyncio.sleep(backoff_s(failures))
+                continue
+            failures = 0
+            if result.messages:
+                await self._deliver(mq, result.messages)
+            offset = result.next_offset
+            self._offsets[mq] = offset
+
+    async def _start_offset(self, mq: MessageQueue) -> int:
+        """The committed offset, else min/max of the queue as `from_where` says."""
+        failures = 0
+        while True:
+            try:
+                committed = await self._pull.fetch_offset(mq)
+                if committed is not None:
+                    return committed
+                min_offset, max_offset = await self._pull.queue_range(mq)
+            except MQError as err:
+                failures += 1
+                log.warning("%s: cannot find the start offset (%s)", mq, err)
+                await asyncio.sleep(backoff_s(failures))
+                continue
+            return min_offset if self._from_where == "first" else max_offset
+
+    async def _deliver(self, mq: MessageQueue, messages: list[Message]) -> None:
+        """Call back until it succeeds, at most 1 + max_reconsume_times times."""
+        attempts = 1 + self._options.max_reconsume_times
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._invoke(messages)
+            except Exception:
+                log.exception("%s: callback failed (attempt %d/%d)", mq, attempt, attempts)
+                if attempt < attempts:
+                    await asyncio.sleep(backoff_s(attempt))
+            else:
+                return
+        first, last = messages[0].queue_offset, messages[-1].queue_offset
+        log.error("%s: skipping offsets %d..%d after %d failed attempts", mq, first, last, attempts)
+
+    async def _invoke(self, messages: list[Message]) -> None:
+        # A sync callback runs in a worker thread so it cannot stall the event loop.
+        if is_async_callable(self._callback):
+            result = self._callback(messages)
+            assert result is not None
+            await result
+        else:
+            await asyncio.to_thread(self._callback, messages)

@@ -1,0 +1,329 @@
+"""Blocking facades over the asyncio clients, for scripts and threaded programs.
+
+Owns: one private event loop per facade, run in a daemon thread; every call submits a
+coroutine with `asyncio.run_coroutine_threadsafe` and waits at most a bounded time (the
+operation's own timeouts plus a margin), raising `errors.Timeout` beyond it.
+
+Must not: add behaviour; each method forwards to the async client of the same name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+from dledgermq.client.admin import Admin
+from dledgermq.client.consumer import DEFAULT_REQUEST_TIMEOUT_S, PullConsumer
+from dledgermq.client.message import Message, MessageQueue, PullResult, SendResult
+from dledgermq.client.producer import RETRY_WAIT_MAX_S, BatchItem, Producer, SendCallback
+from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S
+from dledgermq.errors import Timeout
+
+T = TypeVar("T")
+MARGIN_S = 2.0
+STOP_TIMEOUT_S = 5.0
+
+
+class LoopThread:
+    """A private event loop running in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        """Run `coro` on the loop and wait for it; cancel it after `timeout_s`."""
+        future = self.submit(coro)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise Timeout(f"no result within {timeout_s}s") from None
+
+    def stop(self) -> None:
+        """Stop the loop and close it once the thread has ended (bounded wait)."""
+        if self._loop.is_closed():
+            return
+        self.run(self._loop.shutdown_asyncgens(), STOP_TIMEOUT_S)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STOP_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+class SyncProducer:
+    """Blocking `Producer`; `send_async` returns a `concurrent.futures.Future`."""
+
+    def __init__(
+        self,
+        namesrv_addrs: Sequence[str],
+        group: str = "DEFAULT_PRODUCER",
+        *,
+        send_timeout_s: float = 3.0,
+        retries: int = 2,
+        route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
+    ) -> None:
+        self._runner = LoopThread("dledgermq-producer")
+        self._producer = Producer(
+            namesrv_addrs,
+            group,
+            send_timeout_s=send_timeout_s,
+            retries=retries,
+            route_refresh_s=route_refresh_s,
+        )
+        self._timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * (retries + 1) + MARGIN_S
+
+    def start(self) -> None:
+        self._runner.run(self._producer.start(), self._timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._producer.close(), self._timeout_s)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> SyncProducer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(  # noqa: PLR0913 - Producer.send's fields
+        self,
+        topic: str,
+        body: bytes | str,
+        *,
+        tags: str | None = None,
+        keys: str | Sequence[str] | None = None,
+        properties: Mapping[str, str] | None = None,
+        sharding_key: str | None = None,
+        queue: MessageQueue | None = None,
+    ) -> SendResult:
+        coro = self._producer.send(
+            topic,
+            body,
+            tags=tags,
+            keys=keys,
+            properties=properties,
+            sharding_key=sharding_key,
+            queue=queue,
+        )
+        return self._runner.run(coro, self._timeout_s)
+
+    def send_async(  # noqa: PLR0913 - Producer.send_async's fields
+        self,
+        topic: str,
+        body: bytes | str,
+        *,
+        tags: str | None = None,
+        keys: str | Sequence[str] | None = None,
+        properties: Mapping[str, str] | None = None,
+        sharding_key: str | None = None,
+        callback: SendCallback | None = None,
+    ) -> concurrent.futures.Future[SendResult]:
+        """Send in the background; `callback` runs on the facade's loop thread."""
+
+        async def send() -> SendResult:
+            return await self._producer.send_async(
+                topic,
+                body,
+                tags=tags,
+                keys=keys,
+                properties=properties,
+                sharding_key=sharding_key,
+                callback=callback,
+            )
+
+        return self._runner.submit(send())
+
+    def send_oneway(
+        self,
+        topic: str,
+        body: bytes | str,
+        *,
+        tags: str | None = None,
+        keys: str | Sequence[str] | None = None,
+        sharding_key: str | None = None,
+    ) -> None:
+        coro = self._producer.send_oneway(
+            topic, body, tags=tags, keys=keys, sharding_key=sharding_key
+        )
+        self._runner.run(coro, self._timeout_s)
+
+    def send_batch(
+        self,
+        topic: str,
+        messages: Sequence[BatchItem],
+        *,
+        sharding_key: str | None = None,
+        queue: MessageQueue | None = None,
+    ) -> list[SendResult]:
+        coro = self._producer.send_batch(topic, messages, sharding_key=sharding_key, queue=queue)
+        return self._runner.run(coro, self._timeout_s)
+
+
+class SyncPullConsumer:
+    """Blocking `PullConsumer`."""
+
+    def __init__(
+        self,
+        namesrv_addrs: Sequence[str],
+        group: str,
+        *,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
+    ) -> None:
+        self._runner = LoopThread("dledgermq-pull-consumer")
+        self._consumer = PullConsumer(
+            namesrv_addrs,
+            group,
+            request_timeout_s=request_timeout_s,
+            route_refresh_s=route_refresh_s,
+        )
+        self._timeout_s = request_timeout_s + MARGIN_S
+
+    def start(self) -> None:
+        self._runner.run(self._consumer.start(), self._timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._consumer.close(), self._timeout_s)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> SyncPullConsumer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def fetch_queues(self, topic: str) -> list[MessageQueue]:
+        return self._runner.run(self._consumer.fetch_queues(topic), self._timeout_s)
+
+    def pull(
+        self,
+        mq: MessageQueue,
+        offset: int,
+        *,
+        max_messages: int = 32,
+        tags: str = "*",
+        wait_ms: int = 0,
+    ) -> PullResult:
+        coro = self._consumer.pull(
+            mq, offset, max_messages=max_messages, tags=tags, wait_ms=wait_ms
+        )
+        return self._runner.run(coro, self._timeout_s + wait_ms / 1000)
+
+    def commit_offset(self, mq: MessageQueue, offset: int) -> None:
+        self._runner.run(self._consumer.commit_offset(mq, offset), self._timeout_s)
+
+    def fetch_offset(self, mq: MessageQueue) -> int | None:
+        return self._runner.run(self._consumer.fetch_offset(mq), self._timeout_s)
+
+    def offset_by_time(self, mq: MessageQueue, ts_ms: int) -> int:
+        return self._runner.run(self._consumer.offset_by_time(mq, ts_ms), self._timeout_s)
+
+    def queue_range(self, mq: MessageQueue) -> tuple[int, int]:
+        return self._runner.run(self._consumer.queue_range(mq), self._timeout_s)
+
+
+class SyncAdmin:
+    """Blocking `Admin`."""
+
+    def __init__(self, namesrv_addrs: Sequence[str], *, request_timeout_s: float = 5.0) -> None:
+        self._runner = LoopThread("dledgermq-admin")
+        self._admin = Admin(namesrv_addrs, request_timeout_s=request_timeout_s)
+        # A call may ask the NameServer, then the brokers: two request timeouts.
+        self._timeout_s = 2 * request_timeout_s + MARGIN_S
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro, self._timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._run(self._admin.close())
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> SyncAdmin:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def brokers(self) -> list[dict[str, Any]]:
+        return self._run(self._admin.brokers())
+
+    def broker_status(self, addr: str) -> dict[str, Any]:
+        return self._run(self._admin.broker_status(addr))
+
+    def list_topics(self) -> list[str]:
+        return self._run(self._admin.list_topics())
+
+    def create_topic(
+        self,
+        topic: str,
+        *,
+        queues: int = 8,
+        read_queues: int | None = None,
+        write_queues: int | None = None,
+        perm: int = 6,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        return self._run(
+            self._admin.create_topic(
+                topic,
+                queues=queues,
+                read_queues=read_queues,
+                write_queues=write_queues,
+                perm=perm,
+                broker_names=broker_names,
+            )
+        )
+
+    def update_topic(
+        self,
+        topic: str,
+        *,
+        read_queues: int | None = None,
+        write_queues: int | None = None,
+        perm: int | None = None,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        return self._run(
+            self._admin.update_topic(
+                topic,
+                read_queues=read_queues,
+                write_queues=write_queues,
+                perm=perm,
+                broker_names=broker_names,
+            )
+        )
+
+    def delete_topic(self, topic: str, *, broker_names: Sequence[str] | None = None) -> list[str]:
+        return self._run(self._admin.delete_topic(topic, broker_names=broker_names))
+
+    def topic_status(self, topic: str) -> dict[str, Any]:
+        return self._run(self._admin.topic_status(topic))
+
+    def query_by_key(
+        self,
+        topic: str,
+        key: str,
+        begin_ms: int | None = None,
+        end_ms: int | None = None,
+        max: int = 32,  # The API's own name; the builtin is not needed here.
+    ) -> list[Message]:
+        return self._run(self._admin.query_by_key(topic, key, begin_ms, end_ms, max))
+
+    def query_by_id(self, msg_id: str) -> Message:
+        return self._run(self._admin.query_by_id(msg_id))

@@ -1,0 +1,303 @@
+"""cluster.yml -> frozen dataclasses, validated once at start-up (fail fast).
+
+Owns the schema, the defaults and every cross-field rule (unique ids and ports, sane
+intervals). Nothing else parses YAML. Paths are resolved relative to the file's folder so
+that `dledgermq cluster up path/to/cluster.yml` works from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CLUSTER_RESOURCE = "default_cluster.yml"
+FLUSH_MODES = ("sync", "async")
+GROUP_MODES = ("standalone",)
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """cluster.yml is malformed or inconsistent; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Storage knobs of one broker node (RocketMQ MessageStoreConfig names, our units)."""
+
+    segment_size_bytes: int = 1024 * MiB
+    cq_units_per_file: int = 300_000
+    index_slots_per_file: int = 500_000
+    index_entries_per_file: int = 2_000_000
+    flush: str = "sync"
+    flush_interval_ms: int = 500
+    checkpoint_interval_ms: int = 3_000
+    file_reserved_hours: float = 72.0
+    retention_check_interval_ms: int = 10_000
+    disk_high_water_ratio: float = 0.90
+    disk_clean_ratio: float = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds on everything a client can make the broker hold or do."""
+
+    max_message_bytes: int = 4 * MiB
+    max_batch_messages: int = 1_000
+    max_batch_bytes: int = 16 * MiB
+    max_pull_messages: int = 256
+    max_long_poll_ms: int = 15_000
+    appends_in_flight_max: int = 10_000
+    long_polls_max: int = 10_000
+    send_timeout_ms: int = 5_000
+    auto_create_topics: bool = False
+    default_queues: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str
+    host: str
+    port: int
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerGroupConfig:
+    name: str
+    mode: str
+    nodes: tuple[NodeConfig, ...]
+    store: StoreConfig
+    limits: LimitsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class NamesrvConfig:
+    id: str
+    host: str
+    port: int
+    broker_expiry_ms: int = 120_000
+    scan_interval_ms: int = 10_000
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    cluster: str
+    data_dir: Path
+    namesrvs: tuple[NamesrvConfig, ...]
+    groups: tuple[BrokerGroupConfig, ...]
+    heartbeat_interval_ms: int = 30_000
+    tick_ms: int = 50
+    source: str = field(default="<embedded default>", compare=False)
+
+    def node(self, node_id: str) -> tuple[BrokerGroupConfig, NodeConfig]:
+        """The group and node entry of a broker node id (ConfigError if unknown)."""
+        for group in self.groups:
+            for node in group.nodes:
+                if node.id == node_id:
+                    return group, node
+        known = ", ".join(n.id for g in self.groups for n in g.nodes)
+        raise ConfigError(f"unknown broker node {node_id!r} (known: {known})")
+
+    def namesrv(self, namesrv_id: str) -> NamesrvConfig:
+        for ns in self.namesrvs:
+            if ns.id == namesrv_id:
+                return ns
+        known = ", ".join(ns.id for ns in self.namesrvs)
+        raise ConfigError(f"unknown namesrv {namesrv_id!r} (known: {known})")
+
+    @property
+    def namesrv_addrs(self) -> list[str]:
+        return [ns.addr for ns in self.namesrvs]
+
+    def node_dir(self, node_id: str) -> Path:
+        return self.data_dir / node_id
+
+    @property
+    def run_dir(self) -> Path:
+        """Where `cluster up` keeps pid and log files."""
+        return self.data_dir / "run"
+
+
+def load_config(path: str | Path | None) -> ClusterConfig:
+    """Read and validate cluster.yml; None means the embedded default."""
+    if path is None:
+        text = resources.files("dledgermq").joinpath(DEFAULT_CLUSTER_RESOURCE).read_text()
+        return parse_config(text, base_dir=Path.cwd(), source="<embedded default>")
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+    return parse_config(text, base_dir=file.resolve().parent, source=str(file))
+
+
+def parse_config(text: str, *, base_dir: Path, source: str = "<string>") -> ClusterConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    data_dir = Path(str(raw.get("data_dir", "./data")))
+    config = ClusterConfig(
+        cluster=str(raw.get("cluster", "DefaultCluster")),
+        data_dir=data_dir if data_dir.is_absolute() else (base_dir / data_dir).resolve(),
+        namesrvs=tuple(_namesrv(item) for item in _list(raw, "namesrvs")),
+        groups=tuple(_group(item, raw) for item in _list(raw, "brokers")),
+        heartbeat_interval_ms=_int(raw, "heartbeat_interval_ms", 30_000),
+        tick_ms=_int(raw, "tick_ms", 50),
+        source=source,
+    )
+    validate(config)
+    return config
+
+
+def validate(config: ClusterConfig) -> None:
+    """Every cross-field rule, so a bad file fails at start-up with a clear message."""
+    if not config.namesrvs:
+        raise ConfigError("at least one namesrv is required")
+    if not config.groups:
+        raise ConfigError("at least one broker group is required")
+    ids = [ns.id for ns in config.namesrvs] + [n.id for g in config.groups for n in g.nodes]
+    _unique(ids, "node/namesrv id")
+    _unique([g.name for g in config.groups], "broker group name")
+    endpoints = [ns.addr for ns in config.namesrvs] + [
+        n.addr for g in config.groups for n in g.nodes
+    ]
+    _unique(endpoints, "host:port")
+    for ns in config.namesrvs:
+        if ns.broker_expiry_ms <= config.heartbeat_interval_ms:
+            raise ConfigError(
+                f"namesrv {ns.id}: broker_expiry_ms ({ns.broker_expiry_ms}) must exceed "
+                f"heartbeat_interval_ms ({config.heartbeat_interval_ms})"
+            )
+    if not 1 <= config.tick_ms <= 1_000:
+        raise ConfigError("tick_ms must be within 1..1000")
+    for group in config.groups:
+        _validate_group(group)
+
+
+def _validate_group(group: BrokerGroupConfig) -> None:
+    where = f"broker group {group.name}"
+    if group.mode not in GROUP_MODES:
+        raise ConfigError(f"{where}: mode must be one of {GROUP_MODES}, got {group.mode!r}")
+    if group.mode == "standalone" and len(group.nodes) != 1:
+        raise ConfigError(f"{where}: standalone mode takes exactly one node")
+    store, limits = group.store, group.limits
+    if store.flush not in FLUSH_MODES:
+        raise ConfigError(f"{where}: flush must be one of {FLUSH_MODES}, got {store.flush!r}")
+    if store.segment_size_bytes < 64 * 1024:
+        raise ConfigError(f"{where}: segment_size_bytes must be at least 65536")
+    if limits.max_message_bytes + 4096 > store.segment_size_bytes:
+        raise ConfigError(f"{where}: max_message_bytes must fit in one segment")
+    if limits.max_batch_bytes + 64 * 1024 > store.segment_size_bytes:
+        raise ConfigError(f"{where}: max_batch_bytes must fit in one segment")
+    if not 0.0 < store.disk_clean_ratio <= store.disk_high_water_ratio <= 1.0:
+        raise ConfigError(f"{where}: need 0 < disk_clean_ratio <= disk_high_water_ratio <= 1")
+    for name in ("flush_interval_ms", "checkpoint_interval_ms", "cq_units_per_file"):
+        if getattr(store, name) <= 0:
+            raise ConfigError(f"{where}: {name} must be positive")
+    if not 1 <= limits.default_queues <= 1024:
+        raise ConfigError(f"{where}: default_queues must be within 1..1024")
+
+
+def _namesrv(item: Any) -> NamesrvConfig:
+    item = _mapping(item, "namesrvs[]")
+    return NamesrvConfig(
+        id=_str(item, "id"),
+        host=str(item.get("host", "127.0.0.1")),
+        port=_port(item),
+        broker_expiry_ms=_int(item, "broker_expiry_ms", 120_000),
+        scan_interval_ms=_int(item, "scan_interval_ms", 10_000),
+    )
+
+
+def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
+    item = _mapping(item, "brokers[]")
+    name = _str(item, "name")
+    nodes = tuple(
+        NodeConfig(id=_str(n, "id"), host=str(n.get("host", "127.0.0.1")), port=_port(n))
+        for n in (_mapping(x, f"{name}.nodes[]") for x in _list(item, "nodes"))
+    )
+    store_raw = {**_mapping(root.get("store", {}), "store"), **_mapping(item.get("store", {}), "store")}
+    limits_raw = {
+        **_mapping(root.get("limits", {}), "limits"),
+        **_mapping(item.get("limits", {}), "limits"),
+    }
+    return BrokerGroupConfig(
+        name=name,
+        mode=str(item.get("mode", "standalone")),
+        nodes=nodes,
+        store=_dataclass_from(StoreConfig, store_raw, f"{name}.store"),
+        limits=_dataclass_from(LimitsConfig, limits_raw, f"{name}.limits"),
+    )
+
+
+def _dataclass_from(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        expected = type(getattr(cls(), key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # noqa: PLW2901 - YAML writes 72 for 72.0
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _list(raw: dict[str, Any], key: str) -> list[Any]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list")
+    return value
+
+
+def _str(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: required non-empty string, got {value!r}")
+    return value
+
+
+def _int(raw: dict[str, Any], key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _port(raw: dict[str, Any]) -> int:
+    port = raw.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"port: expected 1..65535, got {port!r}")
+    return port
+
+
+def _unique(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"duplicate {what}: {value}")
+        seen.add(value)

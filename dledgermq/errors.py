@@ -1,0 +1,153 @@
+"""Expected outcomes that cross boundaries as values, and their HTTP mapping.
+
+Broken invariants are asserts (they crash); disk errors are `OSError` and fatal.
+Everything a user can cause is a `MQError` with a machine-readable `code`, mapped to an
+HTTP status once, at the edge (`api/errors.py`), and back into the same class by the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MQError(Exception):
+    """A user-visible, expected failure: `{"code": ..., "message": ...}` on the wire."""
+
+    code: ClassVar[str] = "INTERNAL"
+    status: ClassVar[int] = 500
+    # Retrying the same request may succeed (the client's tenacity policy reads this).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        """The error body: code, message and any structured details (e.g. a valid range)."""
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class BadRequest(MQError):
+    code = "BAD_REQUEST"
+    status = 400
+
+
+class InvalidTopic(MQError):
+    code = "INVALID_TOPIC"
+    status = 400
+
+
+class InvalidMessage(MQError):
+    code = "INVALID_MESSAGE"
+    status = 400
+
+
+class MessageTooLarge(MQError):
+    code = "MESSAGE_TOO_LARGE"
+    status = 413
+
+
+class BatchTooLarge(MQError):
+    code = "BATCH_TOO_LARGE"
+    status = 413
+
+
+class TopicNotFound(MQError):
+    code = "TOPIC_NOT_FOUND"
+    status = 404
+
+
+class TopicExists(MQError):
+    code = "TOPIC_EXISTS"
+    status = 409
+
+
+class MessageNotFound(MQError):
+    code = "MESSAGE_NOT_FOUND"
+    status = 404
+
+
+class OffsetOutOfRange(MQError):
+    """A pull outside [min_offset, max_offset]; details carry the valid range."""
+
+    code = "OFFSET_MOVED"
+    status = 400
+
+
+class NoPermission(MQError):
+    code = "NO_PERMISSION"
+    status = 403
+
+
+class QueueNotFound(MQError):
+    code = "QUEUE_NOT_FOUND"
+    status = 404
+
+
+class BrokerNotFound(MQError):
+    code = "BROKER_NOT_FOUND"
+    status = 404
+
+
+class NoRoute(MQError):
+    code = "NO_ROUTE"
+    status = 404
+    retryable = True
+
+
+class Busy(MQError):
+    """Admission control: too many appends in flight (RocketMQ's SYSTEM_BUSY)."""
+
+    code = "BUSY"
+    status = 503
+    retryable = True
+
+
+class DiskFull(MQError):
+    """Writes refused above the disk high-water mark; reads go on."""
+
+    code = "DISK_FULL"
+    status = 507
+
+
+class NotLeader(MQError):
+    code = "NOT_LEADER"
+    status = 421
+    retryable = True
+
+
+class Timeout(MQError):
+    """The outcome is unknown (the write may or may not have been stored)."""
+
+    code = "TIMEOUT"
+    status = 504
+    retryable = True
+
+
+class Unavailable(MQError):
+    code = "UNAVAILABLE"
+    status = 503
+    retryable = True
+
+
+ERRORS_BY_CODE: dict[str, type[MQError]] = {
+    cls.code: cls
+    for cls in (
+        MQError, BadRequest, InvalidTopic, InvalidMessage, MessageTooLarge, BatchTooLarge,
+        TopicNotFound, TopicExists, MessageNotFound, OffsetOutOfRange, NoPermission,
+        QueueNotFound, BrokerNotFound, NoRoute, Busy, DiskFull, NotLeader, Timeout, Unavailable,
+    )
+}
+
+
+def error_from_wire(body: dict[str, Any]) -> MQError:
+    """Rebuild the typed error from a wire body (unknown codes become plain MQError)."""
+    code = str(body.get("code", "INTERNAL"))
+    message = str(body.get("message", code))
+    details = {k: v for k, v in body.items() if k not in {"code", "message"}}
+    cls = ERRORS_BY_CODE.get(code, MQError)
+    error = cls(message, **details)
+    if cls is MQError:
+        error.code = code  # type: ignore[misc]
+    return error

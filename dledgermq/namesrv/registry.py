@@ -1,0 +1,229 @@
+"""The NameServer's route table: which broker groups serve which topics, and where.
+
+Owns: live brokers (a registration doubles as a heartbeat), each broker's reported topic
+list, and the routes derived from them. Brokers with the same `broker_name` form one group
+whose addresses are keyed by `broker_id` (0 is the master/leader). A group's queue data
+comes from its master when it is registered, else from its lowest live `broker_id`, so a
+slave keeps the group readable while the master is away (RocketMQ keeps queue data until
+the whole group is gone, too).
+
+Must not: read a clock (every time is passed in as `now_ms`), do I/O, or persist anything;
+the NameServer is stateless and brokers re-register every few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dledgermq.errors import BadRequest
+
+PERM_MAX = 7
+MASTER_ID = 0
+
+
+def _field(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadRequest(f"{where}: {name} must be {kind.__name__}, got {value!r}", field=name)
+    return value
+
+
+def _count(raw: dict[str, Any], name: str, where: str) -> int:
+    value: int = _field(raw, name, int, where)
+    if value < 0:
+        raise BadRequest(f"{where}: {name} must be >= 0, got {value}", field=name)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueData:
+    """A topic's queues on one broker group (RocketMQ `QueueData`)."""
+
+    broker_name: str
+    read_queues: int
+    write_queues: int
+    perm: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "broker_name": self.broker_name,
+            "read_queues": self.read_queues,
+            "write_queues": self.write_queues,
+            "perm": self.perm,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TopicQueues:
+    """A topic config as a broker reports it: `{topic, read_queues, write_queues, perm}`."""
+
+    topic: str
+    read_queues: int
+    write_queues: int
+    perm: int
+
+    @classmethod
+    def from_wire(cls, raw: object) -> TopicQueues:
+        """Raises BadRequest on a missing or mistyped field."""
+        if not isinstance(raw, dict):
+            raise BadRequest(f"topic config must be an object, got {raw!r}")
+        topic: str = _field(raw, "topic", str, "topic config")
+        perm = _count(raw, "perm", topic)
+        if perm > PERM_MAX:
+            raise BadRequest(f"{topic}: perm must be within 0..{PERM_MAX}, got {perm}")
+        read_queues = _count(raw, "read_queues", topic)
+        return cls(topic, read_queues, _count(raw, "write_queues", topic), perm)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRegistration:
+    """One broker's register/heartbeat request."""
+
+    cluster: str
+    broker_name: str
+    broker_id: int
+    addr: str
+    topics: tuple[TopicQueues, ...] = ()
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> BrokerRegistration:
+        """Raises BadRequest on a missing or mistyped field."""
+        where = "broker registration"
+        name: str = _field(raw, "broker_name", str, where)
+        topics = raw.get("topics", [])
+        if not isinstance(topics, list):
+            raise BadRequest(f"{where}: topics must be a list", field="topics")
+        if not name:
+            raise BadRequest(f"{where}: broker_name must not be empty", field="broker_name")
+        return cls(
+            cluster=_field(raw, "cluster", str, where),
+            broker_name=name,
+            broker_id=_count(raw, "broker_id", where),
+            addr=_field(raw, "addr", str, where),
+            topics=tuple(TopicQueues.from_wire(t) for t in topics),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerGroup:
+    """The brokers sharing one `broker_name`: addresses by broker_id."""
+
+    broker_name: str
+    cluster: str
+    addrs: dict[int, str]
+    last_seen_ms: int = 0
+
+    def addrs_wire(self) -> dict[str, str]:
+        """Addresses keyed by the broker_id as a string (JSON object keys are strings)."""
+        return {str(bid): addr for bid, addr in sorted(self.addrs.items())}
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "broker_name": self.broker_name,
+            "addrs": self.addrs_wire(),
+            "last_seen_ms": self.last_seen_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRoute:
+    """Everything a client needs to reach a topic: queue data and broker addresses."""
+
+    topic: str
+    queues: tuple[QueueData, ...]
+    brokers: tuple[BrokerGroup, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "queues": [q.to_wire() for q in self.queues],
+            "brokers": [
+                {"broker_name": b.broker_name, "cluster": b.cluster, "addrs": b.addrs_wire()}
+                for b in self.brokers
+            ],
+        }
+
+
+@dataclass(slots=True)
+class _LiveBroker:
+    registration: BrokerRegistration
+    last_seen_ms: int
+    topics: dict[str, TopicQueues] = field(default_factory=dict)
+
+
+class RouteRegistry:
+    """Live brokers and the topic routes derived from their latest registrations."""
+
+    def __init__(self, expiry_ms: int = 120_000) -> None:
+        assert expiry_ms > 0, expiry_ms
+        self.expiry_ms = expiry_ms
+        # broker_name -> broker_id -> live broker; names and ids are kept sorted on read.
+        self._groups: dict[str, dict[int, _LiveBroker]] = {}
+
+    def register(self, info: BrokerRegistration, now_ms: int) -> None:
+        """Add or refresh a broker; its topic list replaces the one it sent before."""
+        group = self._groups.setdefault(info.broker_name, {})
+        group[info.broker_id] = _LiveBroker(
+            registration=info,
+            last_seen_ms=now_ms,
+            topics={t.topic: t for t in info.topics},
+        )
+
+    def unregister(self, broker_name: str, broker_id: int) -> bool:
+        """Forget one broker (graceful shutdown); False if it was not registered."""
+        group = self._groups.get(broker_name, {})
+        removed = group.pop(broker_id, None) is not None
+        if not group:
+            # The last broker of the group is gone, and so is the group's queue data.
+            self._groups.pop(broker_name, None)
+        return removed
+
+    def expire(self, now_ms: int) -> list[tuple[str, int]]:
+        """Drop brokers not seen within `expiry_ms`; returns their (broker_name, broker_id)."""
+        stale = [
+            (name, bid)
+            for name, group in self._groups.items()
+            for bid, broker in group.items()
+            if now_ms - broker.last_seen_ms > self.expiry_ms
+        ]
+        for name, bid in stale:
+            self.unregister(name, bid)
+        return sorted(stale)
+
+    def route(self, topic: str) -> TopicRoute | None:
+        """The topic's queues per broker group, or None when no live group serves it."""
+        queues: list[QueueData] = []
+        brokers: list[BrokerGroup] = []
+        for name in sorted(self._groups):
+            config = self._authority(name).topics.get(topic)
+            if config is None:
+                continue
+            queues.append(QueueData(name, config.read_queues, config.write_queues, config.perm))
+            brokers.append(self._group(name))
+        if not queues:
+            return None
+        return TopicRoute(topic, tuple(queues), tuple(brokers))
+
+    def brokers(self) -> list[BrokerGroup]:
+        """Every live broker group, by name."""
+        return [self._group(name) for name in sorted(self._groups)]
+
+    def topics(self) -> list[str]:
+        """Every topic some live broker group serves, sorted."""
+        return sorted({t for name in self._groups for t in self._authority(name).topics})
+
+    def _authority(self, broker_name: str) -> _LiveBroker:
+        """The broker whose topic list speaks for its group: the master, else the lowest id."""
+        group = self._groups[broker_name]
+        return group.get(MASTER_ID) or group[min(group)]
+
+    def _group(self, broker_name: str) -> BrokerGroup:
+        group = self._groups[broker_name]
+        return BrokerGroup(
+            broker_name=broker_name,
+            cluster=self._authority(broker_name).registration.cluster,
+            addrs={bid: group[bid].registration.addr for bid in sorted(group)},
+            last_seen_ms=max(b.last_seen_ms for b in group.values()),
+        )

@@ -1,0 +1,238 @@
+"""Composition root: builds one broker (or NameServer) process and wires everything.
+
+Order matters and lives only here: open and recover the store, re-dispatch what the
+checkpoint does not cover, start actors (flusher, reput, writer, ticker), then the asyncio
+loop with the HTTP API and NameServer registration; on SIGTERM/SIGINT stop in reverse so
+the last flush and checkpoint happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pykka
+from aiohttp import web
+
+from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriterOptions
+from dledgermq.actors.flusher import FlusherActor, FlusherOptions
+from dledgermq.actors.published import Published
+from dledgermq.actors.reput import ReputActor, ReputOptions, ReputPublished
+from dledgermq.actors.ticker import Ticker
+from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, make_broker_app
+from dledgermq.broker.dispatch import Dispatcher, StoreOptions
+from dledgermq.broker.layout import NodeLayout
+from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
+from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
+
+log = logging.getLogger(__name__)
+REGISTER_RETRY_S = 2.0
+REGISTER_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class BrokerNode:
+    """The started actors of one broker, stopped in reverse order of start."""
+
+    context: BrokerContext
+    ticker: Ticker
+    actors: list[pykka.ActorRef[Any]]  # Start order: flusher, reput, writer.
+
+    def stop(self) -> None:
+        self.ticker.stop()
+        for ref in reversed(self.actors):  # writer, reput, flusher: last flush wins.
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.stop(timeout=30)
+
+
+def open_broker(config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig) -> BrokerNode:
+    """Open and recover the store, then start the actors (no network yet)."""
+    store = group.store
+    layout = NodeLayout(config.node_dir(node.id))
+    commitlog = CommitLog.open(layout.commitlog, store.segment_size_bytes)
+    syncer = CommitLogSyncer(layout.commitlog, store.segment_size_bytes)
+    # What recovery kept may sit only in the page cache (a killed process): make it durable
+    # before it counts as flushed.
+    syncer.sync(commitlog.min_offset, commitlog.write_offset)
+    reader = CommitLogReader(layout.commitlog, store.segment_size_bytes)
+    dispatcher = Dispatcher(
+        group.name,
+        layout,
+        StoreOptions(store.cq_units_per_file, store.index_slots_per_file, store.index_entries_per_file),
+        reader,
+    )
+    if dispatcher.dispatched_offset > commitlog.write_offset:
+        log.warning(
+            "checkpoint %d is past the recovered log end %d (lost unflushed tail); rewinding",
+            dispatcher.dispatched_offset,
+            commitlog.write_offset,
+        )
+        dispatcher.rewind_to(commitlog.write_offset)
+    while dispatcher.dispatched_offset < commitlog.write_offset:
+        dispatcher.dispatch_upto(commitlog.write_offset)
+    log.info(
+        "recovered %s: commitlog [%d, %d), dispatched %d",
+        node.id,
+        commitlog.min_offset,
+        commitlog.write_offset,
+        dispatcher.dispatched_offset,
+    )
+
+    written = Published(commitlog.write_offset)
+    flushed = Published(commitlog.write_offset)
+    published = ReputPublished(flushed)
+    sync_flush = store.flush == "sync"
+    flusher = FlusherActor.start(
+        syncer,
+        written=written,
+        flushed=flushed,
+        options=FlusherOptions(
+            interval_ms=None if sync_flush else store.flush_interval_ms,
+            start_offset=commitlog.write_offset,
+        ),
+    )
+    reput = ReputActor.start(
+        dispatcher,
+        flusher=flusher,
+        published=published,
+        options=ReputOptions(store.checkpoint_interval_ms, group.limits.long_polls_max),
+    )
+    writer = CommitLogWriterActor.start(
+        commitlog,
+        reput=reput,
+        flusher=flusher,
+        written=written,
+        options=WriterOptions(
+            sync_flush=sync_flush,
+            file_reserved_ms=int(store.file_reserved_hours * 3_600_000),
+            retention_check_interval_ms=store.retention_check_interval_ms,
+            disk_high_water_ratio=store.disk_high_water_ratio,
+            disk_clean_ratio=store.disk_clean_ratio,
+        ),
+    )
+    ticker = Ticker([writer, flusher, reput], config.tick_ms)
+    ticker.start()
+    context = BrokerContext(
+        identity=BrokerIdentity(config.cluster, group.name, 0, node.addr, node.id),
+        writer=writer,
+        reput=reput,
+        published=published,
+        written=written,
+        limits=group.limits,
+        flush=store.flush,
+    )
+    return BrokerNode(context, ticker, [flusher, reput, writer])
+
+
+def run_broker(config: ClusterConfig, node_id: str) -> int:
+    """Run one broker node until SIGTERM/SIGINT; returns the process exit code."""
+    group, node = config.node(node_id)
+    broker = open_broker(config, group, node)
+    try:
+        asyncio.run(_serve_broker(config, node, broker.context))
+    finally:
+        broker.stop()
+    log.info("broker %s stopped", node_id)
+    return 0
+
+
+async def _serve_broker(config: ClusterConfig, node: NodeConfig, context: BrokerContext) -> None:
+    stop = _stop_on_signals()
+    loop = asyncio.get_running_loop()
+    topics_changed = asyncio.Event()
+    context.published.on_topics_changed = lambda: loop.call_soon_threadsafe(topics_changed.set)
+    runner = web.AppRunner(make_broker_app(context), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, node.host, node.port).start()
+    log.info("broker %s serving on http://%s", node.id, node.addr)
+    registrar = asyncio.create_task(_register_forever(config, context, topics_changed))
+    try:
+        await stop.wait()
+    finally:
+        registrar.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await registrar
+        await _unregister(config, context)
+        await runner.cleanup()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def registration(context: BrokerContext) -> dict[str, Any]:
+    identity = context.identity
+    topics = context.published.topics.value
+    return {
+        "cluster": identity.cluster,
+        "broker_name": identity.broker_name,
+        "broker_id": identity.broker_id,
+        "addr": identity.addr,
+        "topics": [topics[name].to_wire() for name in sorted(topics)],
+    }
+
+
+async def _register_forever(
+    config: ClusterConfig, context: BrokerContext, topics_changed: asyncio.Event
+) -> None:
+    """Heartbeat every NameServer; register at once when the topic table changes."""
+    timeout = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            topics_changed.clear()
+            results = await asyncio.gather(
+                *(_register_once(session, addr, context) for addr in config.namesrv_addrs)
+            )
+            wait_s = config.heartbeat_interval_ms / 1000 if all(results) else REGISTER_RETRY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(topics_changed.wait(), wait_s)
+
+
+async def _register_once(session: aiohttp.ClientSession, addr: str, context: BrokerContext) -> bool:
+    try:
+        async with session.post(f"http://{addr}/brokers", json=registration(context)) as response:
+            if response.status < 300:
+                return True
+            log.warning("namesrv %s refused registration: %s", addr, await response.text())
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("namesrv %s unreachable: %r", addr, exc)
+    return False
+
+
+async def _unregister(config: ClusterConfig, context: BrokerContext) -> None:
+    identity = context.identity
+    timeout = aiohttp.ClientTimeout(total=1.0)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for addr in config.namesrv_addrs:
+            url = f"http://{addr}/brokers/{identity.broker_name}/{identity.broker_id}"
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.delete(url):
+                    pass
+
+
+def run_namesrv(config: ClusterConfig, namesrv_id: str) -> int:
+    from dledgermq.namesrv.app import run_namesrv as serve_namesrv
+
+    ns = config.namesrv(namesrv_id)
+
+    async def main() -> None:
+        stop = _stop_on_signals()
+        await serve_namesrv(
+            ns.host,
+            ns.port,
+            expiry_ms=ns.broker_expiry_ms,
+            scan_interval_ms=ns.scan_interval_ms,
+            stop=stop,
+        )
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,31 @@
+"""Exceptions raised by the store, in one place so every module and caller agrees.
+
+Disk errors are not here: an `OSError` always propagates unchanged (fail-stop). These are
+the outcomes a caller may reasonably branch on, or data damage detected by a check.
+"""
+
+from __future__ import annotations
+
+
+class CorruptRecord(ValueError):
+    """Bytes that should hold a CommitLog record fail a check (magic, size, offset, CRC)."""
+
+
+class CorruptLog(ValueError):
+    """The segment files themselves are inconsistent (e.g. a gap between segments)."""
+
+
+class EntryTooLarge(ValueError):
+    """An entry (all its records plus padding room) cannot fit even in an empty segment."""
+
+
+class OffsetGone(LookupError):
+    """The segment holding a commitlog offset was deleted (retention or truncation)."""
+
+
+class CorruptCheckpoint(ValueError):
+    """The checkpoint file exists but fails its magic, version, length or CRC check."""
+
+
+class CorruptIndex(ValueError):
+    """An index file older than the active one has no valid header."""

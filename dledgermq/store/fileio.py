@@ -1,0 +1,68 @@
+"""Small durable-file helpers: whole writes, exact reads, atomic replace, directory fsync.
+
+Owns nothing and keeps no state. Every `OSError` propagates: the store is fail-stop, so a
+failed write or fsync must crash the owner rather than be retried or logged away.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """pwrite every byte of `data` at `offset` (regular files may accept fewer bytes)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        assert written > 0, "pwrite wrote nothing"
+        view = view[written:]
+        offset += written
+
+
+def read_at_most(fd: int, size: int, offset: int) -> bytes:
+    """pread up to `size` bytes at `offset`; shorter only at end of file."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that file creations, renames and deletions in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file.
+
+    Write a temporary sibling, fsync it, rename it over `path`, then fsync the directory
+    so that the rename itself survives a power loss.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fdatasync(fd: int) -> None:
+    """fdatasync where the platform has it (Linux), else a full fsync."""
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)

@@ -1,0 +1,73 @@
+"""Group commit: one fsync covers every Flush that queued up while the previous one ran.
+
+Method: a syncer that blocks inside its first fsync until released, so that requests pile
+up in the flusher's inbox deterministically; then count fsyncs and check every waiter is
+answered only after its offset is durable.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from dledgermq.actors.flusher import Flush, FlusherActor, FlusherOptions
+from dledgermq.actors.published import Published
+from dledgermq.actors.ticker import Tick
+from tests.conftest import wait_until
+
+
+class GatedSyncer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def sync(self, start: int, end: int) -> None:
+        self.calls.append((start, end))
+        self.entered.set()
+        assert self.release.wait(10)
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_fsync_serves_every_waiter_that_queued_during_the_previous_one() -> None:
+    syncer = GatedSyncer()
+    written, flushed = Published(0), Published(0)
+    flusher = FlusherActor.start(
+        syncer, written=written, flushed=flushed,
+        options=FlusherOptions(interval_ms=None, start_offset=0),
+    )
+    try:
+        done: list[tuple[int, int]] = []
+        written.value = 10
+        flusher.tell(Flush(10, lambda: done.append((10, flushed.value))))
+        assert syncer.entered.wait(5)  # the first fsync is running and blocked
+        written.value = 40
+        for upto in (20, 30, 40):
+            flusher.tell(Flush(upto, lambda upto=upto: done.append((upto, flushed.value))))
+        syncer.release.set()
+        wait_until(lambda: len(done) == 4, what="all flush waiters answered")
+        assert syncer.calls == [(0, 10), (10, 40)]  # 4 waiters, 2 fsyncs
+        assert all(durable >= upto for upto, durable in done)
+    finally:
+        syncer.release.set()
+        flusher.stop()
+
+
+def test_async_mode_flushes_on_ticks_only_when_something_was_written() -> None:
+    syncer = GatedSyncer()
+    syncer.release.set()
+    written, flushed = Published(0), Published(0)
+    flusher = FlusherActor.start(
+        syncer, written=written, flushed=flushed,
+        options=FlusherOptions(interval_ms=100, start_offset=0),
+    )
+    try:
+        flusher.tell(Tick(1_000))
+        written.value = 50
+        flusher.tell(Tick(1_050))  # not due yet
+        flusher.tell(Tick(1_100))
+        wait_until(lambda: flushed.value == 50, what="tick flush")
+        assert syncer.calls == [(0, 50)]
+    finally:
+        flusher.stop()

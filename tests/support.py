@@ -1,0 +1,62 @@
+"""Building real broker nodes in-process for actor and API tests (tiny segments)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from dledgermq.config import ClusterConfig, parse_config
+
+SMALL_STORE = """
+store:
+  segment_size_bytes: 1048576
+  flush: {flush}
+  flush_interval_ms: 50
+  checkpoint_interval_ms: 200
+  cq_units_per_file: 1000
+  index_slots_per_file: 1024
+  index_entries_per_file: 4096
+limits:
+  max_message_bytes: 65536
+  max_batch_messages: 100
+  max_batch_bytes: 262144
+  max_long_poll_ms: 5000
+  send_timeout_ms: 5000
+"""
+
+
+def small_cluster(tmp_path: Path, *, flush: str = "sync", namesrv_port: int = 19876,
+                  broker_port: int = 20911) -> ClusterConfig:
+    text = f"""
+cluster: TestCluster
+data_dir: {tmp_path / "data"}
+heartbeat_interval_ms: 1000
+tick_ms: 20
+namesrvs: [{{id: ns1, port: {namesrv_port}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
+brokers: [{{name: broker-a, nodes: [{{id: n1, port: {broker_port}}}]}}]
+""" + SMALL_STORE.format(flush=flush)
+    return parse_config(text, base_dir=tmp_path)
+
+
+class ThreadReply:
+    """A `ReplyTo` for tests that runs on actor threads: wait on it with a timeout."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def ok(self, value: Any) -> None:
+        self.value = value
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._done.set()
+
+    def wait(self, timeout_s: float = 10.0) -> Any:
+        assert self._done.wait(timeout_s), "no reply in time"
+        if self.error is not None:
+            raise self.error
+        return self.value
