@@ -56,7 +56,9 @@ async def produce(args: argparse.Namespace) -> dict:
             while sent < args.count and time.monotonic() < deadline:
                 sent += args.batch
                 started = time.perf_counter()
-                async with session.post(f"{base}/topics/{args.topic}/messages", data=payload, headers=headers) as response:
+                async with session.post(
+                    f"{base}/topics/{args.topic}/messages", data=payload, headers=headers
+                ) as response:
                     await response.read()
                     if response.status != 200:
                         errors += 1
@@ -69,8 +71,12 @@ async def produce(args: argparse.Namespace) -> dict:
         elapsed = time.perf_counter() - started
     acked = len(latencies) * args.batch
     return {
-        "bench": "produce", "size": args.size, "batch": args.batch,
-        "concurrency": args.concurrency, "messages": acked, "errors": errors,
+        "bench": "produce",
+        "size": args.size,
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "messages": acked,
+        "errors": errors,
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(acked / elapsed, 1),
         "mb_per_s": round(acked * args.size / elapsed / 1e6, 2),
@@ -99,7 +105,11 @@ async def consume(args: argparse.Namespace) -> dict:
             while read < args.count and time.monotonic() < deadline:
                 t0 = time.perf_counter()
                 params = {"offset": offsets[queue_id], "max": 256}
-                async with session.get(f"{base}/topics/{args.topic}/queues/{queue_id}/messages", params=params, headers=headers) as response:
+                async with session.get(
+                    f"{base}/topics/{args.topic}/queues/{queue_id}/messages",
+                    params=params,
+                    headers=headers,
+                ) as response:
                     body = msgpack.unpackb(await response.read())
                 latencies.append(time.perf_counter() - t0)
                 if not body.get("messages"):
@@ -110,7 +120,9 @@ async def consume(args: argparse.Namespace) -> dict:
         await asyncio.gather(*(worker(q) for q in queues))
         elapsed = time.perf_counter() - started
     return {
-        "bench": "consume", "messages": read, "seconds": round(elapsed, 3),
+        "bench": "consume",
+        "messages": read,
+        "seconds": round(elapsed, 3),
         "msgs_per_s": round(read / elapsed, 1),
         "p50_pull_ms": round(percentile(latencies, 0.5) * 1000, 3),
         "p99_pull_ms": round(percentile(latencies, 0.99) * 1000, 3),
@@ -129,7 +141,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="upper bound in seconds")
     parser.add_argument("--consume", action="store_true")
     args = parser.parse_args()
-    assert 1 <= args.count <= 50_000_000 and 0 < args.duration <= 3_600
+    assert 1 <= args.count <= 50_000_000
+    assert 0 < args.duration <= 3_600
     result = asyncio.run(consume(args) if args.consume else produce(args))
     print(json.dumps(result))
 

@@ -8,6 +8,7 @@ awaited answer has a timeout, and a late answer after that timeout is harmless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -35,10 +36,9 @@ class Reply(Generic[T]):
         self._post(self._set_exception, error)
 
     def _post(self, settle: Callable[[object], None], value: object) -> None:
-        try:
+        # A closed loop means the process is shutting down and nobody is waiting.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(settle, value)
-        except RuntimeError:
-            pass  # The loop is closed: the process is shutting down, nobody is waiting.
 
     def _set_result(self, value: object) -> None:
         if not self.future.done():  # Timed out or cancelled meanwhile: drop it.

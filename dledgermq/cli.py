@@ -117,8 +117,7 @@ def cluster_up(args: argparse.Namespace) -> int:
     running = [p.id for p in processes if launcher.read_pid(config, p.id) is not None]
     if running:
         raise CliError(f"already running: {', '.join(running)} (use `dledgermq cluster down`)")
-    started = {p.id: launcher.start_process(config, p) for p in processes}
-    failure = launcher.wait_until_up(config, started, processes)
+    started, failure = launcher.start_cluster(config, processes)
     if failure is not None:
         launcher.stop_all(config, processes)
         raise CliError(f"cluster did not start: {failure}")
@@ -126,7 +125,10 @@ def cluster_up(args: argparse.Namespace) -> int:
         "cluster": config.cluster,
         "config": config.source,
         "data_dir": str(config.data_dir),
-        "processes": [{"id": p.id, "kind": p.kind, "addr": p.addr, "pid": started[p.id].pid} for p in processes],
+        "processes": [
+            {"id": p.id, "kind": p.kind, "addr": p.addr, "pid": started[p.id].pid}
+            for p in processes
+        ],
     }
     emit(args, summary, lambda: _up_text(config, summary))
     if args.detach:
@@ -139,7 +141,10 @@ def cluster_up(args: argparse.Namespace) -> int:
 
 def _up_text(config: ClusterConfig, summary: dict[str, Any]) -> str:
     lines = [f"cluster {config.cluster} is up ({config.source}); data in {config.data_dir}"]
-    lines += [f"  {p['kind']:8} {p['id']:6} http://{p['addr']}  pid {p['pid']}" for p in summary["processes"]]
+    lines += [
+        f"  {p['kind']:8} {p['id']:6} http://{p['addr']}  pid {p['pid']}"
+        for p in summary["processes"]
+    ]
     lines.append(f"NameServer: {','.join(config.namesrv_addrs)}")
     return "\n".join(lines)
 

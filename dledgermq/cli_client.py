@@ -58,10 +58,19 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
     consume.add_argument("--group", required=True)
     consume.add_argument("--count", type=int, default=10, help="stop after N messages")
     consume.add_argument("--tags", default="*", help="`*` or `A || B`")
-    consume.add_argument("--from", dest="from_where", choices=["first", "last"], default="first",
-                         help="where a group without committed offsets starts (default first)")
-    consume.add_argument("--wait", type=float, default=0.0,
-                         help="seconds to wait for more messages when fewer than --count")
+    consume.add_argument(
+        "--from",
+        dest="from_where",
+        choices=["first", "last"],
+        default="first",
+        help="where a group without committed offsets starts (default first)",
+    )
+    consume.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for more messages when fewer than --count",
+    )
     consume.add_argument("--no-commit", action="store_true", help="do not commit offsets")
     consume.set_defaults(handler=consume_command)
 
@@ -83,8 +92,12 @@ def _queue_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _queue_fields(args: argparse.Namespace) -> dict[str, int]:
-    fields = {"queues": args.queues, "read_queues": args.read_queues,
-              "write_queues": args.write_queues, "perm": args.perm}
+    fields = {
+        "queues": args.queues,
+        "read_queues": args.read_queues,
+        "write_queues": args.write_queues,
+        "perm": args.perm,
+    }
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -100,25 +113,36 @@ def _cli() -> Any:
 def topic_create(args: argparse.Namespace) -> int:
     cli = _cli()
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> dict[str, dict[str, Any]]:
         async with Admin(cli.namesrv_addrs(args)) as admin:
             return await admin.create_topic(args.topic, **_queue_fields(args))
 
-    created = cli.run_async(run())
-    cli.emit(args, {"created": created}, lambda: "\n".join(
-        f"created {c['topic']} on {c['broker_name']}: read={c['read_queues']} "
-        f"write={c['write_queues']} perm={c['perm']}" for c in created))
+    created = [{"broker_name": name, **config} for name, config in cli.run_async(run()).items()]
+    cli.emit(
+        args,
+        {"created": created},
+        lambda: "\n".join(
+            f"created {c['topic']} on {c['broker_name']}: read={c['read_queues']} "
+            f"write={c['write_queues']} perm={c['perm']}"
+            for c in created
+        ),
+    )
     return 0
 
 
 def topic_update(args: argparse.Namespace) -> int:
     cli = _cli()
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> dict[str, dict[str, Any]]:
         async with Admin(cli.namesrv_addrs(args)) as admin:
-            return await admin.update_topic(args.topic, **_queue_fields(args))
+            fields = _queue_fields(args)
+            if "queues" in fields:
+                queues = fields.pop("queues")
+                fields.setdefault("read_queues", queues)
+                fields.setdefault("write_queues", queues)
+            return await admin.update_topic(args.topic, **fields)
 
-    updated = cli.run_async(run())
+    updated = [{"broker_name": name, **config} for name, config in cli.run_async(run()).items()]
     cli.emit(args, {"updated": updated}, f"updated {args.topic} on {len(updated)} broker group(s)")
     return 0
 
@@ -159,7 +183,10 @@ def topic_status(args: argparse.Namespace) -> int:
     def text() -> str:
         lines = [f"{'BROKER':12} {'QUEUE':>5} {'MIN':>10} {'MAX':>10}"]
         for q in status["queues"]:
-            lines.append(f"{q['broker_name']:12} {q['queue_id']:>5} {q['min_offset']:>10} {q['max_offset']:>10}")
+            name, queue_id, low, high = (
+                q[k] for k in ("broker_name", "queue_id", "min_offset", "max_offset")
+            )
+            lines.append(f"{name:12} {queue_id:>5} {low:>10} {high:>10}")
         return "\n".join(lines)
 
     cli.emit(args, status, text)
@@ -185,17 +212,27 @@ def send_command(args: argparse.Namespace) -> int:
         async with Producer(cli.namesrv_addrs(args)) as producer:
             for _ in range(args.count):
                 result = await producer.send(
-                    args.topic, args.body, tags=args.tag, keys=args.key or None,
-                    properties=properties or None, sharding_key=args.sharding_key,
+                    args.topic,
+                    args.body,
+                    tags=args.tag,
+                    keys=args.key or None,
+                    properties=properties or None,
+                    sharding_key=args.sharding_key,
                 )
                 results.append(_send_result(result))
         return results
 
     results = cli.run_async(run())
     payload = results[0] if len(results) == 1 else {"results": results}
-    cli.emit(args, payload, lambda: "\n".join(
-        f"SEND_OK msg_id={r['msg_id']} queue={r['broker_name']}/{r['queue_id']} "
-        f"offset={r['queue_offset']}" for r in results))
+    cli.emit(
+        args,
+        payload,
+        lambda: "\n".join(
+            f"SEND_OK msg_id={r['msg_id']} queue={r['broker_name']}/{r['queue_id']} "
+            f"offset={r['queue_offset']}"
+            for r in results
+        ),
+    )
     return 0
 
 
@@ -219,9 +256,18 @@ def consume_command(args: argparse.Namespace) -> int:
     if not 0 <= args.wait <= MAX_CONSUME_WAIT_S:
         raise cli.CliError(f"--wait must be within 0..{MAX_CONSUME_WAIT_S:.0f} seconds")
     messages = cli.run_async(_consume(args, cli.namesrv_addrs(args)))
-    cli.emit(args, {"messages": [_message(m) for m in messages]}, lambda: "\n".join(
-        f"{m.topic}/{m.queue_id}@{m.queue_offset} tags={m.tags} keys={','.join(m.keys)} "
-        f"msg_id={m.msg_id}: {m.body.decode(errors='replace')}" for m in messages) or "(no messages)")
+    cli.emit(
+        args,
+        {"messages": [_message(m) for m in messages]},
+        lambda: (
+            "\n".join(
+                f"{m.topic}/{m.queue_id}@{m.queue_offset} tags={m.tags} keys={','.join(m.keys)} "
+                f"msg_id={m.msg_id}: {m.body.decode(errors='replace')}"
+                for m in messages
+            )
+            or "(no messages)"
+        ),
+    )
     return 0
 
 
@@ -248,17 +294,30 @@ async def _consume(args: argparse.Namespace, addrs: list[str]) -> list[Message]:
     return got
 
 
-async def _pull(consumer: PullConsumer, mq: MessageQueue, offsets: dict[MessageQueue, int],
-                args: argparse.Namespace, have: int, deadline: float) -> list[Message]:
+async def _pull(
+    consumer: PullConsumer,
+    mq: MessageQueue,
+    offsets: dict[MessageQueue, int],
+    args: argparse.Namespace,
+    have: int,
+    deadline: float,
+) -> list[Message]:
     wait_ms = max(0, min(int((deadline - time.monotonic()) * 1000), 1_000))
     try:
-        result = await consumer.pull(mq, offsets[mq], max_messages=min(256, args.count - have),
-                                     tags=args.tags, wait_ms=wait_ms)
+        result = await consumer.pull(
+            mq,
+            offsets[mq],
+            max_messages=min(256, args.count - have),
+            tags=args.tags,
+            wait_ms=wait_ms,
+        )
     except OffsetOutOfRange as exc:
         offsets[mq] = int(exc.details.get("min_offset", 0))
         return []
     taken = result.messages[: args.count - have]
-    offsets[mq] = taken[-1].queue_offset + 1 if len(taken) < len(result.messages) else result.next_offset
+    offsets[mq] = (
+        taken[-1].queue_offset + 1 if len(taken) < len(result.messages) else result.next_offset
+    )
     return taken
 
 
@@ -272,11 +331,19 @@ async def _start_offset(consumer: PullConsumer, mq: MessageQueue, from_where: st
 
 def _message(m: Message) -> dict[str, Any]:
     return {
-        "msg_id": m.msg_id, "unique_key": m.unique_key, "topic": m.topic, "queue_id": m.queue_id,
-        "queue_offset": m.queue_offset, "commitlog_offset": m.commitlog_offset, "tags": m.tags,
-        "keys": list(m.keys), "properties": dict(m.properties),
-        "body": m.body.decode(errors="replace"), "born_timestamp_ms": m.born_timestamp_ms,
-        "store_timestamp_ms": m.store_timestamp_ms, "reconsume_times": m.reconsume_times,
+        "msg_id": m.msg_id,
+        "unique_key": m.unique_key,
+        "topic": m.topic,
+        "queue_id": m.queue_id,
+        "queue_offset": m.queue_offset,
+        "commitlog_offset": m.commitlog_offset,
+        "tags": m.tags,
+        "keys": list(m.keys),
+        "properties": dict(m.properties),
+        "body": m.body.decode(errors="replace"),
+        "born_timestamp_ms": m.born_timestamp_ms,
+        "store_timestamp_ms": m.store_timestamp_ms,
+        "reconsume_times": m.reconsume_times,
     }
 
 
@@ -292,11 +359,25 @@ def query_command(args: argparse.Namespace) -> int:
         async with Admin(cli.namesrv_addrs(args)) as admin:
             if args.id:
                 return [await admin.query_by_id(args.id)]
-            return await admin.query_by_key(args.key, topic=args.topic, begin_ms=args.begin_ms,
-                                            end_ms=args.end_ms, max_messages=args.max)
+            return await admin.query_by_key(
+                args.key,
+                topic=args.topic,
+                begin_ms=args.begin_ms,
+                end_ms=args.end_ms,
+                max_messages=args.max,
+            )
 
     found = cli.run_async(run())
-    cli.emit(args, {"messages": [_message(m) for m in found]}, lambda: "\n".join(
-        f"{m.msg_id} {m.topic}/{m.queue_id}@{m.queue_offset} keys={','.join(m.keys)} "
-        f"tags={m.tags}: {m.body.decode(errors='replace')}" for m in found) or "(not found)")
+    cli.emit(
+        args,
+        {"messages": [_message(m) for m in found]},
+        lambda: (
+            "\n".join(
+                f"{m.msg_id} {m.topic}/{m.queue_id}@{m.queue_offset} keys={','.join(m.keys)} "
+                f"tags={m.tags}: {m.body.decode(errors='replace')}"
+                for m in found
+            )
+            or "(not found)"
+        ),
+    )
     return 0

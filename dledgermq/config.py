@@ -195,7 +195,12 @@ def _validate_group(group: BrokerGroupConfig) -> None:
         raise ConfigError(f"{where}: mode must be one of {GROUP_MODES}, got {group.mode!r}")
     if group.mode == "standalone" and len(group.nodes) != 1:
         raise ConfigError(f"{where}: standalone mode takes exactly one node")
-    store, limits = group.store, group.limits
+    _validate_store(where, group.store, group.limits)
+    if not 1 <= group.limits.default_queues <= 1024:
+        raise ConfigError(f"{where}: default_queues must be within 1..1024")
+
+
+def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> None:
     if store.flush not in FLUSH_MODES:
         raise ConfigError(f"{where}: flush must be one of {FLUSH_MODES}, got {store.flush!r}")
     if store.segment_size_bytes < 64 * 1024:
@@ -209,8 +214,6 @@ def _validate_group(group: BrokerGroupConfig) -> None:
     for name in ("flush_interval_ms", "checkpoint_interval_ms", "cq_units_per_file"):
         if getattr(store, name) <= 0:
             raise ConfigError(f"{where}: {name} must be positive")
-    if not 1 <= limits.default_queues <= 1024:
-        raise ConfigError(f"{where}: default_queues must be within 1..1024")
 
 
 def _namesrv(item: Any) -> NamesrvConfig:
@@ -231,7 +234,10 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
         NodeConfig(id=_str(n, "id"), host=str(n.get("host", "127.0.0.1")), port=_port(n))
         for n in (_mapping(x, f"{name}.nodes[]") for x in _list(item, "nodes"))
     )
-    store_raw = {**_mapping(root.get("store", {}), "store"), **_mapping(item.get("store", {}), "store")}
+    store_raw = {
+        **_mapping(root.get("store", {}), "store"),
+        **_mapping(item.get("store", {}), "store"),
+    }
     limits_raw = {
         **_mapping(root.get("limits", {}), "limits"),
         **_mapping(item.get("limits", {}), "limits"),

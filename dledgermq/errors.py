@@ -134,9 +134,25 @@ class Unavailable(MQError):
 ERRORS_BY_CODE: dict[str, type[MQError]] = {
     cls.code: cls
     for cls in (
-        MQError, BadRequest, InvalidTopic, InvalidMessage, MessageTooLarge, BatchTooLarge,
-        TopicNotFound, TopicExists, MessageNotFound, OffsetOutOfRange, NoPermission,
-        QueueNotFound, BrokerNotFound, NoRoute, Busy, DiskFull, NotLeader, Timeout, Unavailable,
+        MQError,
+        BadRequest,
+        InvalidTopic,
+        InvalidMessage,
+        MessageTooLarge,
+        BatchTooLarge,
+        TopicNotFound,
+        TopicExists,
+        MessageNotFound,
+        OffsetOutOfRange,
+        NoPermission,
+        QueueNotFound,
+        BrokerNotFound,
+        NoRoute,
+        Busy,
+        DiskFull,
+        NotLeader,
+        Timeout,
+        Unavailable,
     )
 }
 

@@ -94,7 +94,7 @@ def start_process(config: ClusterConfig, process: Process) -> subprocess.Popen[b
 def fetch_status(addr: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
     """GET /status of a process, or None if it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://{addr}/status", timeout=timeout_s) as response:  # noqa: S310 - our own http URL
+        with urllib.request.urlopen(f"http://{addr}/status", timeout=timeout_s) as response:
             return json.loads(response.read())
     except (OSError, urllib.error.URLError, ValueError):
         return None
@@ -110,13 +110,57 @@ def wait_until_up(
         for process_id, process in list(pending.items()):
             child = started.get(process_id)
             if child is not None and child.poll() is not None:
-                return f"{process_id} exited with code {child.returncode}: {tail(config, process_id)}"
+                return (
+                    f"{process_id} exited with code {child.returncode}: {tail(config, process_id)}"
+                )
             if fetch_status(process.addr, timeout_s=0.5) is not None:
                 del pending[process_id]
         time.sleep(POLL_S)  # Polling other processes' readiness; nothing to await on.
     if pending:
         return f"not answering after {START_TIMEOUT_S:.0f}s: {', '.join(sorted(pending))}"
     return None
+
+
+def registered_brokers(namesrv_addr: str) -> set[tuple[str, str]]:
+    """(broker_name, addr) pairs a NameServer currently routes to."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{namesrv_addr}/brokers", timeout=STATUS_TIMEOUT_S
+        ) as response:
+            groups = json.loads(response.read())["brokers"]
+    except (OSError, urllib.error.URLError, ValueError, KeyError):
+        return set()
+    return {(g["broker_name"], addr) for g in groups for addr in g.get("addrs", {}).values()}
+
+
+def wait_until_registered(config: ClusterConfig, brokers: list[Process]) -> str | None:
+    """Wait until every NameServer routes to every broker; returns an error or None."""
+    wanted = {(p.group or "", p.addr) for p in brokers}
+    deadline = time.monotonic() + START_TIMEOUT_S
+    missing = wanted
+    while time.monotonic() < deadline:
+        missing = set()
+        for addr in config.namesrv_addrs:
+            missing |= wanted - registered_brokers(addr)
+        if not missing:
+            return None
+        time.sleep(POLL_S)  # Polling other processes' state; nothing to await on.
+    return f"not registered with the NameServer: {', '.join(sorted(a for _, a in missing))}"
+
+
+def start_cluster(
+    config: ClusterConfig, processes: list[Process]
+) -> tuple[dict[str, subprocess.Popen[bytes]], str | None]:
+    """NameServers first and answering, then brokers, answering and registered."""
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    namesrvs = [p for p in processes if p.kind == "namesrv"]
+    brokers = [p for p in processes if p.kind == "broker"]
+    for wave in (namesrvs, brokers):
+        started |= {p.id: start_process(config, p) for p in wave}
+        failure = wait_until_up(config, started, wave)
+        if failure is not None:
+            return started, failure
+    return started, wait_until_registered(config, brokers)
 
 
 def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:

@@ -41,11 +41,15 @@ class BrokerNode:
 
     context: BrokerContext
     ticker: Ticker
-    actors: list[pykka.ActorRef[Any]]  # Start order: flusher, reput, writer.
+    flusher: pykka.ActorRef[Any]
+    reput: pykka.ActorRef[Any]
+    writer: pykka.ActorRef[Any]
 
     def stop(self) -> None:
+        """Writer first (no new entries), then the flusher (last fsync, pending confirms),
+        then the ReputActor (last dispatch and a checkpoint covered by that fsync)."""
         self.ticker.stop()
-        for ref in reversed(self.actors):  # writer, reput, flusher: last flush wins.
+        for ref in (self.writer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
 
@@ -63,7 +67,9 @@ def open_broker(config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfi
     dispatcher = Dispatcher(
         group.name,
         layout,
-        StoreOptions(store.cq_units_per_file, store.index_slots_per_file, store.index_entries_per_file),
+        StoreOptions(
+            store.cq_units_per_file, store.index_slots_per_file, store.index_entries_per_file
+        ),
         reader,
     )
     if dispatcher.dispatched_offset > commitlog.write_offset:
@@ -126,7 +132,7 @@ def open_broker(config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfi
         limits=group.limits,
         flush=store.flush,
     )
-    return BrokerNode(context, ticker, [flusher, reput, writer])
+    return BrokerNode(context, ticker, flusher=flusher, reput=reput, writer=writer)
 
 
 def run_broker(config: ClusterConfig, node_id: str) -> int:

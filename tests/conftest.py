@@ -10,8 +10,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], *, timeout_s: float = 10.0, interval_s: float = 0.02,
-               what: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    what: str = "condition",
+) -> T:
     """Poll `predicate` until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -23,8 +28,13 @@ def wait_until(predicate: Callable[[], T], *, timeout_s: float = 10.0, interval_
         time.sleep(interval_s)
 
 
-async def wait_until_async(predicate: Callable[[], Awaitable[T]], *, timeout_s: float = 10.0,
-                           interval_s: float = 0.02, what: str = "condition") -> T:
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[T]],
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+    what: str = "condition",
+) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         value = await predicate()

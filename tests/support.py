@@ -26,8 +26,9 @@ limits:
 """
 
 
-def small_cluster(tmp_path: Path, *, flush: str = "sync", namesrv_port: int = 19876,
-                  broker_port: int = 20911) -> ClusterConfig:
+def small_cluster(
+    tmp_path: Path, *, flush: str = "sync", namesrv_port: int = 19876, broker_port: int = 20911
+) -> ClusterConfig:
     text = f"""
 cluster: TestCluster
 data_dir: {tmp_path / "data"}

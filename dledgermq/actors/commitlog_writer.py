@@ -9,8 +9,8 @@ direct `Confirm` in async mode. Also enforces the disk high-water mark and reten
 from __future__ import annotations
 
 import time
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pykka
@@ -18,12 +18,13 @@ import pykka
 from dledgermq.actors.flusher import Flush
 from dledgermq.actors.published import Published
 from dledgermq.actors.reput import Appended, Confirm, DeleteBefore
-from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
+from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.errors import DiskFull, MessageTooLarge
-from dledgermq.store.commitlog import CommitLog, EntryTooLarge
+from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.disk import disk_used_ratio
+from dledgermq.store.errors import EntryTooLarge
 from dledgermq.store.record import MessageDraft
 
 DISK_CHECK_INTERVAL_MS = 1_000
@@ -90,12 +91,12 @@ class CommitLogWriterActor(FailStopActor):
             reply.fail(MessageTooLarge(str(exc)))
             return
         self._written.value = result.end_offset
-        self._reput.tell(Appended(result.start_offset, reply))
+        tell(self._reput, Appended(result.start_offset, reply))
         if self._options.sync_flush:
             confirm = Confirm(result.end_offset)
-            self._flusher.tell(Flush(result.end_offset, partial(self._reput.tell, confirm)))
+            tell(self._flusher, Flush(result.end_offset, partial(tell, self._reput, confirm)))
         else:
-            self._reput.tell(Confirm(result.end_offset))
+            tell(self._reput, Confirm(result.end_offset))
 
     def _tick(self, now_ms: int) -> None:
         if now_ms - self._last_disk_check_ms < DISK_CHECK_INTERVAL_MS:
@@ -110,7 +111,7 @@ class CommitLogWriterActor(FailStopActor):
                 time.time_ns() // 1_000_000, self._options.file_reserved_ms, force=force
             )
             if deleted:
-                self._reput.tell(DeleteBefore(self._log.min_offset))
+                tell(self._reput, DeleteBefore(self._log.min_offset))
 
     def on_stop(self) -> None:
         self._log.close()

@@ -59,7 +59,10 @@ class FlusherActor(FailStopActor):
                 if on_done is not None:
                     on_done()
             case Tick(now_ms):
-                due = self._interval_ms is not None and now_ms - self._last_flush_ms >= self._interval_ms
+                due = (
+                    self._interval_ms is not None
+                    and now_ms - self._last_flush_ms >= self._interval_ms
+                )
                 if due:
                     self._last_flush_ms = now_ms
                     if self._written.value > self._flushed.value:

@@ -17,7 +17,7 @@ import pykka
 
 from dledgermq.actors.flusher import Flush
 from dledgermq.actors.published import Published
-from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
+from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, PullResult
@@ -151,7 +151,7 @@ class ReputActor(FailStopActor):
         for pull in self._polls.take(batch.touched):
             self._pull(pull, hold=False)
         if self._dispatcher.dispatched_offset < self._confirm:
-            self.actor_ref.tell(ContinueDispatch())  # Let pulls and reads in between.
+            tell(self.actor_ref, ContinueDispatch())  # Let pulls and reads in between.
 
     def _pull(self, pull: Pull, *, hold: bool) -> None:
         request = pull.request
@@ -194,8 +194,9 @@ class ReputActor(FailStopActor):
         if self._flusher is None:
             self._dispatcher.save_checkpoint(checkpoint)
             return
-        self._flusher.tell(
-            Flush(checkpoint.dispatched_offset, lambda: me.tell(SaveCheckpoint(checkpoint)))
+        tell(
+            self._flusher,
+            Flush(checkpoint.dispatched_offset, lambda: tell(me, SaveCheckpoint(checkpoint))),
         )
 
     def on_stop(self) -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 import pykka
 
@@ -43,3 +44,15 @@ class FailStopActor(pykka.ThreadingActor):
         error = exception_value or RuntimeError(f"{exception_type} without value")
         log.error("actor %s failed", type(self).__name__, exc_info=error)
         self._on_fatal(type(self).__name__, error)
+
+
+def tell(ref: pykka.ActorRef[Any], message: object) -> None:
+    """Tell another actor; a stopped target is not an error.
+
+    A target stops either during an orderly shutdown (nothing is waiting for the answer)
+    or because it failed, in which case the fatal handler is already ending the process.
+    """
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        log.debug("dropped %r for a stopped actor", type(message).__name__)

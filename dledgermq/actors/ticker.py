@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pykka
 
+from dledgermq.actors.supervisor import tell
+
 
 @dataclass(frozen=True, slots=True)
 class Tick:
@@ -40,10 +42,7 @@ class Ticker:
     def tick_once(self) -> None:
         tick = Tick(monotonic_ms())
         for target in self._targets:
-            try:
-                target.tell(tick)
-            except pykka.ActorDeadError:
-                pass  # Stopping: the supervisor decides what a dead actor means.
+            tell(target, tick)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):

@@ -20,10 +20,10 @@ from dledgermq.actors.commitlog_writer import Append
 from dledgermq.actors.published import Published
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
-from dledgermq.api.openapi import build_openapi
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
+from dledgermq.api.openapi import build_openapi
 from dledgermq.api.params import check_known, int_param, path_int, str_param
-from dledgermq.broker.dispatch import Dispatcher, DispatchedMessage, PullResult
+from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, PullResult
 from dledgermq.broker.filter import parse_tag_expression
 from dledgermq.broker.produce import ProduceLimits, build_drafts, check_queue_id, resolve_topic
 from dledgermq.broker.state import offset_commit_draft, topic_delete_draft, topic_put_draft
@@ -261,12 +261,12 @@ async def pull(request: web.Request) -> web.Response:
     topic = topic_of(request)
     queue_id = path_int(request, "queue_id")
     offset = int_param(request, "offset", None, low=0, high=2**62)
-    max_messages = int_param(
-        request, "max", 32, low=1, high=ctx.limits.max_pull_messages
-    )
+    max_messages = int_param(request, "max", 32, low=1, high=ctx.limits.max_pull_messages)
     wait_ms = int_param(request, "wait_ms", 0, low=0, high=ctx.limits.max_long_poll_ms)
     tags = parse_tag_expression(request.query.get("tags"))
-    pull_request = PullRequest(topic, queue_id, offset, max_messages, tags, monotonic_ms() + wait_ms)
+    pull_request = PullRequest(
+        topic, queue_id, offset, max_messages, tags, monotonic_ms() + wait_ms
+    )
     result: PullResult = await bridge.call(
         lambda reply: ctx.reput.tell(Pull(pull_request, reply)),
         timeout_s=wait_ms / 1000 + READ_TIMEOUT_S,

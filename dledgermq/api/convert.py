@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any
 
 from dledgermq.broker.dispatch import DispatchedMessage, StoredMessage
@@ -33,10 +34,8 @@ def message_to_wire(stored: StoredMessage, *, binary: bool) -> dict[str, Any]:
         wire["body"] = record.body
     else:
         wire["body_base64"] = base64.b64encode(record.body).decode()
-        try:
+        with contextlib.suppress(UnicodeDecodeError):  # Not text: base64 only.
             wire["body"] = record.body.decode()
-        except UnicodeDecodeError:
-            pass  # Not text: base64 only.
     return wire
 
 

@@ -45,7 +45,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             name: {"type": "string" if name in {"status", "msg_id", "unique_key"} else "integer"}
             for name in (
-                "status", "msg_id", "unique_key", "queue_id", "queue_offset", "commitlog_offset"
+                "status",
+                "msg_id",
+                "unique_key",
+                "queue_id",
+                "queue_offset",
+                "commitlog_offset",
             )
         },
     },
@@ -80,62 +85,164 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
     ("get", "/status", "Broker role, offsets and watermarks", None, _OBJECT, (), ()),
     ("get", "/openapi.json", "This document", None, _OBJECT, (), ()),
     ("get", "/topics", "List topics", None, _OBJECT, (), ()),
-    ("post", "/topics", "Create a topic (through the CommitLog)", _ref("TopicConfig"),
-     _ref("TopicConfig"), (400, 409, 503, 504), ()),
-    ("get", "/topics/{topic}", "Topic config and per-queue offset range", None, _OBJECT,
-     (400, 404), ()),
-    ("put", "/topics/{topic}", "Change queue counts or permission", _OBJECT, _ref("TopicConfig"),
-     (400, 404), ()),
+    (
+        "post",
+        "/topics",
+        "Create a topic (through the CommitLog)",
+        _ref("TopicConfig"),
+        _ref("TopicConfig"),
+        (400, 409, 503, 504),
+        (),
+    ),
+    (
+        "get",
+        "/topics/{topic}",
+        "Topic config and per-queue offset range",
+        None,
+        _OBJECT,
+        (400, 404),
+        (),
+    ),
+    (
+        "put",
+        "/topics/{topic}",
+        "Change queue counts or permission",
+        _OBJECT,
+        _ref("TopicConfig"),
+        (400, 404),
+        (),
+    ),
     ("delete", "/topics/{topic}", "Delete a topic", None, _OBJECT, (400, 404), ()),
-    ("post", "/topics/{topic}/messages", "Send one message or a batch (one CommitLog entry)",
-     {"type": "object", "required": ["messages"], "properties": {
-         "messages": {"type": "array", "items": _ref("Msg")}, "queue_id": {"type": "integer"}}},
-     {"type": "object", "properties": {"results": {"type": "array", "items": _ref("SendResult")}}},
-     (400, 403, 404, 413, 503, 504, 507), ()),
-    ("get", "/topics/{topic}/queues/{queue_id}/messages", "Pull from a queue (long polling)",
-     None, {"type": "object", "properties": {
-         "messages": {"type": "array", "items": _ref("Message")},
-         "next_offset": {"type": "integer"}, "min_offset": {"type": "integer"},
-         "max_offset": {"type": "integer"}}},
-     (400, 403, 404), ("offset", "max", "tags", "wait_ms")),
-    ("get", "/topics/{topic}/queues/{queue_id}/offset-by-time",
-     "First queue offset stored at or after a time", None, _OBJECT, (400, 404), ("timestamp_ms",)),
-    ("post", "/groups/{group}/offsets", "Commit a consumer group's offsets (through the log)",
-     {"type": "object", "required": ["topic", "offsets"], "properties": {
-         "topic": {"type": "string"},
-         "offsets": {"type": "object", "additionalProperties": {"type": "integer"}}}},
-     _OBJECT, (400, 404), ()),
-    ("get", "/groups/{group}/offsets", "A consumer group's committed offsets", None, _OBJECT,
-     (400,), ("topic",)),
-    ("get", "/messages/{msg_id}", "A message by id or by the client's unique key", None,
-     _ref("Message"), (400, 404), ()),
-    ("get", "/messages", "Messages by key (newest first)", None,
-     {"type": "object", "properties": {"messages": {"type": "array", "items": _ref("Message")}}},
-     (400,), ("key", "topic", "begin_ms", "end_ms", "max")),
+    (
+        "post",
+        "/topics/{topic}/messages",
+        "Send one message or a batch (one CommitLog entry)",
+        {
+            "type": "object",
+            "required": ["messages"],
+            "properties": {
+                "messages": {"type": "array", "items": _ref("Msg")},
+                "queue_id": {"type": "integer"},
+            },
+        },
+        {
+            "type": "object",
+            "properties": {"results": {"type": "array", "items": _ref("SendResult")}},
+        },
+        (400, 403, 404, 413, 503, 504, 507),
+        (),
+    ),
+    (
+        "get",
+        "/topics/{topic}/queues/{queue_id}/messages",
+        "Pull from a queue (long polling)",
+        None,
+        {
+            "type": "object",
+            "properties": {
+                "messages": {"type": "array", "items": _ref("Message")},
+                "next_offset": {"type": "integer"},
+                "min_offset": {"type": "integer"},
+                "max_offset": {"type": "integer"},
+            },
+        },
+        (400, 403, 404),
+        ("offset", "max", "tags", "wait_ms"),
+    ),
+    (
+        "get",
+        "/topics/{topic}/queues/{queue_id}/offset-by-time",
+        "First queue offset stored at or after a time",
+        None,
+        _OBJECT,
+        (400, 404),
+        ("timestamp_ms",),
+    ),
+    (
+        "post",
+        "/groups/{group}/offsets",
+        "Commit a consumer group's offsets (through the log)",
+        {
+            "type": "object",
+            "required": ["topic", "offsets"],
+            "properties": {
+                "topic": {"type": "string"},
+                "offsets": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
+        _OBJECT,
+        (400, 404),
+        (),
+    ),
+    (
+        "get",
+        "/groups/{group}/offsets",
+        "A consumer group's committed offsets",
+        None,
+        _OBJECT,
+        (400,),
+        ("topic",),
+    ),
+    (
+        "get",
+        "/messages/{msg_id}",
+        "A message by id or by the client's unique key",
+        None,
+        _ref("Message"),
+        (400, 404),
+        (),
+    ),
+    (
+        "get",
+        "/messages",
+        "Messages by key (newest first)",
+        None,
+        {"type": "object", "properties": {"messages": {"type": "array", "items": _ref("Message")}}},
+        (400,),
+        ("key", "topic", "begin_ms", "end_ms", "max"),
+    ),
 ]
 
 
 def _operation(route: tuple[Any, ...]) -> dict[str, Any]:
     method, path, summary, request, response, errors, query = route
     parameters = [
-        {"name": name.strip("{}"), "in": "path", "required": True,
-         "schema": {"type": "integer" if name == "{queue_id}" else "string"}}
-        for name in path.split("/") if name.startswith("{")
+        {
+            "name": name.strip("{}"),
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer" if name == "{queue_id}" else "string"},
+        }
+        for name in path.split("/")
+        if name.startswith("{")
     ] + [{"name": name, "in": "query", "schema": {"type": "string"}} for name in query]
-    content = {"application/json": {"schema": response}, "application/msgpack": {"schema": response}}
+    content = {
+        "application/json": {"schema": response},
+        "application/msgpack": {"schema": response},
+    }
     status = "201" if (method, path) == ("post", "/topics") else "200"
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": parameters,
         "responses": {
             status: {"description": "OK", "content": content},
-            **{str(code): {"description": "Error", "content": {"application/json": {"schema": _ERROR}}}
-               for code in errors},
+            **{
+                str(code): {
+                    "description": "Error",
+                    "content": {"application/json": {"schema": _ERROR}},
+                }
+                for code in errors
+            },
         },
     }
     if request is not None:
-        operation["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": request}, "application/msgpack": {"schema": request}}}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": request},
+                "application/msgpack": {"schema": request},
+            },
+        }
     return operation
 
 

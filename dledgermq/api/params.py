@@ -13,9 +13,7 @@ def check_known(request: web.Request, allowed: set[str]) -> None:
         raise BadRequest(f"unknown query parameter(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def int_param(
-    request: web.Request, name: str, default: int | None, *, low: int, high: int
-) -> int:
+def int_param(request: web.Request, name: str, default: int | None, *, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         if default is None:

@@ -26,10 +26,11 @@ from dledgermq.errors import (
     TopicNotFound,
 )
 from dledgermq.store.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from dledgermq.store.commitlog import CommitLogReader, OffsetGone
+from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.consume_queue import ConsumeQueue, ConsumeQueues, tag_hash
+from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.index_file import IndexStore
-from dledgermq.store.record import CorruptRecord, Record
+from dledgermq.store.record import Record
 
 UNIQUE_KEY_PREFIX = "#U#"
 KEY_PREFIX = "#K#"
@@ -296,7 +297,9 @@ class Dispatcher:
 
     def _stored(self, record: Record, queue_offset: int) -> StoredMessage:
         return StoredMessage(
-            record, queue_offset, make_msg_id(self.broker_hash, record.commitlog_offset, record.size)
+            record,
+            queue_offset,
+            make_msg_id(self.broker_hash, record.commitlog_offset, record.size),
         )
 
     # -- durability and retention -----------------------------------------------------------

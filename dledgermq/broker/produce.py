@@ -32,7 +32,9 @@ KEY_SEPARATOR = " "
 MAX_TAG_LENGTH = 255
 MAX_PROPERTIES = 64
 MAX_PROPERTY_BYTES = 32 * 1024
-MESSAGE_FIELDS = frozenset({"body", "body_base64", "tags", "keys", "properties", "born_timestamp_ms"})
+MESSAGE_FIELDS = frozenset(
+    {"body", "body_base64", "tags", "keys", "properties", "born_timestamp_ms"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,9 @@ def topic_delete_draft(topic: str, now_ms: int) -> MessageDraft:
     return _system_draft(TOPIC_CONFIG_TOPIC, {"op": "delete", "topic": topic}, now_ms)
 
 
-def offset_commit_draft(group: str, topic: str, offsets: dict[int, int], now_ms: int) -> MessageDraft:
+def offset_commit_draft(
+    group: str, topic: str, offsets: dict[int, int], now_ms: int
+) -> MessageDraft:
     return _system_draft(
         CONSUMER_OFFSET_TOPIC, {"group": group, "topic": topic, "offsets": offsets}, now_ms
     )

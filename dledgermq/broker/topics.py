@@ -82,13 +82,17 @@ def make_topic_config(
         raise BadRequest(f"unknown topic field(s): {unknown}")
     queues = raw.get("queues")
     fallback = default_queues if base is None else None
-    read = _count(raw.get("read_queues", queues), "read_queues", base and base.read_queues, fallback)
+    read = _count(
+        raw.get("read_queues", queues), "read_queues", base and base.read_queues, fallback
+    )
     write = _count(
         raw.get("write_queues", queues), "write_queues", base and base.write_queues, fallback
     )
     perm = raw.get("perm", PERM_READ_WRITE if base is None else base.perm)
     if perm not in VALID_PERMS or isinstance(perm, bool):
-        raise BadRequest(f"perm must be one of {VALID_PERMS} (2=write, 4=read, 6=both), got {perm!r}")
+        raise BadRequest(
+            f"perm must be one of {VALID_PERMS} (2=write, 4=read, 6=both), got {perm!r}"
+        )
     return TopicConfig(topic=topic, read_queues=read, write_queues=write, perm=perm)
 
 

@@ -167,16 +167,27 @@ class Admin:
 
     async def query_by_key(
         self,
-        topic: str,
         key: str,
+        *,
+        topic: str | None = None,
         begin_ms: int | None = None,
         end_ms: int | None = None,
-        max: int = 32,  # The API's own name; the builtin is not needed here.
+        max_messages: int = 32,
     ) -> list[Message]:
-        """Messages with `key` from every group of the topic's route, newest first."""
-        route = await self._nameserver.get(f"/routes/{_q(topic)}")
-        groups = [BrokerData.from_wire(b) for b in route.get("brokers", [])]
-        params = {"topic": topic, "key": key, "begin_ms": begin_ms, "end_ms": end_ms, "max": max}
+        """Messages with `key` (in `topic` if given) from every broker group, newest first."""
+        if topic is None:
+            groups = await self._nameserver.broker_groups()
+        else:
+            route = await self._nameserver.get(f"/routes/{_q(topic)}")
+            groups = [BrokerData.from_wire(b) for b in route.get("brokers", [])]
+        params = {
+            "topic": topic,
+            "key": key,
+            "begin_ms": begin_ms,
+            "end_ms": end_ms,
+            "max": max_messages,
+        }
+        params = {name: value for name, value in params.items() if value is not None}
         results = await self._fan_out(
             {g.broker_name: g.read_addr for g in groups},
             lambda addr: self._http.request("GET", addr, "/messages", params=params),
@@ -185,7 +196,7 @@ class Admin:
         if not found:
             _raise_partial(results)
         batches = [[Message.from_wire(m) for m in r.get("messages", [])] for r in found]
-        return merge_newest_first(batches, max)
+        return merge_newest_first(batches, max_messages)
 
     async def query_by_id(self, msg_id: str) -> Message:
         """The message by msg_id (its prefix names the group) or by unique key (ask all).

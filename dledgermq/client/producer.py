@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from tenacity import (
@@ -33,6 +33,7 @@ from dledgermq.errors import BadRequest, BatchTooLarge, InvalidMessage, MQError,
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_BATCH_MESSAGES = 1000
 RETRY_WAIT_INITIAL_S = 0.05
 RETRY_WAIT_MAX_S = 1.0
@@ -238,7 +239,7 @@ class Producer:
             raise NoRoute(f"broker group {queue.broker_name!r} has no master", topic=topic)
         return queue, addr
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Keep a reference until done: the loop holds tasks only weakly."""
         task = asyncio.create_task(coro)
         self._background.add(task)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from dledgermq.client.consumer import PullConsumer
 from dledgermq.client.message import Message, MessageQueue
@@ -41,10 +41,8 @@ def assign_all(queues: list[MessageQueue]) -> list[MessageQueue]:
     return list(queues)
 
 
-def corrected_offset(offset: int, details: Mapping[str, Any]) -> int:
+def corrected_offset(offset: int, min_offset: int, max_offset: int) -> int:
     """Where to resume after OFFSET_MOVED: the nearest end of the valid range."""
-    min_offset = int(details.get("min_offset", 0))
-    max_offset = int(details.get("max_offset", min_offset))
     return max_offset if offset > max_offset else max(offset, min_offset)
 
 
@@ -165,35 +163,53 @@ class PushConsumer:
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            await job()
+            try:
+                await job()
+            except Exception:  # A bug in one round must not end the periodic job.
+                log.exception("%s: periodic %s failed", self.topic, job.__name__)
 
     async def _consume(self, mq: MessageQueue) -> None:
+        """The loop of one queue: pull, deliver, advance; errors back off and retry."""
         offset = await self._start_offset(mq)
+        self._offsets[mq] = offset
         failures = 0
         while True:
             try:
-                result = await self._pull.pull(
-                    mq,
-                    offset,
-                    max_messages=self._options.max_messages,
-                    tags=self._tags,
-                    wait_ms=self._options.wait_ms,
-                )
-            except OffsetOutOfRange as err:
-                offset = corrected_offset(offset, err.details)
-                log.warning("%s: offset moved; resuming at %d", mq, offset)
-                self._offsets[mq] = offset
-                continue
-            except MQError as err:
+                offset = await self._pull_and_deliver(mq, offset)
+                failures = 0
+            except Exception as err:  # Broker errors, and bugs: the loop must outlive both.
                 failures += 1
-                log.warning("%s: pull failed (%s)", mq, err)
+                log.warning("%s: pull failed: %r", mq, err, exc_info=not isinstance(err, MQError))
                 await asyncio.sleep(backoff_s(failures))
-                continue
-            failures = 0
-            if result.messages:
-                await self._deliver(mq, result.messages)
-            offset = result.next_offset
             self._offsets[mq] = offset
+
+    async def _pull_and_deliver(self, mq: MessageQueue, offset: int) -> int:
+        """One long-poll and its delivery; returns the next offset to pull."""
+        try:
+            result = await self._pull.pull(
+                mq,
+                offset,
+                max_messages=self._options.max_messages,
+                tags=self._tags,
+                wait_ms=self._options.wait_ms,
+            )
+        except OffsetOutOfRange as err:
+            return await self._resume_offset(mq, offset, err)
+        if result.messages:
+            await self._deliver(mq, result.messages)
+        return result.next_offset
+
+    async def _resume_offset(self, mq: MessageQueue, offset: int, err: OffsetOutOfRange) -> int:
+        """The valid offset nearest to `offset`, from the error's range or the broker."""
+        try:
+            bounds = int(err.details["min_offset"]), int(err.details["max_offset"])
+        except (KeyError, TypeError, ValueError):
+            bounds = await self._pull.queue_range(mq)
+        resumed = corrected_offset(offset, *bounds)
+        if resumed == offset:
+            raise err  # The broker disagrees with itself; let the caller back off.
+        log.warning("%s: offset %d moved; resuming at %d", mq, offset, resumed)
+        return resumed
 
     async def _start_offset(self, mq: MessageQueue) -> int:
         """The committed offset, else min/max of the queue as `from_where` says."""
@@ -204,9 +220,9 @@ class PushConsumer:
                 if committed is not None:
                     return committed
                 min_offset, max_offset = await self._pull.queue_range(mq)
-            except MQError as err:
+            except Exception as err:  # As in _consume: back off, never end the loop.
                 failures += 1
-                log.warning("%s: cannot find the start offset (%s)", mq, err)
+                log.warning("%s: no start offset yet: %r", mq, err)
                 await asyncio.sleep(backoff_s(failures))
                 continue
             return min_offset if self._from_where == "first" else max_offset

@@ -70,7 +70,6 @@ class SyncProducer:
         retries: int = 2,
         route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
     ) -> None:
-        self._runner = LoopThread("dledgermq-producer")
         self._producer = Producer(
             namesrv_addrs,
             group,
@@ -78,6 +77,7 @@ class SyncProducer:
             retries=retries,
             route_refresh_s=route_refresh_s,
         )
+        self._runner = LoopThread("dledgermq-producer")  # Last: nothing can fail after it.
         self._timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * (retries + 1) + MARGIN_S
 
     def start(self) -> None:
@@ -181,13 +181,13 @@ class SyncPullConsumer:
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
     ) -> None:
-        self._runner = LoopThread("dledgermq-pull-consumer")
         self._consumer = PullConsumer(
             namesrv_addrs,
             group,
             request_timeout_s=request_timeout_s,
             route_refresh_s=route_refresh_s,
         )
+        self._runner = LoopThread("dledgermq-pull-consumer")
         self._timeout_s = request_timeout_s + MARGIN_S
 
     def start(self) -> None:
@@ -240,8 +240,8 @@ class SyncAdmin:
     """Blocking `Admin`."""
 
     def __init__(self, namesrv_addrs: Sequence[str], *, request_timeout_s: float = 5.0) -> None:
-        self._runner = LoopThread("dledgermq-admin")
         self._admin = Admin(namesrv_addrs, request_timeout_s=request_timeout_s)
+        self._runner = LoopThread("dledgermq-admin")
         # A call may ask the NameServer, then the brokers: two request timeouts.
         self._timeout_s = 2 * request_timeout_s + MARGIN_S
 
@@ -317,13 +317,18 @@ class SyncAdmin:
 
     def query_by_key(
         self,
-        topic: str,
         key: str,
+        *,
+        topic: str | None = None,
         begin_ms: int | None = None,
         end_ms: int | None = None,
-        max: int = 32,  # The API's own name; the builtin is not needed here.
+        max_messages: int = 32,
     ) -> list[Message]:
-        return self._run(self._admin.query_by_key(topic, key, begin_ms, end_ms, max))
+        return self._run(
+            self._admin.query_by_key(
+                key, topic=topic, begin_ms=begin_ms, end_ms=end_ms, max_messages=max_messages
+            )
+        )
 
     def query_by_id(self, msg_id: str) -> Message:
         return self._run(self._admin.query_by_id(msg_id))

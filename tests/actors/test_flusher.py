@@ -34,7 +34,9 @@ def test_one_fsync_serves_every_waiter_that_queued_during_the_previous_one() -> 
     syncer = GatedSyncer()
     written, flushed = Published(0), Published(0)
     flusher = FlusherActor.start(
-        syncer, written=written, flushed=flushed,
+        syncer,
+        written=written,
+        flushed=flushed,
         options=FlusherOptions(interval_ms=None, start_offset=0),
     )
     try:
@@ -59,7 +61,9 @@ def test_async_mode_flushes_on_ticks_only_when_something_was_written() -> None:
     syncer.release.set()
     written, flushed = Published(0), Published(0)
     flusher = FlusherActor.start(
-        syncer, written=written, flushed=flushed,
+        syncer,
+        written=written,
+        flushed=flushed,
         options=FlusherOptions(interval_ms=100, start_offset=0),
     )
     try:

@@ -31,30 +31,41 @@ async def error_of(response) -> tuple[int, str]:
 async def test_send_then_pull_returns_the_same_bytes_at_the_acknowledged_offsets(
     client: TestClient, topic: str
 ) -> None:
-    sent = await send(client, topic, [{"body": f"m{i}", "tags": "A", "keys": [f"k{i}"]} for i in range(3)], queue_id=2)
+    sent = await send(
+        client,
+        topic,
+        [{"body": f"m{i}", "tags": "A", "keys": [f"k{i}"]} for i in range(3)],
+        queue_id=2,
+    )
     results = sent["results"]
     assert [r["queue_offset"] for r in results] == [0, 1, 2]
     assert {r["queue_id"] for r in results} == {2}
-    response = await client.get(f"/topics/{topic}/queues/2/messages", params={"offset": 0, "max": 10})
+    response = await client.get(
+        f"/topics/{topic}/queues/2/messages", params={"offset": 0, "max": 10}
+    )
     pulled = await response.json()
     assert [m["body"] for m in pulled["messages"]] == ["m0", "m1", "m2"]
     assert [m["msg_id"] for m in pulled["messages"]] == [r["msg_id"] for r in results]
-    assert pulled["next_offset"] == 3 and pulled["max_offset"] == 3
-    assert pulled["messages"][0]["keys"] == ["k0"] and pulled["messages"][0]["tags"] == "A"
+    assert pulled["next_offset"] == 3
+    assert pulled["max_offset"] == 3
+    assert pulled["messages"][0]["keys"] == ["k0"]
+    assert pulled["messages"][0]["tags"] == "A"
 
 
 async def test_msgpack_round_trip_keeps_binary_bodies(client: TestClient, topic: str) -> None:
     body = bytes(range(256))
     payload = msgpack.packb({"messages": [{"body": body}], "queue_id": 0})
     response = await client.post(
-        f"/topics/{topic}/messages", data=payload,
+        f"/topics/{topic}/messages",
+        data=payload,
         headers={"Content-Type": MSGPACK, "Accept": MSGPACK},
     )
     assert response.status == 200
     assert response.content_type == MSGPACK
     [result] = msgpack.unpackb(await response.read())["results"]
     pulled = await client.get(
-        f"/topics/{topic}/queues/0/messages", params={"offset": result["queue_offset"]},
+        f"/topics/{topic}/queues/0/messages",
+        params={"offset": result["queue_offset"]},
         headers={"Accept": MSGPACK},
     )
     [message] = msgpack.unpackb(await pulled.read())["messages"]
@@ -64,11 +75,15 @@ async def test_msgpack_round_trip_keeps_binary_bodies(client: TestClient, topic:
 
 
 async def test_broker_picks_queues_round_robin(client: TestClient, topic: str) -> None:
-    queues = [(await send(client, topic, [{"body": "x"}]))["results"][0]["queue_id"] for _ in range(8)]
+    queues = [
+        (await send(client, topic, [{"body": "x"}]))["results"][0]["queue_id"] for _ in range(8)
+    ]
     assert sorted(set(queues)) == [0, 1, 2, 3]
 
 
-async def test_long_poll_returns_as_soon_as_a_message_arrives(client: TestClient, topic: str) -> None:
+async def test_long_poll_returns_as_soon_as_a_message_arrives(
+    client: TestClient, topic: str
+) -> None:
     poll = asyncio.ensure_future(
         client.get(f"/topics/{topic}/queues/1/messages", params={"offset": 0, "wait_ms": 5000})
     )
@@ -80,26 +95,42 @@ async def test_long_poll_returns_as_soon_as_a_message_arrives(client: TestClient
 
 
 async def test_long_poll_expires_empty(client: TestClient, topic: str) -> None:
-    response = await client.get(f"/topics/{topic}/queues/1/messages", params={"offset": 0, "wait_ms": 100})
+    response = await client.get(
+        f"/topics/{topic}/queues/1/messages", params={"offset": 0, "wait_ms": 100}
+    )
     body = await response.json()
-    assert body["messages"] == [] and body["next_offset"] == 0
+    assert body["messages"] == []
+    assert body["next_offset"] == 0
 
 
 async def test_tag_filter(client: TestClient, topic: str) -> None:
-    await send(client, topic, [{"body": "a", "tags": "A"}, {"body": "b", "tags": "B"}, {"body": "c"}], queue_id=3)
-    response = await client.get(f"/topics/{topic}/queues/3/messages", params={"offset": 0, "tags": "B || C"})
+    await send(
+        client,
+        topic,
+        [{"body": "a", "tags": "A"}, {"body": "b", "tags": "B"}, {"body": "c"}],
+        queue_id=3,
+    )
+    response = await client.get(
+        f"/topics/{topic}/queues/3/messages", params={"offset": 0, "tags": "B || C"}
+    )
     body = await response.json()
     assert [m["body"] for m in body["messages"]] == ["b"]
     assert body["next_offset"] == 3
 
 
 async def test_consumer_offsets_commit_and_query(client: TestClient, topic: str) -> None:
-    response = await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"0": 5, "2": 7}})
+    response = await client.post(
+        "/groups/g1/offsets", json={"topic": topic, "offsets": {"0": 5, "2": 7}}
+    )
     assert response.status == 200
     got = await (await client.get("/groups/g1/offsets", params={"topic": topic})).json()
     assert got == {"offsets": {"0": 5, "2": 7}}
-    assert await error_of(await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"9": 1}})) == (400, "BAD_REQUEST")
-    assert await error_of(await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"0": -1}})) == (400, "BAD_REQUEST")
+    assert await error_of(
+        await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"9": 1}})
+    ) == (400, "BAD_REQUEST")
+    assert await error_of(
+        await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"0": -1}})
+    ) == (400, "BAD_REQUEST")
 
 
 async def test_query_by_key_by_id_and_by_unique_key(client: TestClient, topic: str) -> None:
@@ -107,7 +138,9 @@ async def test_query_by_key_by_id_and_by_unique_key(client: TestClient, topic: s
     by_key = await (await client.get("/messages", params={"key": "order-1"})).json()
     assert [m["body"] for m in by_key["messages"]] == ["findme"]
     assert by_key["messages"][0]["queue_offset"] == result["queue_offset"]
-    in_other_topic = await (await client.get("/messages", params={"key": "order-1", "topic": "Other"})).json()
+    in_other_topic = await (
+        await client.get("/messages", params={"key": "order-1", "topic": "Other"})
+    ).json()
     assert in_other_topic["messages"] == []
     by_id = await (await client.get(f"/messages/{result['msg_id']}")).json()
     assert by_id["body"] == "findme"
@@ -121,14 +154,26 @@ async def test_offset_by_time(client: TestClient, topic: str) -> None:
     stored = (await (await client.get(f"/messages/{first['msg_id']}")).json())["store_timestamp_ms"]
     path = f"/topics/{topic}/queues/0/offset-by-time"
     assert (await (await client.get(path, params={"timestamp_ms": 0})).json())["offset"] == 0
-    assert (await (await client.get(path, params={"timestamp_ms": stored + 10_000})).json())["offset"] == 1
+    assert (await (await client.get(path, params={"timestamp_ms": stored + 10_000})).json())[
+        "offset"
+    ] == 1
 
 
 async def test_topic_admin(client: TestClient, topic: str) -> None:
-    assert await error_of(await client.post("/topics", json={"topic": topic})) == (409, "TOPIC_EXISTS")
+    assert await error_of(await client.post("/topics", json={"topic": topic})) == (
+        409,
+        "TOPIC_EXISTS",
+    )
     updated = await client.put(f"/topics/{topic}", json={"write_queues": 2, "perm": 4})
-    assert (await updated.json()) == {"topic": topic, "read_queues": 4, "write_queues": 2, "perm": 4}
-    assert await error_of(await client.post(f"/topics/{topic}/messages", json={"messages": [{"body": "x"}]})) == (403, "NO_PERMISSION")
+    assert (await updated.json()) == {
+        "topic": topic,
+        "read_queues": 4,
+        "write_queues": 2,
+        "perm": 4,
+    }
+    assert await error_of(
+        await client.post(f"/topics/{topic}/messages", json={"messages": [{"body": "x"}]})
+    ) == (403, "NO_PERMISSION")
     info = await (await client.get(f"/topics/{topic}")).json()
     assert [q["queue_id"] for q in info["queues"]] == [0, 1, 2, 3]
     listed = await (await client.get("/topics")).json()
@@ -140,28 +185,72 @@ async def test_topic_admin(client: TestClient, topic: str) -> None:
 async def test_bad_requests_get_codes_and_store_nothing(client: TestClient, topic: str) -> None:
     path = f"/topics/{topic}/messages"
     cases = [
-        (client.post("/topics/bad name!/messages", json={"messages": [{"body": "x"}]}), (400, "INVALID_TOPIC")),
-        (client.post("/topics/" + "x" * 128 + "/messages", json={"messages": [{"body": "x"}]}), (400, "INVALID_TOPIC")),
-        (client.post("/topics/Nope/messages", json={"messages": [{"body": "x"}]}), (404, "TOPIC_NOT_FOUND")),
-        (client.post(path, data=b"{not json", headers={"Content-Type": "application/json"}), (400, "BAD_REQUEST")),
+        (
+            client.post("/topics/bad name!/messages", json={"messages": [{"body": "x"}]}),
+            (400, "INVALID_TOPIC"),
+        ),
+        (
+            client.post("/topics/" + "x" * 128 + "/messages", json={"messages": [{"body": "x"}]}),
+            (400, "INVALID_TOPIC"),
+        ),
+        (
+            client.post("/topics/Nope/messages", json={"messages": [{"body": "x"}]}),
+            (404, "TOPIC_NOT_FOUND"),
+        ),
+        (
+            client.post(path, data=b"{not json", headers={"Content-Type": "application/json"}),
+            (400, "BAD_REQUEST"),
+        ),
         (client.post(path, data=b"\xc1", headers={"Content-Type": MSGPACK}), (400, "BAD_REQUEST")),
         (client.post(path, json=[1, 2]), (400, "BAD_REQUEST")),
         (client.post(path, json={"messages": []}), (400, "BAD_REQUEST")),
         (client.post(path, json={"messages": [{"body": ""}]}), (400, "INVALID_MESSAGE")),
         (client.post(path, json={"messages": [{"body": "x" * 65537}]}), (413, "MESSAGE_TOO_LARGE")),
         (client.post(path, json={"messages": [{"body": "x"}] * 101}), (413, "BATCH_TOO_LARGE")),
-        (client.post(path, json={"messages": [{"body": "x"}], "queue_id": 4}), (404, "QUEUE_NOT_FOUND")),
-        (client.post(path, json={"messages": [{"body": "x"}], "queue_id": -1}), (404, "QUEUE_NOT_FOUND")),
-        (client.post("/topics/%25SYS%25TOPIC/messages", json={"messages": [{"body": "x"}]}), (400, "INVALID_TOPIC")),
+        (
+            client.post(path, json={"messages": [{"body": "x"}], "queue_id": 4}),
+            (404, "QUEUE_NOT_FOUND"),
+        ),
+        (
+            client.post(path, json={"messages": [{"body": "x"}], "queue_id": -1}),
+            (404, "QUEUE_NOT_FOUND"),
+        ),
+        (
+            client.post("/topics/%25SYS%25TOPIC/messages", json={"messages": [{"body": "x"}]}),
+            (400, "INVALID_TOPIC"),
+        ),
         (client.post("/topics", json={"topic": "N", "queues": 0}), (400, "BAD_REQUEST")),
-        (client.get(f"/topics/{topic}/queues/0/messages", params={"offset": -1}), (400, "BAD_REQUEST")),
-        (client.get(f"/topics/{topic}/queues/0/messages", params={"offset": "x"}), (400, "BAD_REQUEST")),
+        (
+            client.get(f"/topics/{topic}/queues/0/messages", params={"offset": -1}),
+            (400, "BAD_REQUEST"),
+        ),
+        (
+            client.get(f"/topics/{topic}/queues/0/messages", params={"offset": "x"}),
+            (400, "BAD_REQUEST"),
+        ),
         (client.get(f"/topics/{topic}/queues/0/messages"), (400, "BAD_REQUEST")),
-        (client.get(f"/topics/{topic}/queues/0/messages", params={"offset": 0, "max": 100000}), (400, "BAD_REQUEST")),
-        (client.get(f"/topics/{topic}/queues/0/messages", params={"offset": 0, "wait_ms": 999999}), (400, "BAD_REQUEST")),
-        (client.get(f"/topics/{topic}/queues/0/messages", params={"offset": 0, "bogus": 1}), (400, "BAD_REQUEST")),
-        (client.get(f"/topics/{topic}/queues/99/messages", params={"offset": 0}), (404, "QUEUE_NOT_FOUND")),
-        (client.get("/messages", params={"key": "k", "begin_ms": 5, "end_ms": 1}), (400, "BAD_REQUEST")),
+        (
+            client.get(f"/topics/{topic}/queues/0/messages", params={"offset": 0, "max": 100000}),
+            (400, "BAD_REQUEST"),
+        ),
+        (
+            client.get(
+                f"/topics/{topic}/queues/0/messages", params={"offset": 0, "wait_ms": 999999}
+            ),
+            (400, "BAD_REQUEST"),
+        ),
+        (
+            client.get(f"/topics/{topic}/queues/0/messages", params={"offset": 0, "bogus": 1}),
+            (400, "BAD_REQUEST"),
+        ),
+        (
+            client.get(f"/topics/{topic}/queues/99/messages", params={"offset": 0}),
+            (404, "QUEUE_NOT_FOUND"),
+        ),
+        (
+            client.get("/messages", params={"key": "k", "begin_ms": 5, "end_ms": 1}),
+            (400, "BAD_REQUEST"),
+        ),
         (client.get("/nowhere"), (404, "NOT_FOUND")),
     ]
     for request, expected in cases:

@@ -21,7 +21,8 @@ def test_shipped_and_embedded_configs_are_valid() -> None:
     assert shipped.groups == embedded.groups
     assert shipped.data_dir == ROOT / "data"
     group, node = shipped.node("n1")
-    assert group.name == "broker-a" and node.port == 10911
+    assert group.name == "broker-a"
+    assert node.port == 10911
     assert group.store.flush == "sync"
 
 

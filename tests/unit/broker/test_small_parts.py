@@ -26,10 +26,14 @@ def test_long_polls_wake_by_key_and_expire_by_deadline() -> None:
 
 def test_tag_expressions() -> None:
     everything = parse_tag_expression("*")
-    assert everything.matches(None) and everything.matches_hash(12345)
+    assert everything.matches(None)
+    assert everything.matches_hash(12345)
     some = parse_tag_expression("A || B")
-    assert some.matches("A") and some.matches("B") and not some.matches("C")
-    assert some.matches_hash(tag_hash("A")) and not some.matches_hash(tag_hash("C"))
+    assert some.matches("A")
+    assert some.matches("B")
+    assert not some.matches("C")
+    assert some.matches_hash(tag_hash("A"))
+    assert not some.matches_hash(tag_hash("C"))
     assert not some.matches(None)
     with pytest.raises(BadRequest):
         parse_tag_expression("A || ")
@@ -41,7 +45,11 @@ def test_message_ids_decode_to_where_the_message_is() -> None:
     assert len(msg_id) == 32
     decoded = decode_msg_id(msg_id)
     assert decoded is not None
-    assert (decoded.broker_hash, decoded.commitlog_offset, decoded.size) == (prefix, 123_456_789, 1_234)
+    assert (decoded.broker_hash, decoded.commitlog_offset, decoded.size) == (
+        prefix,
+        123_456_789,
+        1_234,
+    )
     assert decode_msg_id("not-an-id") is None
     assert decode_msg_id("Z" * 32) is None
 

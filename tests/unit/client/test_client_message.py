@@ -50,10 +50,16 @@ def test_message_from_wire_accepts_binary_base64_and_text_bodies():
 def test_send_and_pull_results_from_wire():
     mq = MessageQueue("T", "a", 3)
     result = SendResult.from_wire(
-        {"msg_id": "m", "unique_key": "u", "queue_id": 3, "queue_offset": 9,
-         "commitlog_offset": 100, "status": "SEND_OK"},
+        {
+            "msg_id": "m",
+            "unique_key": "u",
+            "queue_id": 3,
+            "queue_offset": 9,
+            "commitlog_offset": 100,
+            "status": "SEND_OK",
+        },
         mq,
-    )  # fmt: skip
+    )
     assert result.queue == mq
     assert result.queue_id == 3
     pulled = PullResult.from_wire(

@@ -45,11 +45,16 @@ class FakeHttp:
             raise self.failures.pop(0)
         return {
             "results": [
-                {"msg_id": f"id{i}", "unique_key": m["properties"]["UNIQ_KEY"],
-                 "queue_id": body["queue_id"], "queue_offset": i, "commitlog_offset": 0}
+                {
+                    "msg_id": f"id{i}",
+                    "unique_key": m["properties"]["UNIQ_KEY"],
+                    "queue_id": body["queue_id"],
+                    "queue_offset": i,
+                    "commitlog_offset": 0,
+                }
                 for i, m in enumerate(body["messages"])
             ]
-        }  # fmt: skip
+        }
 
     async def close(self):
         self.closed = True

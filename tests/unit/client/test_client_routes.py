@@ -6,7 +6,7 @@ ages out or after an error, and keeps serving a stale route while no NameServer 
 
 import pytest
 
-from dledgermq.client.routes import STALE_HOLD_S, RouteCache, Rotation
+from dledgermq.client.routes import STALE_HOLD_S, Rotation, RouteCache
 from dledgermq.client.topic_route import TopicRouteData
 from dledgermq.errors import NoRoute, Unavailable
 

@@ -53,7 +53,9 @@ async def test_register_then_route_json(client):
     assert await response.json() == {
         "topic": "T",
         "queues": [{"broker_name": "broker-a", "read_queues": 4, "write_queues": 4, "perm": 6}],
-        "brokers": [{"broker_name": "broker-a", "cluster": "c1", "addrs": {"0": "127.0.0.1:10911"}}],
+        "brokers": [
+            {"broker_name": "broker-a", "cluster": "c1", "addrs": {"0": "127.0.0.1:10911"}}
+        ],
     }
     assert await (await client.get("/topics")).json() == {"topics": ["T"]}
     assert await (await client.get("/status")).json() == {"brokers": 1, "topics": 1}

@@ -29,7 +29,9 @@ def test_register_then_route_lists_queue_data_and_addrs():
     assert route.to_wire() == {
         "topic": "T",
         "queues": [{"broker_name": "broker-a", "read_queues": 8, "write_queues": 8, "perm": 6}],
-        "brokers": [{"broker_name": "broker-a", "cluster": "c1", "addrs": {"0": "127.0.0.1:10911"}}],
+        "brokers": [
+            {"broker_name": "broker-a", "cluster": "c1", "addrs": {"0": "127.0.0.1:10911"}}
+        ],
     }
 
 

@@ -1,0 +1,118 @@
+"""CommitLog start-up recovery: find the longest valid prefix of complete entries, cut the rest.
+
+Runs once, before the `CommitLog` exists, on a directory nobody else writes. It scans the
+last segment; only while the scanned segments hold no complete entry does it step back one
+segment (an empty or fully torn newest segment). Every segment before the active one was
+sealed and fdatasynced before its successor was created, so the scan never needs to go
+further back to trust what it keeps. It must not guess: whatever fails a check is cut.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dledgermq.store.fileio import fsync_dir
+from dledgermq.store.segment import SegmentScan, list_segments, scan_segment, segment_path
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What recovery found and did, for the node's start-up log line."""
+
+    scanned_from: int
+    write_offset: int
+    last_term: int
+    last_index: int
+    truncated_bytes: int
+    deleted_segments: list[int]
+    stop: str
+
+
+def create_segment(directory: Path, start: int) -> int:
+    """Create an empty segment file, make its name durable, return an O_WRONLY fd."""
+    fd = os.open(segment_path(directory, start), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fsync_dir(directory)
+    return fd
+
+
+def delete_segments(directory: Path, starts: list[int]) -> None:
+    """Delete segment files newest first (a crash leaves a contiguous prefix), then fsync."""
+    for start in sorted(starts, reverse=True):
+        segment_path(directory, start).unlink()
+    if starts:
+        fsync_dir(directory)
+
+
+def _scan_chain(
+    directory: Path, segment_size: int, segments: list[int], first: int
+) -> tuple[int, int, SegmentScan]:
+    """Scan from `segments[first]` on while each segment is sealed.
+
+    Returns:
+        (index of the last scanned segment, complete entries seen, that segment's scan).
+    """
+    last = (0, 0)
+    entries = 0
+    k = first
+    while True:
+        fd = os.open(segment_path(directory, segments[k]), os.O_RDONLY)
+        try:
+            scan = scan_segment(fd, segments[k], segment_size, last=last)
+        finally:
+            os.close(fd)
+        entries += scan.entries
+        last = (scan.last_term, scan.last_index)
+        if not scan.sealed or k == len(segments) - 1:
+            return k, entries, scan
+        k += 1
+
+
+def recover(directory: Path, segment_size: int) -> tuple[list[int], Recovery]:
+    """Recover `directory` in place.
+
+    Returns:
+        The segment starts left on disk (the last is where writing resumes) and a report.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    segments = list_segments(directory, segment_size)
+    if not segments:
+        os.close(create_segment(directory, 0))
+        return [0], Recovery(0, 0, 0, 0, 0, [], "empty")
+    first = len(segments) - 1
+    while True:
+        k, entries, scan = _scan_chain(directory, segment_size, segments, first)
+        if entries or first == 0:
+            break
+        first -= 1
+    path = segment_path(directory, segments[k])
+    size = path.stat().st_size
+    if scan.sealed:
+        # Crashed between sealing the last segment and creating the next: finish the roll.
+        keep, write_offset = segment_size, segments[k] + segment_size
+    else:
+        keep, write_offset = scan.valid_end - segments[k], scan.valid_end
+    deleted = segments[k + 1 :]
+    delete_segments(directory, deleted)
+    del segments[k + 1 :]
+    if size != keep:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if scan.sealed:
+        os.close(create_segment(directory, write_offset))
+        segments.append(write_offset)
+    report = Recovery(
+        scanned_from=segments[first],
+        write_offset=write_offset,
+        last_term=scan.last_term,
+        last_index=scan.last_index,
+        truncated_bytes=max(0, size - keep),
+        deleted_segments=deleted,
+        stop=scan.stop,
+    )
+    return segments, report

@@ -1,0 +1,59 @@
+"""Makes a CommitLog range durable from the flusher's thread (group commit).
+
+A `CommitLogSyncer` shares nothing mutable with the `CommitLog` writer: it derives segment
+paths from offsets and keeps its own read-only fds (fdatasync works on them). It never writes.
+A cached fd whose file was unlinked is reopened first (`st_nlink == 0`), so a truncation that
+deleted and recreated a segment cannot make it sync a dead inode. A segment that no longer
+exists is skipped: its data was truncated or retired, so there is nothing left to persist.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dledgermq.store.fileio import fdatasync
+from dledgermq.store.segment import segment_path, segment_start
+
+
+class CommitLogSyncer:
+    """fdatasyncs the segment files that cover a byte range of the log."""
+
+    def __init__(self, directory: Path, segment_size_bytes: int) -> None:
+        self._directory = directory
+        self._segment_size = segment_size_bytes
+        self._fds: dict[int, int] = {}
+
+    def sync(self, from_offset: int, to_offset: int) -> None:
+        """Make [from_offset, to_offset) durable (every segment that range touches)."""
+        assert 0 <= from_offset <= to_offset, (from_offset, to_offset)
+        if from_offset == to_offset:
+            return
+        first = segment_start(from_offset, self._segment_size)
+        last = segment_start(to_offset - 1, self._segment_size)
+        for start in [s for s in self._fds if s < first]:
+            os.close(self._fds.pop(start))
+        for start in range(first, last + 1, self._segment_size):
+            fd = self._fd(start)
+            if fd >= 0:
+                fdatasync(fd)
+
+    def _fd(self, start: int) -> int:
+        """A live fd for the segment at `start`, or -1 if the file is gone."""
+        fd = self._fds.get(start)
+        if fd is not None:
+            if os.fstat(fd).st_nlink > 0:
+                return fd
+            del self._fds[start]
+            os.close(fd)
+        try:
+            fd = os.open(segment_path(self._directory, start), os.O_RDONLY)
+        except FileNotFoundError:
+            return -1
+        self._fds[start] = fd
+        return fd
+
+    def close(self) -> None:
+        while self._fds:
+            _, fd = self._fds.popitem()
+            os.close(fd)

@@ -1,0 +1,94 @@
+"""A real cluster started through the CLI on 127.0.0.1, always stopped by its PIDs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dledgermq.config import ClusterConfig, load_config
+from tests.support import SMALL_STORE
+
+CLI_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    path: Path
+    config: ClusterConfig
+
+    @property
+    def namesrv(self) -> str:
+        return self.config.namesrv_addrs[0]
+
+    @property
+    def broker(self) -> str:
+        return self.config.groups[0].nodes[0].addr
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `dledgermq ARGS --config FILE` and return the finished process."""
+        argv = [sys.executable, "-m", "dledgermq", *args]
+        if args[0] != "cluster":
+            argv += ["--config", str(self.path)]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{args} exited {done.returncode}: {done.stderr}{done.stdout}")
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def pid(self, process_id: str) -> int:
+        return int((self.config.run_dir / f"{process_id}.pid").read_text())
+
+    def kill_all(self) -> None:
+        """Last-resort cleanup: SIGKILL every PID this cluster recorded."""
+        for pid_file in self.config.run_dir.glob("*.pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError, OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def write_cluster_file(tmp_path: Path, *, flush: str = "sync") -> Path:
+    path = tmp_path / "cluster.yml"
+    path.write_text(
+        f"""
+cluster: ItCluster
+data_dir: ./data
+heartbeat_interval_ms: 1000
+tick_ms: 20
+namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
+brokers: [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]
+"""
+        + SMALL_STORE.format(flush=flush)
+    )
+    return path
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    path = write_cluster_file(tmp_path)
+    running = Cluster(path, load_config(path))
+    running.cli("cluster", "up", str(path), "--detach")
+    try:
+        yield running
+    finally:
+        running.cli("cluster", "down", str(path), check=False)
+        running.kill_all()

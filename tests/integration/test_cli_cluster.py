@@ -1,0 +1,48 @@
+"""End to end through the CLI: cluster up/status/down, topic, send, consume, query.
+
+Real processes on 127.0.0.1 started by `dledgermq cluster up --detach`; every command is
+run as a user would, with --json so the test can read the answers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import Cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def test_topic_send_consume_query_through_the_cli(cluster: Cluster) -> None:
+    status = cluster.json("cluster", "status", str(cluster.path))
+    assert [p["up"] for p in status["processes"]] == [True, True]
+
+    created = cluster.json("topic", "create", "TopicTest", "--queues", "8")
+    assert created["created"][0]["write_queues"] == 8
+    assert "TopicTest" in cluster.json("topic", "list")["topics"]
+
+    sent = cluster.json("send", "TopicTest", "hello", "--tag", "A", "--key", "k1")
+    assert sent["status"] == "SEND_OK"
+
+    consumed = cluster.json("consume", "TopicTest", "--group", "g1", "--count", "10")
+    assert [m["body"] for m in consumed["messages"]] == ["hello"]
+    assert consumed["messages"][0]["msg_id"] == sent["msg_id"]
+    # The group committed its offsets: a second consume has nothing new.
+    assert cluster.json("consume", "TopicTest", "--group", "g1", "--count", "10")["messages"] == []
+
+    by_key = cluster.json("query", "--key", "k1")["messages"]
+    assert [(m["msg_id"], m["body"], m["tags"]) for m in by_key] == [(sent["msg_id"], "hello", "A")]
+    by_id = cluster.json("query", "--id", sent["msg_id"])["messages"]
+    assert by_id[0]["queue_offset"] == sent["queue_offset"]
+
+
+def test_cli_errors_are_one_line_and_non_zero(cluster: Cluster) -> None:
+    missing = cluster.cli("send", "NoSuchTopic", "x", check=False)
+    assert missing.returncode == 1
+    assert "NO_ROUTE" in missing.stderr or "TOPIC_NOT_FOUND" in missing.stderr
+    bad = cluster.cli("topic", "create", "bad name!", check=False)
+    assert bad.returncode == 1
+    assert "INVALID_TOPIC" in bad.stderr
+    again = cluster.cli("cluster", "up", str(cluster.path), "--detach", check=False)
+    assert again.returncode == 1
+    assert "already running" in again.stderr
