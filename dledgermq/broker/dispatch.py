@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.layout import NodeLayout
@@ -38,8 +39,7 @@ MAX_SCAN_UNITS = 2_000
 MAX_PULL_BYTES = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class DispatchedMessage:
+class DispatchedMessage(NamedTuple):
     msg_id: str
     unique_key: str
     queue_id: int
@@ -61,8 +61,7 @@ class DispatchBatch:
     topics_changed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
     """A record with the queue offset it was dispatched to."""
 
     record: Record

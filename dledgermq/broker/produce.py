@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from dledgermq.errors import (
     TopicNotFound,
 )
 from dledgermq.store.record import MessageDraft
+from dledgermq.unique_key import new_unique_key
 
 PROPERTY_TAGS = "TAGS"
 PROPERTY_KEYS = "KEYS"
@@ -119,7 +119,7 @@ def _draft(
     keys = raw.get("keys")
     if keys is not None:
         properties[PROPERTY_KEYS] = _keys(keys)
-    properties.setdefault(PROPERTY_UNIQ_KEY, uuid.uuid4().hex.upper())
+    properties.setdefault(PROPERTY_UNIQ_KEY, new_unique_key())
     born = raw.get("born_timestamp_ms", now_ms)
     if not isinstance(born, int) or isinstance(born, bool) or born < 0:
         raise BadRequest(f"born_timestamp_ms must be a non-negative integer, got {born!r}")

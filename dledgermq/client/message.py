@@ -9,10 +9,11 @@ Must not: do I/O or pick queues; this module only converts.
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from dledgermq.unique_key import new_unique_key
 
 # The property that carries the client-generated unique key (RocketMQ's UNIQ_KEY).
 UNIQ_KEY = "UNIQ_KEY"
@@ -35,7 +36,7 @@ class OutgoingMessage:
     tags: str | None = None
     keys: tuple[str, ...] = ()
     properties: Mapping[str, str] = field(default_factory=dict)
-    unique_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    unique_key: str = field(default_factory=new_unique_key)
 
     @classmethod
     def build(

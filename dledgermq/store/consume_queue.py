@@ -21,8 +21,8 @@ import shutil
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from dledgermq.store.errors import CorruptLog
 from dledgermq.store.fileio import fsync_dir, read_at_most, write_all
@@ -41,8 +41,7 @@ def tag_hash(tag: str | None) -> int:
     return zlib.crc32(tag.encode()) if tag else 0
 
 
-@dataclass(frozen=True, slots=True)
-class CQUnit:
+class CQUnit(NamedTuple):
     queue_offset: int
     commitlog_offset: int
     size: int
