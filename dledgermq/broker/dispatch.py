@@ -31,7 +31,7 @@ from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.consume_queue import ConsumeQueue, ConsumeQueues, tag_hash
 from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.index_file import IndexStore
-from dledgermq.store.record import Record
+from dledgermq.store.record import Record, RecordMeta, decode_meta
 
 UNIQUE_KEY_PREFIX = "#U#"
 KEY_PREFIX = "#K#"
@@ -111,10 +111,13 @@ class Dispatcher:
         # Files may hold work past the checkpoint (written, not checkpointed): redo it.
         self.cqs.truncate_from(self.dispatched_offset)
         self.index.truncate_from(self.dispatched_offset)
+        # ConsumeQueues that may take new units; cleared whenever the topic table changes.
+        self._writable_queues: dict[tuple[str, int], ConsumeQueue] = {}
 
     def rewind_to(self, offset: int) -> None:
         """The log was cut below what was dispatched (a lost unflushed tail): forget it."""
         assert offset <= self.dispatched_offset
+        self._writable_queues.clear()
         self.cqs.truncate_from(offset)
         self.index.truncate_from(offset)
         self.dispatched_offset = offset
@@ -129,7 +132,7 @@ class Dispatcher:
             return batch
         entry_start = start
         current: list[DispatchedMessage] = []
-        for record in self._reader.iter_records(start, confirm_offset):
+        for record in self._reader.iter_records(start, confirm_offset, decode_meta):
             end = record.commitlog_offset + record.size
             message = self._dispatch_record(record, batch)
             if message is not None:
@@ -147,36 +150,39 @@ class Dispatcher:
             self.dispatched_offset = confirm_offset
         return batch
 
-    def _dispatch_record(self, record: Record, batch: DispatchBatch) -> DispatchedMessage | None:
-        topic = record.topic
-        if topic.startswith(SYSTEM_PREFIX):
-            if self.state.apply(topic, record.body) is not None:
-                batch.topics_changed = True
-            return None
-        config = self.state.topics.get(topic)
-        if config is None or record.queue_id >= config.queue_count:
-            return None  # Topic deleted or shrunk after the send: nothing to deliver.
+    def _dispatch_record(
+        self, record: RecordMeta, batch: DispatchBatch
+    ) -> DispatchedMessage | None:
+        """Runs once per message: lookups are cached per queue, results built positionally."""
+        topic, queue_id, offset = record.topic, record.queue_id, record.commitlog_offset
+        queue_key = (topic, queue_id)
+        cq = self._writable_queues.get(queue_key)
+        if cq is None:
+            if topic.startswith(SYSTEM_PREFIX):
+                if self.state.apply(topic, record.body) is not None:
+                    batch.topics_changed = True
+                    self._writable_queues.clear()  # Queue counts or topics changed.
+                return None
+            config = self.state.topics.get(topic)
+            if config is None or queue_id >= config.queue_count:
+                return None  # Topic deleted or shrunk after the send: nothing to deliver.
+            cq = self._writable_queues[queue_key] = self.cqs.get_or_create(topic, queue_id)
         properties = record.properties
-        cq = self.cqs.get_or_create(topic, record.queue_id)
-        queue_offset = cq.append(
-            record.commitlog_offset, record.size, tag_hash(properties.get(PROPERTY_TAGS))
-        )
-        batch.touched.add((topic, record.queue_id))
+        queue_offset = cq.append(offset, record.size, tag_hash(properties.get(PROPERTY_TAGS)))
+        batch.touched.add(queue_key)
         keys = properties.get(PROPERTY_KEYS)
         if keys:
             for key in keys.split(KEY_SEPARATOR):
-                self.index.put(KEY_PREFIX + key, record.commitlog_offset, record.store_timestamp_ms)
+                self.index.put(KEY_PREFIX + key, offset, record.store_timestamp_ms)
         unique_key = properties.get(PROPERTY_UNIQ_KEY, "")
         if unique_key:
-            self.index.put(
-                UNIQUE_KEY_PREFIX + unique_key, record.commitlog_offset, record.store_timestamp_ms
-            )
+            self.index.put(UNIQUE_KEY_PREFIX + unique_key, offset, record.store_timestamp_ms)
         return DispatchedMessage(
-            msg_id=make_msg_id(self.broker_hash, record.commitlog_offset, record.size),
-            unique_key=unique_key,
-            queue_id=record.queue_id,
-            queue_offset=queue_offset,
-            commitlog_offset=record.commitlog_offset,
+            make_msg_id(self.broker_hash, offset, record.size),
+            unique_key,
+            queue_id,
+            queue_offset,
+            offset,
         )
 
     # -- reads ----------------------------------------------------------------------------
@@ -314,6 +320,7 @@ class Dispatcher:
         save_checkpoint(self._layout.checkpoint, checkpoint)
 
     def delete_before(self, min_commitlog_offset: int) -> None:
+        self._writable_queues.clear()
         self.cqs.delete_before(min_commitlog_offset)
         self.index.delete_before(min_commitlog_offset)
 

@@ -30,7 +30,7 @@ class BrokerState:
     # group -> topic -> queue id -> next offset to consume
     offsets: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)
 
-    def apply(self, topic: str, body: bytes) -> str | None:
+    def apply(self, topic: str, body: bytes | memoryview) -> str | None:
         """Apply one internal record; returns the topic whose config changed, if any."""
         assert topic.startswith(SYSTEM_PREFIX), topic
         change: dict[str, Any] = msgpack.unpackb(body, strict_map_key=False)

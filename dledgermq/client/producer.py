@@ -2,9 +2,10 @@
 
 Owns: turning user input into `Msg` bodies (one client-generated unique key per message,
 kept across retries so duplicates can be recognised), the retry policy (tenacity, on
-`err.retryable` only; RocketMQ's 2 retries for sync sends), refreshing the route after a
-failure, and steering the next attempt away from the broker group that just failed (except
-for sharding-key sends, which must keep their queue to keep their order).
+`err.retryable`, plus QUEUE_NOT_FOUND for a queue picked from a route that went stale;
+RocketMQ's 2 retries for sync sends), refreshing the route after a failure or an answer
+showing the route is stale, and steering the next attempt away from the broker group that
+just failed (except for sharding-key sends, which must keep their queue to keep their order).
 
 Must not: decide queue order itself (`selector.py`) or parse routes (`topic_route.py`).
 """
@@ -29,7 +30,16 @@ from dledgermq.client.http import HttpSession
 from dledgermq.client.message import MessageQueue, OutgoingMessage, SendResult
 from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S, NameServerClient, RouteCache
 from dledgermq.client.selector import QueueSelector
-from dledgermq.errors import BadRequest, BatchTooLarge, InvalidMessage, MQError, NoRoute
+from dledgermq.errors import (
+    BadRequest,
+    BatchTooLarge,
+    InvalidMessage,
+    MQError,
+    NoPermission,
+    NoRoute,
+    QueueNotFound,
+    TopicNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,9 @@ RETRY_WAIT_INITIAL_S = 0.05
 RETRY_WAIT_MAX_S = 1.0
 
 SendCallback = Callable[[SendResult | None, BaseException | None], None]
+# Answers that mean the cached route no longer matches the broker's topic table (an admin
+# changed or deleted the topic): the route is refreshed before the next send.
+STALE_ROUTE_ERRORS = (QueueNotFound, TopicNotFound, NoPermission)
 BatchItem = OutgoingMessage | Mapping[str, Any] | bytes | str
 
 
@@ -192,10 +205,16 @@ class Producer:
     ) -> list[SendResult]:
         body: dict[str, Any] = {"messages": [m.to_wire() for m in messages]}
         failed_broker: str | None = None
+
+        def should_retry(exc: BaseException) -> bool:
+            # A queue the selector picked from a stale route (its topic lost write queues)
+            # was refused before anything was stored: pick again from a fresh route.
+            return is_retryable(exc) or (queue is None and isinstance(exc, QueueNotFound))
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(retries + 1),
             wait=wait_random_exponential(multiplier=RETRY_WAIT_INITIAL_S, max=RETRY_WAIT_MAX_S),
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(should_retry),
             reraise=True,
         )
         async for attempt in retrying:
@@ -213,6 +232,8 @@ class Producer:
                     if err.retryable:
                         log.info("send to %s failed (%s); retrying if allowed", addr, err.code)
                         failed_broker = mq.broker_name
+                        self._routes.invalidate(topic)
+                    elif isinstance(err, STALE_ROUTE_ERRORS):
                         self._routes.invalidate(topic)
                     raise
                 return [SendResult.from_wire(r, mq) for r in answer["results"]]

@@ -127,6 +127,7 @@ class SyncProducer:
         keys: str | Sequence[str] | None = None,
         properties: Mapping[str, str] | None = None,
         sharding_key: str | None = None,
+        queue: MessageQueue | None = None,
         callback: SendCallback | None = None,
     ) -> concurrent.futures.Future[SendResult]:
         """Send in the background; `callback` runs on the facade's loop thread."""
@@ -139,22 +140,31 @@ class SyncProducer:
                 keys=keys,
                 properties=properties,
                 sharding_key=sharding_key,
+                queue=queue,
                 callback=callback,
             )
 
         return self._runner.submit(send())
 
-    def send_oneway(
+    def send_oneway(  # noqa: PLR0913 - Producer.send_oneway's fields
         self,
         topic: str,
         body: bytes | str,
         *,
         tags: str | None = None,
         keys: str | Sequence[str] | None = None,
+        properties: Mapping[str, str] | None = None,
         sharding_key: str | None = None,
+        queue: MessageQueue | None = None,
     ) -> None:
         coro = self._producer.send_oneway(
-            topic, body, tags=tags, keys=keys, sharding_key=sharding_key
+            topic,
+            body,
+            tags=tags,
+            keys=keys,
+            properties=properties,
+            sharding_key=sharding_key,
+            queue=queue,
         )
         self._runner.run(coro, self._timeout_s)
 

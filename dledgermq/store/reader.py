@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.fileio import read_at_most
@@ -34,6 +35,8 @@ READ_CHUNK_BYTES = 1024 * 1024
 _FIRST_READ_BYTES = 4096
 # `read_records` reads neighbours with one pread when they are at most this far apart.
 _COALESCE_GAP_BYTES = 64 * 1024
+
+T = TypeVar("T")
 
 
 class CommitLogReader:
@@ -133,11 +136,17 @@ class CommitLogReader:
             i = j
         return records
 
-    def iter_records(self, start: int, end: int) -> Iterator[Record]:
+    def iter_records(
+        self,
+        start: int,
+        end: int,
+        decode: Callable[..., T] = decode_record,  # type: ignore[assignment]
+    ) -> Iterator[T]:
         """Records in [start, end) in log order, skipping end-of-segment padding.
 
         `start` must be a record boundary and `end` an entry boundary (e.g. the confirm
-        offset); data is read in large chunks, not one syscall per record.
+        offset); data is read in large chunks, not one syscall per record. `decode` may be
+        `decode_meta` where the body is not needed (dispatch); it verifies the CRC too.
 
         Raises:
             ValueError: a record crosses `end`.
@@ -163,7 +172,7 @@ class CommitLogReader:
                 raise ValueError(f"record at {pos} ({size} bytes) crosses the end {end}")
             if at + size > len(view):
                 buf_start, view, at = pos, self._chunk(pos, seg_end, size), 0
-            yield decode_record(view, at, expected_offset=pos)
+            yield decode(view, at, expected_offset=pos)
             pos += size
 
     def _chunk(self, pos: int, seg_end: int, need: int) -> memoryview:

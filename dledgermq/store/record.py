@@ -49,6 +49,7 @@ __all__ = [
     "MessageDraft",
     "Record",
     "check_record",
+    "decode_meta",
     "decode_record",
     "encode_blank",
     "encode_entry",
@@ -303,15 +304,30 @@ def check_record(
     return header
 
 
-def decode_record(
-    buf: bytes | bytearray | memoryview,
-    pos: int = 0,
-    *,
-    expected_offset: int | None = None,
-) -> Record:
-    """Decode and verify the message record at `pos` (padding raises CorruptRecord)."""
-    view = buf if isinstance(buf, memoryview) else memoryview(buf)
-    h = check_record(view, pos, expected_offset)
+class RecordMeta(NamedTuple):
+    """What dispatch needs of a record, without copying the body out of the read buffer.
+
+    `body` is a view into the chunk it was read from (system records decode it at once).
+    """
+
+    commitlog_offset: int
+    size: int
+    flags: int
+    store_timestamp_ms: int
+    queue_id: int
+    topic: str
+    properties: dict[str, str]
+    body: memoryview
+
+    @property
+    def is_entry_end(self) -> bool:
+        return bool(self.flags & FLAG_ENTRY_END)
+
+
+def _topic_and_properties(
+    view: memoryview, pos: int, h: tuple[int, ...]
+) -> tuple[str, dict[str, str], int]:
+    """Decode the topic and properties of a checked record; returns where the body starts."""
     topic_at = pos + HEADER_SIZE
     props_at = topic_at + h[F_TOPIC_LEN]
     body_at = props_at + h[F_PROPS_LEN]
@@ -322,6 +338,38 @@ def decode_record(
         raise CorruptRecord(f"undecodable topic or properties at {pos}: {error}") from error
     if not isinstance(properties, dict):
         raise CorruptRecord(f"properties are not a map at {pos}")
+    return topic, properties, body_at
+
+
+def decode_meta(
+    buf: bytes | bytearray | memoryview, pos: int = 0, *, expected_offset: int | None = None
+) -> RecordMeta:
+    """Verify the record at `pos` (CRC included) and decode what dispatch needs."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    h = check_record(view, pos, expected_offset)
+    topic, properties, body_at = _topic_and_properties(view, pos, h)
+    return RecordMeta(
+        h[F_OFFSET],
+        h[F_SIZE],
+        h[F_FLAGS],
+        h[8],
+        h[9],
+        topic,
+        properties,
+        view[body_at : pos + h[F_SIZE]],
+    )
+
+
+def decode_record(
+    buf: bytes | bytearray | memoryview,
+    pos: int = 0,
+    *,
+    expected_offset: int | None = None,
+) -> Record:
+    """Decode and verify the message record at `pos` (padding raises CorruptRecord)."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    h = check_record(view, pos, expected_offset)
+    topic, properties, body_at = _topic_and_properties(view, pos, h)
     return Record(
         h[F_TERM],
         h[F_INDEX],
