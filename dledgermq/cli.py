@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -117,26 +117,38 @@ def cluster_up(args: argparse.Namespace) -> int:
     running = [p.id for p in processes if launcher.read_pid(config, p.id) is not None]
     if running:
         raise CliError(f"already running: {', '.join(running)} (use `dledgermq cluster down`)")
-    started, failure = launcher.start_cluster(config, processes)
-    if failure is not None:
-        launcher.stop_all(config, processes)
-        raise CliError(f"cluster did not start: {failure}")
-    summary = {
-        "cluster": config.cluster,
-        "config": config.source,
-        "data_dir": str(config.data_dir),
-        "processes": [
-            {"id": p.id, "kind": p.kind, "addr": p.addr, "pid": started[p.id].pid}
-            for p in processes
-        ],
-    }
-    emit(args, summary, lambda: _up_text(config, summary))
-    if args.detach:
-        return 0
-    _wait_for_interrupt(lambda: any(c.poll() is not None for c in started.values()))
-    stopped = launcher.stop_all(config, processes)
-    print(f"stopped {len(stopped)} process(es)", file=sys.stderr)
+    # SIGTERM behaves like Ctrl-C, so every way out below stops what was started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    keep_running = False
+    try:
+        started, failure = launcher.start_cluster(config, processes)
+        if failure is not None:
+            raise CliError(f"cluster did not start: {failure}")
+        summary = {
+            "cluster": config.cluster,
+            "config": config.source,
+            "data_dir": str(config.data_dir),
+            "processes": [
+                {"id": p.id, "kind": p.kind, "addr": p.addr, "pid": started[p.id].pid}
+                for p in processes
+            ],
+        }
+        emit(args, summary, lambda: _up_text(config, summary))
+        sys.stdout.flush()
+        keep_running = args.detach
+        if not args.detach:
+            _wait_for_exit(started)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if not keep_running:
+            stopped = launcher.stop_all(config, processes)
+            print(f"stopped {len(stopped)} process(es)", file=sys.stderr)
     return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _up_text(config: ClusterConfig, summary: dict[str, Any]) -> str:
@@ -149,15 +161,11 @@ def _up_text(config: ClusterConfig, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _wait_for_interrupt(any_exited: Callable[[], bool]) -> None:
-    """Block until Ctrl-C / SIGTERM, or until a child exits on its own."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        if any_exited():
-            print("a cluster process exited; stopping the rest", file=sys.stderr)
-            return
+def _wait_for_exit(started: dict[str, Any]) -> None:
+    """Block until Ctrl-C / SIGTERM (KeyboardInterrupt), or until a child exits."""
+    while all(child.poll() is None for child in started.values()):
+        time.sleep(0.5)  # Nothing to await: children are polled, signals interrupt.
+    print("a cluster process exited; stopping the rest", file=sys.stderr)
 
 
 def cluster_down(args: argparse.Namespace) -> int:

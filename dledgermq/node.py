@@ -13,7 +13,9 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,7 +24,7 @@ from aiohttp import web
 
 from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriterOptions
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import ReputActor, ReputOptions, ReputPublished
 from dledgermq.actors.ticker import Ticker
 from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, make_broker_app
@@ -30,11 +32,21 @@ from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
+from dledgermq.store.disk import disk_used_ratio
 
 log = logging.getLogger(__name__)
 REGISTER_RETRY_S = 2.0
 REGISTER_TIMEOUT_S = 5.0
 GC_GEN0_THRESHOLD = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerHooks:
+    """What tests may replace: time (tick by hand through `BrokerNode.ticker`) and the
+    disk probe. Production uses the defaults."""
+
+    manual_ticks: bool = False
+    disk_used_ratio: Callable[[Path], float] = disk_used_ratio
 
 
 @dataclass(slots=True)
@@ -56,8 +68,15 @@ class BrokerNode:
                 ref.stop(timeout=30)
 
 
-def open_broker(config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig) -> BrokerNode:
+def open_broker(
+    config: ClusterConfig,
+    group: BrokerGroupConfig,
+    node: NodeConfig,
+    *,
+    hooks: BrokerHooks | None = None,
+) -> BrokerNode:
     """Open and recover the store, then start the actors (no network yet)."""
+    hooks = hooks or BrokerHooks()
     store = group.store
     layout = NodeLayout(config.node_dir(node.id))
     commitlog = CommitLog.open(layout.commitlog, store.segment_size_bytes)
@@ -91,14 +110,12 @@ def open_broker(config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfi
         dispatcher.dispatched_offset,
     )
 
-    written = Published(commitlog.write_offset)
-    flushed = Published(commitlog.write_offset)
-    published = ReputPublished(flushed)
+    marks = Watermarks(commitlog.write_offset)
+    published = ReputPublished(marks)
     sync_flush = store.flush == "sync"
     flusher = FlusherActor.start(
         syncer,
-        written=written,
-        flushed=flushed,
+        marks=marks,
         options=FlusherOptions(
             interval_ms=None if sync_flush else store.flush_interval_ms,
             start_offset=commitlog.write_offset,
@@ -114,23 +131,24 @@ def open_broker(config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfi
         commitlog,
         reput=reput,
         flusher=flusher,
-        written=written,
+        marks=marks,
         options=WriterOptions(
             sync_flush=sync_flush,
             file_reserved_ms=int(store.file_reserved_hours * 3_600_000),
             retention_check_interval_ms=store.retention_check_interval_ms,
             disk_high_water_ratio=store.disk_high_water_ratio,
             disk_clean_ratio=store.disk_clean_ratio,
+            disk_used_ratio=hooks.disk_used_ratio,
         ),
     )
     ticker = Ticker([writer, flusher, reput], config.tick_ms)
-    ticker.start()
+    if not hooks.manual_ticks:
+        ticker.start()
     context = BrokerContext(
         identity=BrokerIdentity(config.cluster, group.name, 0, node.addr, node.id),
         writer=writer,
         reput=reput,
         published=published,
-        written=written,
         limits=group.limits,
         flush=store.flush,
     )

@@ -9,14 +9,16 @@ direct `Confirm` in async mode. Also enforces the disk high-water mark and reten
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pykka
 
 from dledgermq.actors.flusher import Flush
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import Appended, Confirm, DeleteBefore
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
@@ -43,6 +45,8 @@ class WriterOptions:
     retention_check_interval_ms: int
     disk_high_water_ratio: float
     disk_clean_ratio: float
+    # How full the CommitLog's disk is (0..1); injected so tests can fill a disk.
+    disk_used_ratio: Callable[[Path], float] = disk_used_ratio
 
 
 class CommitLogWriterActor(FailStopActor):
@@ -52,7 +56,7 @@ class CommitLogWriterActor(FailStopActor):
         *,
         reput: pykka.ActorRef[Any],
         flusher: pykka.ActorRef[Any],
-        written: Published[int],
+        marks: Watermarks,
         options: WriterOptions,
         on_fatal: FatalHandler = exit_process,
     ) -> None:
@@ -60,12 +64,13 @@ class CommitLogWriterActor(FailStopActor):
         self._log = commitlog
         self._reput = reput
         self._flusher = flusher
-        self._written = written
+        self._written = marks.written
+        self._dispatched = marks.dispatched
         self._options = options
         self._disk_full = False
         self._last_disk_check_ms = -DISK_CHECK_INTERVAL_MS
         self._last_retention_ms = 0
-        written.value = commitlog.write_offset
+        marks.written.value = commitlog.write_offset
 
     def on_receive(self, message: object) -> None:
         match message:
@@ -102,13 +107,16 @@ class CommitLogWriterActor(FailStopActor):
         if now_ms - self._last_disk_check_ms < DISK_CHECK_INTERVAL_MS:
             return
         self._last_disk_check_ms = now_ms
-        ratio = disk_used_ratio(self._log.directory)
+        ratio = self._options.disk_used_ratio(self._log.directory)
         self._disk_full = ratio >= self._options.disk_high_water_ratio
         force = ratio >= self._options.disk_clean_ratio
         if force or now_ms - self._last_retention_ms >= self._options.retention_check_interval_ms:
             self._last_retention_ms = now_ms
             deleted = self._log.delete_expired(
-                time.time_ns() // 1_000_000, self._options.file_reserved_ms, force=force
+                time.time_ns() // 1_000_000,
+                self._options.file_reserved_ms,
+                force=force,
+                protect_from=self._dispatched.value,  # Never what consumers cannot see yet.
             )
             if deleted:
                 tell(self._reput, DeleteBefore(self._log.min_offset))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Watermarks
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
 from dledgermq.actors.ticker import Tick
 from dledgermq.store.commitlog import CommitLogSyncer
@@ -36,19 +36,18 @@ class FlusherActor(FailStopActor):
         self,
         syncer: CommitLogSyncer,
         *,
-        written: Published[int],
-        flushed: Published[int],
+        marks: Watermarks,
         options: FlusherOptions,
         on_fatal: FatalHandler = exit_process,
     ) -> None:
         super().__init__(on_fatal)
         self._syncer = syncer
-        self._written = written
-        self._flushed = flushed
+        self._written = marks.written
+        self._flushed = marks.flushed
         self._interval_ms = options.interval_ms
         self._last_flush_ms = 0
         self.fsyncs = 0  # Counted for tests and /status: proves group commit shares fsyncs.
-        flushed.value = options.start_offset
+        marks.flushed.value = options.start_offset
 
     def on_receive(self, message: object) -> None:
         match message:

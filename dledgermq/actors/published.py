@@ -17,3 +17,19 @@ class Published(Generic[T]):
 
     def __init__(self, value: T) -> None:
         self.value = value
+
+
+class Watermarks:
+    """The three offsets of one broker, each written by exactly one actor.
+
+    written: CommitLogWriterActor (end of the last appended entry);
+    flushed: FlusherActor (everything below is fsynced);
+    dispatched: ReputActor (everything below is in the ConsumeQueues and visible).
+    """
+
+    __slots__ = ("dispatched", "flushed", "written")
+
+    def __init__(self, start_offset: int) -> None:
+        self.written: Published[int] = Published(start_offset)
+        self.flushed: Published[int] = Published(start_offset)
+        self.dispatched: Published[int] = Published(start_offset)

@@ -16,7 +16,7 @@ from typing import Any
 import pykka
 
 from dledgermq.actors.flusher import Flush
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
@@ -143,7 +143,7 @@ class ReputActor(FailStopActor):
         if batch.topics_changed:
             self._published.publish(self._dispatcher)
         else:
-            self._published.dispatched.value = self._dispatcher.dispatched_offset
+            self._published.marks.dispatched.value = self._dispatcher.dispatched_offset
         for entry in batch.entries:
             reply = self._pending.pop(entry.start_offset, None)
             if reply is not None:
@@ -201,7 +201,7 @@ class ReputActor(FailStopActor):
 
     def on_stop(self) -> None:
         checkpoint = self._dispatcher.flush()
-        if checkpoint.dispatched_offset <= self._published.flushed.value:
+        if checkpoint.dispatched_offset <= self._published.marks.flushed.value:
             self._dispatcher.save_checkpoint(checkpoint)
         self._dispatcher.close()
 
@@ -209,13 +209,12 @@ class ReputActor(FailStopActor):
 class ReputPublished:
     """What the ReputActor publishes for the API: topic table and watermarks."""
 
-    def __init__(self, flushed: Published[int]) -> None:
+    def __init__(self, marks: Watermarks) -> None:
         self.topics: Published[dict[str, TopicConfig]] = Published({})
-        self.dispatched: Published[int] = Published(0)
-        self.flushed = flushed
+        self.marks = marks
         self.on_topics_changed: Callable[[], None] = lambda: None
 
     def publish(self, dispatcher: Dispatcher) -> None:
         self.topics.value = dict(dispatcher.state.topics)
-        self.dispatched.value = dispatcher.dispatched_offset
+        self.marks.dispatched.value = dispatcher.dispatched_offset
         self.on_topics_changed()

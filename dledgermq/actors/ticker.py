@@ -37,10 +37,12 @@ class Ticker:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():  # Never started when tests tick by hand.
+            self._thread.join(timeout=5)
 
-    def tick_once(self) -> None:
-        tick = Tick(monotonic_ms())
+    def tick_once(self, now_ms: int | None = None) -> None:
+        """Tell every target one tick (tests call this by hand with their own clock)."""
+        tick = Tick(monotonic_ms() if now_ms is None else now_ms)
         for target in self._targets:
             tell(target, tick)
 

@@ -17,7 +17,6 @@ from aiohttp import web
 
 from dledgermq import bridge
 from dledgermq.actors.commitlog_writer import Append
-from dledgermq.actors.published import Published
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
@@ -57,7 +56,6 @@ class BrokerContext:
     writer: pykka.ActorRef[Any]
     reput: pykka.ActorRef[Any]
     published: ReputPublished
-    written: Published[int]
     limits: LimitsConfig
     flush: str
     appends_in_flight: int = 0
@@ -159,10 +157,10 @@ async def status(request: web.Request) -> web.Response:
             "role": "master",
             "mode": "standalone",
             "flush": ctx.flush,
-            "write_offset": ctx.written.value,
-            "flushed_offset": ctx.published.flushed.value,
-            "dispatched_offset": ctx.published.dispatched.value,
-            "confirm_offset": ctx.published.dispatched.value,
+            "write_offset": ctx.published.marks.written.value,
+            "flushed_offset": ctx.published.marks.flushed.value,
+            "dispatched_offset": ctx.published.marks.dispatched.value,
+            "confirm_offset": ctx.published.marks.dispatched.value,
             "topics": len(ctx.published.topics.value),
             "appends_in_flight": ctx.appends_in_flight,
         },

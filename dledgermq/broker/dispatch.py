@@ -125,26 +125,31 @@ class Dispatcher:
     # -- dispatch -------------------------------------------------------------------------
 
     def dispatch_upto(self, confirm_offset: int, max_bytes: int = 4 * 1024 * 1024) -> DispatchBatch:
-        """Dispatch whole entries in [dispatched_offset, confirm_offset), about max_bytes."""
+        """Dispatch whole entries in [dispatched_offset, confirm_offset), about max_bytes.
+
+        An entry is identified by its first record's offset (after any end-of-segment
+        padding), the `start_offset` its append reported.
+        """
         batch = DispatchBatch()
         start = self.dispatched_offset
         if confirm_offset <= start:
             return batch
-        entry_start = start
+        entry_start: int | None = None
         current: list[DispatchedMessage] = []
         for record in self._reader.iter_records(start, confirm_offset, decode_meta):
-            end = record.commitlog_offset + record.size
+            if entry_start is None:
+                entry_start = record.commitlog_offset
             message = self._dispatch_record(record, batch)
             if message is not None:
                 current.append(message)
             if record.is_entry_end:
+                end = record.commitlog_offset + record.size
                 batch.entries.append(DispatchedEntry(entry_start, end, tuple(current)))
-                current = []
-                entry_start = end
+                current, entry_start = [], None
                 self.dispatched_offset = end
                 if end - start >= max_bytes:
                     break
-        assert not current, "the confirm offset must fall on an entry boundary"
+        assert entry_start is None, "the confirm offset must fall on an entry boundary"
         if self.dispatched_offset < confirm_offset and not batch.entries:
             # Only padding remained before the confirm offset (end of a segment).
             self.dispatched_offset = confirm_offset

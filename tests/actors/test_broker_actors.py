@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dledgermq.actors.commitlog_writer import Append
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import Confirm, Read, ReputActor, ReputOptions, ReputPublished
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
@@ -51,8 +51,8 @@ def broker(tmp_path: Path):
 def test_answer_comes_after_flush_with_final_queue_offsets(broker) -> None:
     messages = append(broker.context.writer, [draft(b"a", 1), draft(b"b", 1)]).wait()
     assert [m.queue_offset for m in messages] == [0, 1]
-    assert broker.context.published.flushed.value >= messages[-1].commitlog_offset
-    assert broker.context.published.dispatched.value > messages[-1].commitlog_offset
+    assert broker.context.published.marks.flushed.value >= messages[-1].commitlog_offset
+    assert broker.context.published.marks.dispatched.value > messages[-1].commitlog_offset
 
 
 def test_group_commit_shares_fsyncs_between_concurrent_appends(broker) -> None:
@@ -84,7 +84,7 @@ def test_reput_never_dispatches_past_the_confirm_offset(tmp_path: Path) -> None:
     reput = ReputActor.start(
         dispatcher,
         flusher=None,
-        published=ReputPublished(Published(0)),
+        published=ReputPublished(Watermarks(0)),
         options=ReputOptions(checkpoint_interval_ms=10**9, long_polls_max=10),
     )
     try:
@@ -117,11 +117,11 @@ def test_an_actor_failure_is_fatal(tmp_path: Path) -> None:
             pass
 
     fatal: list[tuple[str, BaseException]] = []
-    written = Published(10)
+    marks = Watermarks(0)
+    marks.written.value = 10
     flusher = FlusherActor.start(
         BrokenSyncer(),
-        written=written,
-        flushed=Published(0),
+        marks=marks,
         options=FlusherOptions(interval_ms=None, start_offset=0),
         on_fatal=lambda name, error: fatal.append((name, error)),
     )

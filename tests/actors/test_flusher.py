@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from dledgermq.actors.flusher import Flush, FlusherActor, FlusherOptions
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Watermarks
 from dledgermq.actors.ticker import Tick
 from tests.conftest import wait_until
 
@@ -32,11 +32,11 @@ class GatedSyncer:
 
 def test_one_fsync_serves_every_waiter_that_queued_during_the_previous_one() -> None:
     syncer = GatedSyncer()
-    written, flushed = Published(0), Published(0)
+    marks = Watermarks(0)
+    written, flushed = marks.written, marks.flushed
     flusher = FlusherActor.start(
         syncer,
-        written=written,
-        flushed=flushed,
+        marks=marks,
         options=FlusherOptions(interval_ms=None, start_offset=0),
     )
     try:
@@ -59,11 +59,11 @@ def test_one_fsync_serves_every_waiter_that_queued_during_the_previous_one() -> 
 def test_async_mode_flushes_on_ticks_only_when_something_was_written() -> None:
     syncer = GatedSyncer()
     syncer.release.set()
-    written, flushed = Published(0), Published(0)
+    marks = Watermarks(0)
+    written, flushed = marks.written, marks.flushed
     flusher = FlusherActor.start(
         syncer,
-        written=written,
-        flushed=flushed,
+        marks=marks,
         options=FlusherOptions(interval_ms=100, start_offset=0),
     )
     try:

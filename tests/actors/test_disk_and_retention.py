@@ -1,0 +1,125 @@
+"""Disk high-water mark and retention, with a manual clock and an injected disk probe.
+
+Above the high-water mark appends are refused with DISK_FULL while reads go on, and
+writes resume when space returns. Segments older than file_reserved_hours are deleted
+(never the active one, never undispatched data), the ConsumeQueues follow, and a pull
+below the new minimum answers OFFSET_MOVED with the valid range. The sends roll over
+several segments (an entry placed after end-of-segment padding must still be answered).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dledgermq.actors.commitlog_writer import Append
+from dledgermq.actors.reput import Read
+from dledgermq.broker.filter import MATCH_ALL
+from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.state import topic_put_draft
+from dledgermq.broker.topics import TopicConfig
+from dledgermq.config import ClusterConfig, parse_config
+from dledgermq.errors import DiskFull, OffsetOutOfRange
+from dledgermq.node import BrokerHooks, open_broker
+from dledgermq.store.record import MessageDraft
+from tests.conftest import wait_until
+from tests.support import ThreadReply
+
+SEGMENT = 131_072
+CONFIG = f"""
+namesrvs: [{{id: ns1, port: 19999}}]
+brokers: [{{name: b, nodes: [{{id: n1, port: 19998}}]}}]
+store:
+  segment_size_bytes: {SEGMENT}
+  file_reserved_hours: 1
+  retention_check_interval_ms: 1
+  cq_units_per_file: 4
+limits: {{max_message_bytes: 8192, max_batch_bytes: 32768}}
+"""
+
+
+class Disk:
+    def __init__(self) -> None:
+        self.ratio = 0.10
+
+    def __call__(self, path: Path) -> float:
+        return self.ratio
+
+
+@pytest.fixture
+def disk() -> Disk:
+    return Disk()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ClusterConfig:
+    return parse_config(CONFIG, base_dir=tmp_path)
+
+
+@pytest.fixture
+def broker(config: ClusterConfig, disk: Disk):
+    group, node = config.node("n1")
+    hooks = BrokerHooks(manual_ticks=True, disk_used_ratio=disk)
+    started = open_broker(config, group, node, hooks=hooks)
+    ask(started.writer, Append((topic_put_draft(TopicConfig("T", 1, 1), 1),), ThreadReply()))
+    yield started
+    started.stop()
+
+
+def ask(ref, message: Append | Read):
+    ref.tell(message)
+    return message.reply.wait()
+
+
+def send(broker, body: bytes) -> list:
+    draft = MessageDraft(topic="T", queue_id=0, body=body, properties={}, born_timestamp_ms=1)
+    return ask(broker.writer, Append((draft,), ThreadReply()))
+
+
+def read(broker, query):
+    return ask(broker.reput, Read(query, ThreadReply()))
+
+
+def test_writes_are_refused_above_the_high_water_mark_and_reads_go_on(broker, disk: Disk) -> None:
+    [first] = send(broker, b"before")
+    disk.ratio = 0.95
+    broker.ticker.tick_once(now_ms=10_000)
+    with pytest.raises(DiskFull):
+        send(broker, b"refused")
+    pulled = read(broker, lambda d: d.pull("T", 0, 0, 10, MATCH_ALL))
+    assert [m.record.body for m in pulled.messages] == [b"before"]
+    assert pulled.max_offset == first.queue_offset + 1  # the refused send stored nothing
+    disk.ratio = 0.50
+    broker.ticker.tick_once(now_ms=20_000)
+    assert send(broker, b"after")[0].queue_offset == 1
+
+
+def test_expired_segments_are_deleted_and_pulls_below_them_are_moved(
+    broker, config: ClusterConfig
+) -> None:
+    commitlog = NodeLayout(config.node_dir("n1")).commitlog
+    body = os.urandom(7_000)
+    for _ in range(60):  # ~420 KB: four segments of 128 KiB
+        send(broker, body)
+    segments = sorted(commitlog.iterdir())
+    assert len(segments) >= 4
+    two_hours_ago = time.time() - 7_200
+    for path in segments[:-1]:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    broker.ticker.tick_once(now_ms=50_000)
+    low, high = wait_for_range(broker, lambda r: r[0] > 0)
+    assert high == 60
+    assert len(list(commitlog.iterdir())) == 1  # only the active segment is left
+    with pytest.raises(OffsetOutOfRange) as moved:
+        read(broker, lambda d: d.pull("T", 0, 0, 10, MATCH_ALL))
+    assert moved.value.details["min_offset"] == low
+    pulled = read(broker, lambda d: d.pull("T", 0, low, 100, MATCH_ALL))
+    assert [m.queue_offset for m in pulled.messages] == list(range(low, 60))
+
+
+def wait_for_range(broker, done) -> tuple[int, int]:
+    """The ReputActor applies DeleteBefore after the writer's tick: poll its answer."""
+    return wait_until(lambda: done(r := read(broker, lambda d: d.queue_range("T", 0))) and r)
