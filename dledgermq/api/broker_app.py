@@ -39,6 +39,7 @@ from dledgermq.wire import error_middleware, read_body, respond, wants_msgpack
 
 READ_TIMEOUT_S = 10.0
 MAX_QUERY_MESSAGES = 64
+MAX_WAIT_PARAM_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,10 @@ async def pull(request: web.Request) -> web.Response:
     queue_id = path_int(request, "queue_id")
     offset = int_param(request, "offset", None, low=0, high=2**62)
     max_messages = int_param(request, "max", 32, low=1, high=ctx.limits.max_pull_messages)
-    wait_ms = int_param(request, "wait_ms", 0, low=0, high=ctx.limits.max_long_poll_ms)
+    # A client cannot know this broker's cap, so a longer wait is held for the cap.
+    wait_ms = min(
+        int_param(request, "wait_ms", 0, low=0, high=MAX_WAIT_PARAM_MS), ctx.limits.max_long_poll_ms
+    )
     tags = parse_tag_expression(request.query.get("tags"))
     pull_request = PullRequest(
         topic, queue_id, offset, max_messages, tags, monotonic_ms() + wait_ms

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from dledgermq.api.broker_app import make_broker_app
 from dledgermq.node import BrokerNode, open_broker
 from tests.support import small_cluster
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test whose dledgermq code blocks the event loop (DESIGN.md rule 7).
+
+    Activated after the broker is built (opening the store blocks, off the loop) and
+    scoped to the dledgermq package, as aiohttp does in its own test suite.
+    """
+    with blockbuster_ctx("dledgermq") as guard:
+        yield guard
 
 
 @pytest.fixture
