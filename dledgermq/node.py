@@ -25,7 +25,8 @@ from aiohttp import web
 from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriterOptions
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Watermarks
-from dledgermq.actors.reput import ReputActor, ReputOptions, ReputPublished
+from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
+from dledgermq.actors.supervisor import tell
 from dledgermq.actors.ticker import Ticker
 from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, make_broker_app
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
@@ -193,6 +194,7 @@ async def _serve_broker(config: ClusterConfig, node: NodeConfig, context: Broker
     try:
         await stop.wait()
     finally:
+        tell(context.reput, ReleaseHeldPulls())  # Held pulls would delay the shutdown.
         registrar.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await registrar

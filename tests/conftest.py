@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from hypothesis import settings
+
 T = TypeVar("T")
+
+# CI explores the same examples every run (a red main must mean a change broke it);
+# locally Hypothesis keeps exploring new ones and remembers failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def wait_until(

@@ -23,6 +23,7 @@ from dledgermq.actors.reput import Appended, Confirm, DeleteBefore
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
+from dledgermq.broker.dispatch import WrittenEntry
 from dledgermq.errors import DiskFull, MessageTooLarge
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.disk import disk_used_ratio
@@ -85,18 +86,21 @@ class CommitLogWriterActor(FailStopActor):
         if self._disk_full:
             reply.fail(DiskFull("disk usage is above the high-water mark; writes are refused"))
             return
+        before = self._log.write_offset
+        store_timestamp_ms = time.time_ns() // 1_000_000
         try:
             result = self._log.append_entry(
                 list(drafts),
                 term=0,
                 index=self._log.last_index + 1,
-                store_timestamp_ms=time.time_ns() // 1_000_000,
+                store_timestamp_ms=store_timestamp_ms,
             )
         except EntryTooLarge as exc:
             reply.fail(MessageTooLarge(str(exc)))
             return
         self._written.value = result.end_offset
-        tell(self._reput, Appended(result.start_offset, reply))
+        entry = WrittenEntry(before, drafts, result.positions, store_timestamp_ms)
+        tell(self._reput, Appended(result.start_offset, reply, entry))
         if self._options.sync_flush:
             confirm = Confirm(result.end_offset)
             tell(self._flusher, Flush(result.end_offset, partial(tell, self._reput, confirm)))

@@ -20,7 +20,7 @@ from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.dispatch import Dispatcher, PullResult
+from dledgermq.broker.dispatch import Dispatcher, PullResult, WrittenEntry
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.long_poll import LongPolls
 from dledgermq.broker.topics import TopicConfig
@@ -32,10 +32,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """An entry starting at start_offset was written; answer `reply` once dispatched."""
+    """An entry starting at start_offset was written; answer `reply` once dispatched.
+
+    `entry` is what the writer encoded, so dispatch need not read it back from the log.
+    """
 
     start_offset: int
     reply: ReplyTo[Any]
+    entry: WrittenEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,11 @@ class ContinueDispatch:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseHeldPulls:
+    """Answer every held pull now (the HTTP server is stopping)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReputOptions:
     checkpoint_interval_ms: int
     long_polls_max: int
@@ -107,23 +116,25 @@ class ReputActor(FailStopActor):
         self._options = options
         self._confirm = dispatcher.dispatched_offset
         self._pending: dict[int, ReplyTo[Any]] = {}
+        self._written: dict[int, WrittenEntry] = {}
         self._polls: LongPolls[Pull] = LongPolls(options.long_polls_max)
         self._now_ms = 0
         self._last_checkpoint_ms = 0
         self._checkpointed = dispatcher.dispatched_offset
         published.publish(dispatcher)
 
-    def on_receive(self, message: object) -> None:
+    def on_receive(self, message: object) -> None:  # noqa: C901 - one match lists every message
         match message:
-            case Appended(start_offset, reply):
-                assert start_offset >= self._dispatcher.dispatched_offset
-                self._pending[start_offset] = reply
+            case Appended() as appended:
+                self._appended(appended)
             case Confirm(offset):
                 if offset > self._confirm:
                     self._confirm = offset
                     self._dispatch()
             case ContinueDispatch():
                 self._dispatch()
+            case ReleaseHeldPulls():
+                self._release_held_pulls()
             case Pull() as pull:
                 self._pull(pull, hold=True)
             case Read(query, reply):
@@ -137,8 +148,14 @@ class ReputActor(FailStopActor):
             case _:
                 raise AssertionError(f"unexpected message {message!r}")
 
+    def _appended(self, appended: Appended) -> None:
+        assert appended.start_offset >= self._dispatcher.dispatched_offset
+        self._pending[appended.start_offset] = appended.reply
+        if appended.entry is not None:
+            self._written[appended.entry.before] = appended.entry
+
     def _dispatch(self) -> None:
-        batch = self._dispatcher.dispatch_upto(self._confirm)
+        batch = self._dispatcher.dispatch_upto(self._confirm, self._written)
         # Publish before answering, so a client that saw its topic created can use it.
         if batch.topics_changed:
             self._published.publish(self._dispatcher)
@@ -168,6 +185,10 @@ class ReputActor(FailStopActor):
             if self._polls.hold(key, pull, request.deadline_ms):
                 return
         pull.reply.ok(result)
+
+    def _release_held_pulls(self) -> None:
+        for pull in self._polls.expire(2**62):
+            self._pull(pull, hold=False)
 
     def _read(self, query: Callable[[Dispatcher], Any], reply: ReplyTo[Any]) -> None:
         try:

@@ -31,7 +31,7 @@ from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.consume_queue import ConsumeQueue, ConsumeQueues, tag_hash
 from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.index_file import IndexStore
-from dledgermq.store.record import Record, RecordMeta, decode_meta
+from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record, RecordMeta, decode_meta
 
 UNIQUE_KEY_PREFIX = "#U#"
 KEY_PREFIX = "#K#"
@@ -52,6 +52,25 @@ class DispatchedEntry:
     start_offset: int
     end_offset: int
     messages: tuple[DispatchedMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenEntry:
+    """An entry as its writer encoded it, so the ReputActor need not read it back.
+
+    `before` is the log end before the append (where the dispatch cursor stands when this
+    entry is next; padding may lie between it and the first record).
+    """
+
+    before: int
+    drafts: tuple[MessageDraft, ...]
+    positions: list[tuple[int, int]]
+    store_timestamp_ms: int
+
+    @property
+    def end_offset(self) -> int:
+        offset, size = self.positions[-1]
+        return offset + size
 
 
 @dataclass(slots=True)
@@ -124,19 +143,71 @@ class Dispatcher:
 
     # -- dispatch -------------------------------------------------------------------------
 
-    def dispatch_upto(self, confirm_offset: int, max_bytes: int = 4 * 1024 * 1024) -> DispatchBatch:
+    def dispatch_upto(
+        self,
+        confirm_offset: int,
+        written: dict[int, WrittenEntry] | None = None,
+        max_bytes: int = 4 * 1024 * 1024,
+    ) -> DispatchBatch:
         """Dispatch whole entries in [dispatched_offset, confirm_offset), about max_bytes.
+
+        An entry found in `written` (keyed by `before`) is dispatched from memory; any
+        other from the log (recovery, replicated entries). Both go through
+        `_dispatch_record` with the same values, so queue offsets cannot differ.
+        """
+        batch = DispatchBatch()
+        start = self.dispatched_offset
+        written = written if written is not None else {}
+        while (
+            self.dispatched_offset < confirm_offset and self.dispatched_offset - start < max_bytes
+        ):
+            entry = written.get(self.dispatched_offset)
+            if entry is not None and entry.end_offset <= confirm_offset:
+                del written[entry.before]
+                self._dispatch_written(entry, batch)
+            else:
+                self._dispatch_from_log(confirm_offset, start + max_bytes, batch)
+                for stale in [b for b in written if b < self.dispatched_offset]:
+                    del written[stale]  # Dispatched from the log instead.
+        return batch
+
+    def _dispatch_written(self, entry: WrittenEntry, batch: DispatchBatch) -> None:
+        messages: list[DispatchedMessage] = []
+        last = len(entry.drafts) - 1
+        for i, (draft, (offset, size)) in enumerate(
+            zip(entry.drafts, entry.positions, strict=True)
+        ):
+            flags = draft.flags | (FLAG_ENTRY_END if i == last else 0)
+            meta = RecordMeta(
+                offset,
+                size,
+                flags,
+                entry.store_timestamp_ms,
+                draft.queue_id,
+                draft.topic,
+                draft.properties,
+                memoryview(draft.body),
+            )
+            message = self._dispatch_record(meta, batch)
+            if message is not None:
+                messages.append(message)
+        end = entry.end_offset
+        batch.entries.append(DispatchedEntry(entry.positions[0][0], end, tuple(messages)))
+        self.dispatched_offset = end
+
+    def _dispatch_from_log(
+        self, confirm_offset: int, stop_after: int, batch: DispatchBatch
+    ) -> None:
+        """Read and dispatch entries from the log until confirm_offset or past stop_after.
 
         An entry is identified by its first record's offset (after any end-of-segment
         padding), the `start_offset` its append reported.
         """
-        batch = DispatchBatch()
-        start = self.dispatched_offset
-        if confirm_offset <= start:
-            return batch
         entry_start: int | None = None
         current: list[DispatchedMessage] = []
-        for record in self._reader.iter_records(start, confirm_offset, decode_meta):
+        for record in self._reader.iter_records(
+            self.dispatched_offset, confirm_offset, decode_meta
+        ):
             if entry_start is None:
                 entry_start = record.commitlog_offset
             message = self._dispatch_record(record, batch)
@@ -147,13 +218,11 @@ class Dispatcher:
                 batch.entries.append(DispatchedEntry(entry_start, end, tuple(current)))
                 current, entry_start = [], None
                 self.dispatched_offset = end
-                if end - start >= max_bytes:
-                    break
+                if end >= stop_after:
+                    return
         assert entry_start is None, "the confirm offset must fall on an entry boundary"
-        if self.dispatched_offset < confirm_offset and not batch.entries:
-            # Only padding remained before the confirm offset (end of a segment).
-            self.dispatched_offset = confirm_offset
-        return batch
+        # Only padding may remain before the confirm offset (the end of a segment).
+        self.dispatched_offset = max(self.dispatched_offset, confirm_offset)
 
     def _dispatch_record(
         self, record: RecordMeta, batch: DispatchBatch
@@ -164,9 +233,12 @@ class Dispatcher:
         cq = self._writable_queues.get(queue_key)
         if cq is None:
             if topic.startswith(SYSTEM_PREFIX):
-                if self.state.apply(topic, record.body) is not None:
+                changed = self.state.apply(topic, record.body)
+                if changed is not None:
                     batch.topics_changed = True
                     self._writable_queues.clear()  # Queue counts or topics changed.
+                    if changed not in self.state.topics:
+                        self.cqs.delete_topic(changed)  # A re-created topic starts empty.
                 return None
             config = self.state.topics.get(topic)
             if config is None or queue_id >= config.queue_count:

@@ -276,3 +276,13 @@ async def test_openapi_documents_exactly_the_served_routes(client: TestClient) -
         if route.method != "HEAD"
     }
     assert documented == served
+
+
+async def test_a_deleted_topic_is_recreated_empty(client: TestClient, topic: str) -> None:
+    await send(client, topic, [{"body": "old"}], queue_id=0)
+    assert (await client.delete(f"/topics/{topic}")).status == 200
+    assert (await client.post("/topics", json={"topic": topic, "queues": 4})).status == 201
+    info = await (await client.get(f"/topics/{topic}")).json()
+    assert [(q["min_offset"], q["max_offset"]) for q in info["queues"]] == [(0, 0)] * 4
+    [result] = (await send(client, topic, [{"body": "new"}], queue_id=0))["results"]
+    assert result["queue_offset"] == 0

@@ -78,6 +78,9 @@ class CommitLogMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.log.close()
         self.log = CommitLog.open(self.directory, SEGMENT)
+        # A reopened log knows only entries in segments still on disk: (0, 0) if none.
+        visible = [e for e in self.entries if e.start >= self.min_offset]
+        self.last = (visible[-1].term, visible[-1].index) if visible else (0, 0)
 
     @precondition(lambda self: any(e.start >= self.min_offset for e in self.entries))
     @rule(data=st.data(), at_start=st.booleans())
