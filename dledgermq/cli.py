@@ -217,9 +217,12 @@ def _status_text(rows: list[dict[str, Any]]) -> str:
 
 
 def run_broker_command(args: argparse.Namespace) -> int:
-    from dledgermq.node import run_broker
+    from dledgermq.node import StoreDamaged, run_broker
 
-    return run_broker(load_config(args.config), args.node)
+    try:
+        return run_broker(load_config(args.config), args.node)
+    except StoreDamaged as exc:
+        raise CliError(str(exc)) from exc
 
 
 def run_namesrv_command(args: argparse.Namespace) -> int:

@@ -125,6 +125,13 @@ class Timeout(MQError):
     retryable = True
 
 
+class CorruptData(MQError):
+    """Stored data failed its CRC or structure checks; it is never served."""
+
+    code = "CORRUPT_DATA"
+    status = 500
+
+
 class Unavailable(MQError):
     code = "UNAVAILABLE"
     status = 503
@@ -153,6 +160,7 @@ ERRORS_BY_CODE: dict[str, type[MQError]] = {
         NotLeader,
         Timeout,
         Unavailable,
+        CorruptData,
     )
 }
 

@@ -26,7 +26,7 @@ from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriterOption
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
-from dledgermq.actors.supervisor import tell
+from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
 from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, make_broker_app
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
@@ -41,6 +41,10 @@ REGISTER_TIMEOUT_S = 5.0
 GC_GEN0_THRESHOLD = 50_000
 
 
+class StoreDamaged(RuntimeError):
+    """The files on disk contradict each other; starting would serve a wrong state."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerHooks:
     """What tests may replace: time (tick by hand through `BrokerNode.ticker`) and the
@@ -48,6 +52,7 @@ class BrokerHooks:
 
     manual_ticks: bool = False
     disk_used_ratio: Callable[[Path], float] = disk_used_ratio
+    on_fatal: FatalHandler = exit_process
 
 
 @dataclass(slots=True)
@@ -95,12 +100,15 @@ def open_broker(
         reader,
     )
     if dispatcher.dispatched_offset > commitlog.write_offset:
-        log.warning(
-            "checkpoint %d is past the recovered log end %d (lost unflushed tail); rewinding",
-            dispatcher.dispatched_offset,
-            commitlog.write_offset,
+        # A checkpoint is written only once the log below it is fsynced, so this means
+        # durable data was lost (disk fault, files removed): refuse rather than serve a
+        # state that no longer matches the log.
+        raise StoreDamaged(
+            f"{layout.commitlog} ends at {commitlog.write_offset}, below the checkpoint at "
+            f"{dispatcher.dispatched_offset}: fsynced CommitLog data is missing. Restore the "
+            f"node's files, or delete {layout.checkpoint} and {layout.consume_queues} to "
+            "rebuild them from the log that is left."
         )
-        dispatcher.rewind_to(commitlog.write_offset)
     while dispatcher.dispatched_offset < commitlog.write_offset:
         dispatcher.dispatch_upto(commitlog.write_offset)
     log.info(
@@ -116,6 +124,7 @@ def open_broker(
     sync_flush = store.flush == "sync"
     flusher = FlusherActor.start(
         syncer,
+        on_fatal=hooks.on_fatal,
         marks=marks,
         options=FlusherOptions(
             interval_ms=None if sync_flush else store.flush_interval_ms,
@@ -124,12 +133,14 @@ def open_broker(
     )
     reput = ReputActor.start(
         dispatcher,
+        on_fatal=hooks.on_fatal,
         flusher=flusher,
         published=published,
         options=ReputOptions(store.checkpoint_interval_ms, group.limits.long_polls_max),
     )
     writer = CommitLogWriterActor.start(
         commitlog,
+        on_fatal=hooks.on_fatal,
         reput=reput,
         flusher=flusher,
         marks=marks,

@@ -58,8 +58,8 @@ def decode(raw: bytes, content_type: str) -> Any:
             raise BadRequest(f"malformed msgpack body: {exc}") from None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(f"malformed JSON body: {type(exc).__name__}: {exc}") from None
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:

@@ -26,6 +26,19 @@ limits:
 """
 
 
+# 128 KiB segments, so a few dozen sends roll several segments.
+TINY_SEGMENTS = """
+namesrvs: [{id: ns1, port: 19999}]
+brokers: [{name: b, nodes: [{id: n1, port: 19998}]}]
+store:
+  segment_size_bytes: 131072
+  file_reserved_hours: 1
+  retention_check_interval_ms: 1
+  cq_units_per_file: 4
+limits: {max_message_bytes: 8192, max_batch_bytes: 32768}
+"""
+
+
 def small_cluster(
     tmp_path: Path, *, flush: str = "sync", namesrv_port: int = 19876, broker_port: int = 20911
 ) -> ClusterConfig:

@@ -8,6 +8,7 @@ direct `Confirm` in async mode. Also enforces the disk high-water mark and reten
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_proces
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import WrittenEntry
-from dledgermq.errors import DiskFull, MessageTooLarge
+from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.disk import disk_used_ratio
 from dledgermq.store.errors import EntryTooLarge
@@ -66,7 +67,7 @@ class CommitLogWriterActor(FailStopActor):
         self._reput = reput
         self._flusher = flusher
         self._written = marks.written
-        self._dispatched = marks.dispatched
+        self._checkpointed = marks.checkpointed
         self._options = options
         self._disk_full = False
         self._last_disk_check_ms = -DISK_CHECK_INTERVAL_MS
@@ -98,6 +99,11 @@ class CommitLogWriterActor(FailStopActor):
         except EntryTooLarge as exc:
             reply.fail(MessageTooLarge(str(exc)))
             return
+        except (ValueError, OverflowError, struct.error) as exc:
+            # Encoding failed before anything was written (e.g. a string that is not valid
+            # Unicode): the request is bad, the log is untouched.
+            reply.fail(InvalidMessage(f"message cannot be stored: {exc}"))
+            return
         self._written.value = result.end_offset
         entry = WrittenEntry(before, drafts, result.positions, store_timestamp_ms)
         tell(self._reput, Appended(result.start_offset, reply, entry))
@@ -120,7 +126,9 @@ class CommitLogWriterActor(FailStopActor):
                 time.time_ns() // 1_000_000,
                 self._options.file_reserved_ms,
                 force=force,
-                protect_from=self._dispatched.value,  # Never what consumers cannot see yet.
+                # Recovery replays the log from the checkpoint (which is never past what
+                # consumers can see): those segments must survive.
+                protect_from=self._checkpointed.value,
             )
             if deleted:
                 tell(self._reput, DeleteBefore(self._log.min_offset))

@@ -24,12 +24,14 @@ class Watermarks:
 
     written: CommitLogWriterActor (end of the last appended entry);
     flushed: FlusherActor (everything below is fsynced);
-    dispatched: ReputActor (everything below is in the ConsumeQueues and visible).
+    dispatched: ReputActor (everything below is in the ConsumeQueues and visible);
+    checkpointed: ReputActor (recovery replays the log from here, so it must stay).
     """
 
-    __slots__ = ("dispatched", "flushed", "written")
+    __slots__ = ("checkpointed", "dispatched", "flushed", "written")
 
     def __init__(self, start_offset: int) -> None:
         self.written: Published[int] = Published(start_offset)
         self.flushed: Published[int] = Published(start_offset)
         self.dispatched: Published[int] = Published(start_offset)
+        self.checkpointed: Published[int] = Published(0)

@@ -121,6 +121,7 @@ class ReputActor(FailStopActor):
         self._now_ms = 0
         self._last_checkpoint_ms = 0
         self._checkpointed = dispatcher.dispatched_offset
+        published.marks.checkpointed.value = dispatcher.checkpointed_offset
         published.publish(dispatcher)
 
     def on_receive(self, message: object) -> None:  # noqa: C901 - one match lists every message
@@ -143,6 +144,7 @@ class ReputActor(FailStopActor):
                 self._tick(now_ms)
             case SaveCheckpoint(checkpoint):
                 self._dispatcher.save_checkpoint(checkpoint)
+                self._published.marks.checkpointed.value = checkpoint.dispatched_offset
             case DeleteBefore(offset):
                 self._dispatcher.delete_before(offset)
             case _:

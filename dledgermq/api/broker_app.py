@@ -24,9 +24,16 @@ from dledgermq.api.openapi import build_openapi
 from dledgermq.api.params import check_known, int_param, path_int, str_param
 from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, PullResult
 from dledgermq.broker.filter import parse_tag_expression
-from dledgermq.broker.produce import ProduceLimits, build_drafts, check_queue_id, resolve_topic
+from dledgermq.broker.produce import (
+    MAX_INT64,
+    ProduceLimits,
+    build_drafts,
+    check_queue_id,
+    resolve_topic,
+)
 from dledgermq.broker.state import offset_commit_draft, topic_delete_draft, topic_put_draft
 from dledgermq.broker.topics import (
+    SYSTEM_PREFIX,
     TopicConfig,
     check_group_name,
     check_topic_name,
@@ -104,20 +111,38 @@ def make_broker_app(context: BrokerContext) -> web.Application:
 # -- plumbing ---------------------------------------------------------------------------------
 
 
-async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[DispatchedMessage, ...]:
-    """Append one entry and wait until it is durable and dispatched (bounded, admitted)."""
+def admit(ctx: BrokerContext) -> None:
+    """Refuse early (before reading a body) when too many appends are waiting."""
     if ctx.appends_in_flight >= ctx.limits.appends_in_flight_max:
         raise Busy(f"{ctx.appends_in_flight} appends in flight; retry later")
+
+
+async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[DispatchedMessage, ...]:
+    """Append one entry and wait until it is durable and dispatched (bounded, admitted).
+
+    Raises:
+        TopicNotFound: the topic was deleted (or its queue removed) between validation and
+            dispatch; the entry is in the log but can never be consumed.
+    """
+    admit(ctx)
     ctx.appends_in_flight += 1
     try:
         entry = tuple(drafts)
-        return await bridge.call(
+        dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
             lambda reply: ctx.writer.tell(Append(entry, reply)),
             timeout_s=ctx.limits.send_timeout_ms / 1000,
             what="append",
         )
     finally:
         ctx.appends_in_flight -= 1
+    user_messages = sum(not d.topic.startswith(SYSTEM_PREFIX) for d in drafts)
+    if len(dispatched) != user_messages:
+        raise TopicNotFound(
+            f"topic {drafts[0].topic!r} or its queue {drafts[0].queue_id} was removed "
+            "while the message was being stored; it will not be delivered",
+            topic=drafts[0].topic,
+        )
+    return dispatched
 
 
 async def read(ctx: BrokerContext, query: Any) -> Any:
@@ -232,6 +257,7 @@ async def get_topic(request: web.Request) -> web.Response:
 async def send(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     topic = topic_of(request)
+    admit(ctx)
     body = await read_body(request)
     unknown = sorted(set(body) - {"messages", "queue_id"})
     if unknown:
@@ -316,8 +342,8 @@ async def commit_offsets(request: web.Request) -> web.Response:
             raise BadRequest(f"queue id {queue!r} is not an integer") from None
         if not 0 <= queue_id < config.queue_count:
             raise BadRequest(f"queue {queue_id} does not exist in {topic!r}")
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise BadRequest(f"offset for queue {queue_id} must be a non-negative integer")
+        if type(offset) is not int or not 0 <= offset < MAX_INT64:
+            raise BadRequest(f"offset for queue {queue_id} must be an integer in 0..2^63-1")
         offsets[queue_id] = offset
     await append(ctx, [offset_commit_draft(group, topic, offsets, now_ms())])
     return respond(request, {})

@@ -9,6 +9,7 @@ ConsumeQueues and the index belong to the same owner.
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -20,6 +21,7 @@ from dledgermq.broker.produce import KEY_SEPARATOR, PROPERTY_KEYS, PROPERTY_TAGS
 from dledgermq.broker.state import BrokerState
 from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
 from dledgermq.errors import (
+    CorruptData,
     MessageNotFound,
     NoPermission,
     OffsetOutOfRange,
@@ -33,6 +35,7 @@ from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.index_file import IndexStore
 from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record, RecordMeta, decode_meta
 
+log = logging.getLogger(__name__)
 UNIQUE_KEY_PREFIX = "#U#"
 KEY_PREFIX = "#K#"
 MAX_SCAN_UNITS = 2_000
@@ -127,19 +130,12 @@ class Dispatcher:
         else:
             self.state = BrokerState.restore(checkpoint.state)
             self.dispatched_offset = checkpoint.dispatched_offset
+        self.checkpointed_offset = self.dispatched_offset
         # Files may hold work past the checkpoint (written, not checkpointed): redo it.
         self.cqs.truncate_from(self.dispatched_offset)
         self.index.truncate_from(self.dispatched_offset)
         # ConsumeQueues that may take new units; cleared whenever the topic table changes.
         self._writable_queues: dict[tuple[str, int], ConsumeQueue] = {}
-
-    def rewind_to(self, offset: int) -> None:
-        """The log was cut below what was dispatched (a lost unflushed tail): forget it."""
-        assert offset <= self.dispatched_offset
-        self._writable_queues.clear()
-        self.cqs.truncate_from(offset)
-        self.index.truncate_from(offset)
-        self.dispatched_offset = offset
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -316,14 +312,18 @@ class Dispatcher:
         pull then gets OFFSET_MOVED)."""
         try:
             return self._reader.read_records([(u.commitlog_offset, u.size) for u in units])
-        except (OffsetGone, CorruptRecord):
+        except (OffsetGone, CorruptRecord):  # Find which one, record by record.
             return [self._read(u.commitlog_offset, u.size) for u in units]
 
     def get_message(self, msg_id: str) -> StoredMessage:
         """By offset message id (this broker) or by the client's unique key."""
         decoded = decode_msg_id(msg_id)
-        if decoded is not None and decoded.broker_hash == self.broker_hash:
-            record = self._read(decoded.commitlog_offset, decoded.size)
+        if (
+            decoded is not None
+            and decoded.broker_hash == self.broker_hash
+            and self._reader.holds_record(decoded.commitlog_offset, decoded.size)
+        ):
+            record = self._read_claimed(decoded.commitlog_offset, decoded.size)
             if record is not None and not record.topic.startswith(SYSTEM_PREFIX):
                 return self._stored(record, self._queue_offset_of(record))
         else:
@@ -382,6 +382,25 @@ class Dispatcher:
         return low
 
     def _read(self, offset: int, size: int | None) -> Record | None:
+        """A record our own files point at; None if retention deleted it meanwhile.
+
+        Raises:
+            CorruptData: it fails its CRC; never served, never silently skipped.
+        """
+        try:
+            return self._reader.read_record(offset, size)
+        except OffsetGone:
+            return None
+        except CorruptRecord as exc:
+            log.error("corrupt record at commitlog offset %d: %s", offset, exc)
+            raise CorruptData(
+                f"the record at commitlog offset {offset} fails its checks ({exc}); "
+                "it is not served",
+                commitlog_offset=offset,
+            ) from exc
+
+    def _read_claimed(self, offset: int, size: int) -> Record | None:
+        """A record at a place a client named (a message id): garbage means not found."""
         try:
             return self._reader.read_record(offset, size)
         except (OffsetGone, CorruptRecord):
@@ -405,6 +424,7 @@ class Dispatcher:
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         save_checkpoint(self._layout.checkpoint, checkpoint)
+        self.checkpointed_offset = checkpoint.dispatched_offset
 
     def delete_before(self, min_commitlog_offset: int) -> None:
         self._writable_queues.clear()

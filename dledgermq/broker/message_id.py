@@ -7,10 +7,12 @@ the prefix and the broker reads the record without any index.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
 MSG_ID_LENGTH = 32
+_MSG_ID = re.compile(r"[0-9A-Fa-f]{32}")
 
 
 def broker_hash(broker_name: str) -> str:
@@ -30,12 +32,6 @@ class DecodedMsgId:
 
 def decode_msg_id(msg_id: str) -> DecodedMsgId | None:
     """The parts of an offset message id, or None if it is not one (e.g. a unique key)."""
-    if len(msg_id) != MSG_ID_LENGTH:
+    if not _MSG_ID.fullmatch(msg_id):
         return None
-    try:
-        offset = int(msg_id[8:24], 16)
-        size = int(msg_id[24:], 16)
-        int(msg_id[:8], 16)
-    except ValueError:
-        return None
-    return DecodedMsgId(msg_id[:8].upper(), offset, size)
+    return DecodedMsgId(msg_id[:8].upper(), int(msg_id[8:24], 16), int(msg_id[24:], 16))

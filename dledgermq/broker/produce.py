@@ -32,6 +32,7 @@ KEY_SEPARATOR = " "
 MAX_TAG_LENGTH = 255
 MAX_PROPERTIES = 64
 MAX_PROPERTY_BYTES = 32 * 1024
+MAX_INT64 = 2**63
 MESSAGE_FIELDS = frozenset(
     {"body", "body_base64", "tags", "keys", "properties", "born_timestamp_ms"}
 )
@@ -107,7 +108,7 @@ def _draft(
     if "body_base64" in raw or (type(body) is not bytes and type(body) is not str):
         body = _body(raw)
     elif type(body) is str:
-        body = body.encode()
+        body = _utf8(body)
     if not body:
         raise InvalidMessage("message body is empty")
     if len(body) > limits.max_message_bytes:
@@ -116,7 +117,7 @@ def _draft(
             limit=limits.max_message_bytes,
         )
     born = raw.get("born_timestamp_ms", now_ms)
-    if type(born) is not int or born < 0:
+    if type(born) is not int or not 0 <= born < MAX_INT64:
         raise BadRequest(f"born_timestamp_ms must be a non-negative integer, got {born!r}")
     return MessageDraft(topic, queue_id, body, _stored_properties(raw), born, born_host)
 
@@ -151,10 +152,17 @@ def _body(raw: dict[str, Any]) -> bytes:
             raise BadRequest("body_base64 is not valid base64") from None
     body = raw.get("body")
     if isinstance(body, str):
-        return body.encode()
+        return _utf8(body)
     if isinstance(body, bytes):
         return body
     raise InvalidMessage("message body is missing (give `body` or `body_base64`)")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise InvalidMessage("message body is not valid Unicode (lone surrogate)") from None
 
 
 def _properties(raw: object) -> dict[str, str]:

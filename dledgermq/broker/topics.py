@@ -47,17 +47,19 @@ class TopicConfig:
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> TopicConfig:
-        return cls(
+        config = cls(
             topic=raw["topic"],
             read_queues=raw["read_queues"],
             write_queues=raw["write_queues"],
             perm=raw["perm"],
         )
+        assert type(config.perm) is int, config  # Only validated configs reach the log.
+        return config
 
 
 def check_topic_name(topic: object, *, allow_system: bool = False) -> str:
     """The topic name, or InvalidTopic saying which rule it breaks."""
-    if not isinstance(topic, str) or not TOPIC_NAME.match(topic):
+    if not isinstance(topic, str) or not TOPIC_NAME.fullmatch(topic):
         raise InvalidTopic(
             f"invalid topic name {topic!r}: must match {TOPIC_NAME.pattern}",
             pattern=TOPIC_NAME.pattern,
@@ -68,7 +70,7 @@ def check_topic_name(topic: object, *, allow_system: bool = False) -> str:
 
 
 def check_group_name(group: object) -> str:
-    if not isinstance(group, str) or not GROUP_NAME.match(group):
+    if not isinstance(group, str) or not GROUP_NAME.fullmatch(group):
         raise BadRequest(f"invalid group name {group!r}: must match {GROUP_NAME.pattern}")
     return group
 
@@ -89,7 +91,7 @@ def make_topic_config(
         raw.get("write_queues", queues), "write_queues", base and base.write_queues, fallback
     )
     perm = raw.get("perm", PERM_READ_WRITE if base is None else base.perm)
-    if perm not in VALID_PERMS or isinstance(perm, bool):
+    if type(perm) is not int or perm not in VALID_PERMS:
         raise BadRequest(
             f"perm must be one of {VALID_PERMS} (2=write, 4=read, 6=both), got {perm!r}"
         )

@@ -23,8 +23,10 @@ from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.fileio import read_at_most
 from dledgermq.store.record import (
     BLANK_SIZE,
+    HEADER_SIZE,
     MAGIC_BLANK,
     MAGIC_MESSAGE,
+    MAX_RECORD_SIZE,
     Record,
     decode_record,
     peek_header,
@@ -78,6 +80,15 @@ class CommitLogReader:
         if exact and len(data) != size:
             raise OffsetGone(f"only {len(data)} of {size} bytes at {offset}")
         return data
+
+    def holds_record(self, offset: int, size: int) -> bool:
+        """Whether (offset, size) could be a record: sane size, inside one segment.
+
+        Offsets and sizes from outside (a message id) are checked with this before reading.
+        """
+        if offset < 0 or not HEADER_SIZE <= size <= MAX_RECORD_SIZE:
+            return False
+        return offset + size <= segment_start(offset, self._segment_size) + self._segment_size
 
     def read_bytes(self, offset: int, size: int) -> bytes:
         """Raw bytes [offset, offset + size), which must lie in one segment."""

@@ -26,19 +26,7 @@ from dledgermq.errors import DiskFull, OffsetOutOfRange
 from dledgermq.node import BrokerHooks, open_broker
 from dledgermq.store.record import MessageDraft
 from tests.conftest import wait_until
-from tests.support import ThreadReply
-
-SEGMENT = 131_072
-CONFIG = f"""
-namesrvs: [{{id: ns1, port: 19999}}]
-brokers: [{{name: b, nodes: [{{id: n1, port: 19998}}]}}]
-store:
-  segment_size_bytes: {SEGMENT}
-  file_reserved_hours: 1
-  retention_check_interval_ms: 1
-  cq_units_per_file: 4
-limits: {{max_message_bytes: 8192, max_batch_bytes: 32768}}
-"""
+from tests.support import TINY_SEGMENTS, ThreadReply
 
 
 class Disk:
@@ -56,7 +44,7 @@ def disk() -> Disk:
 
 @pytest.fixture
 def config(tmp_path: Path) -> ClusterConfig:
-    return parse_config(CONFIG, base_dir=tmp_path)
+    return parse_config(TINY_SEGMENTS, base_dir=tmp_path)
 
 
 @pytest.fixture
@@ -109,6 +97,10 @@ def test_expired_segments_are_deleted_and_pulls_below_them_are_moved(
     two_hours_ago = time.time() - 7_200
     for path in segments[:-1]:
         os.utime(path, (two_hours_ago, two_hours_ago))
+    marks = broker.context.published.marks
+    broker.ticker.tick_once(now_ms=10_000)  # first a checkpoint: recovery replays from it
+    wait_until(lambda: marks.checkpointed.value == marks.dispatched.value, what="checkpoint")
+    assert len(list(commitlog.iterdir())) == len(segments)  # nothing expired before it
     broker.ticker.tick_once(now_ms=50_000)
     low, high = wait_for_range(broker, lambda r: r[0] > 0)
     assert high == 60

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from dledgermq.api.broker_app import make_broker_app
-from dledgermq.node import BrokerNode, open_broker
+from dledgermq.node import BrokerHooks, BrokerNode, open_broker
 from tests.support import small_cluster
 
 
@@ -26,12 +26,16 @@ def blockbuster() -> Iterator[BlockBuster]:
 
 
 @pytest.fixture
-def broker_node(tmp_path: Path) -> BrokerNode:
+def broker_node(tmp_path: Path) -> Iterator[BrokerNode]:
+    """A broker whose actor failures are recorded, not fatal: none may happen."""
     config = small_cluster(tmp_path)
     group, node = config.node("n1")
-    broker = open_broker(config, group, node)
+    fatal: list[tuple[str, BaseException]] = []
+    hooks = BrokerHooks(on_fatal=lambda name, error: fatal.append((name, error)))
+    broker = open_broker(config, group, node, hooks=hooks)
     yield broker
     broker.stop()
+    assert fatal == [], f"an actor failed: {fatal}"
 
 
 @pytest.fixture

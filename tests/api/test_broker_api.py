@@ -286,3 +286,59 @@ async def test_a_deleted_topic_is_recreated_empty(client: TestClient, topic: str
     assert [(q["min_offset"], q["max_offset"]) for q in info["queues"]] == [(0, 0)] * 4
     [result] = (await send(client, topic, [{"body": "new"}], queue_id=0))["results"]
     assert result["queue_offset"] == 0
+
+
+async def test_hostile_inputs_get_4xx_and_the_broker_lives_on(
+    client: TestClient, topic: str
+) -> None:
+    """Each request once crashed an actor (fail-stop = a dead broker) or answered 500."""
+    path = f"/topics/{topic}/messages"
+    prefix = (await send(client, topic, [{"body": "x"}]))["results"][0]["msg_id"][:8]
+    nested = b"[" * 100_000 + b"]" * 100_000
+    cases = [
+        (client.post(path, json={"messages": [{"body": "x", "born_timestamp_ms": 2**64}]}), 400),
+        (
+            client.post(
+                path,
+                data='{"messages": [{"body": "\\ud800"}]}',
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (
+            client.post(
+                path,
+                data='{"messages": [{"body": "x", "tags": "\\ud800"}]}',
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (
+            client.post(
+                path,
+                data='{"messages": [{"body": "x", "keys": ["\\ud800"]}]}',
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (
+            client.post(
+                path,
+                data='{"messages": [{"body": "x", "properties": {"p": "\\ud800"}}]}',
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (client.get(f"/messages/{prefix}0000000000000000FFFFFFFF"), 404),
+        (client.get(f"/messages/{prefix}FFFFFFFFFFFFFFFF00000010"), 404),
+        (client.get(f"/messages/{prefix}-000000000000001000000A0"), 404),
+        (client.post("/topics", json={"topic": "F", "perm": 6.0}), 400),
+        (client.post("/topics", json={"topic": "N\n"}), 400),
+        (client.post(path, data=nested, headers={"Content-Type": "application/json"}), 400),
+        (client.post("/groups/g/offsets", json={"topic": topic, "offsets": {"0": 2**64}}), 400),
+    ]
+    for request, status in cases:
+        response = await request
+        assert response.status == status, await response.text()
+    assert (await client.get("/status")).status == 200
+    assert (await send(client, topic, [{"body": "still alive"}]))["results"]
