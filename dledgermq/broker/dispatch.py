@@ -119,10 +119,6 @@ class Dispatcher:
         self.broker_hash = broker_hash(broker_name)
         self._layout = layout
         self._reader = reader
-        self.cqs = ConsumeQueues.open(layout.consume_queues, options.cq_units_per_file)
-        self.index = IndexStore.open(
-            layout.index, options.index_slots_per_file, options.index_entries_per_file
-        )
         checkpoint = load_checkpoint(layout.checkpoint)
         if checkpoint is None:
             self.state = BrokerState()
@@ -131,6 +127,14 @@ class Dispatcher:
             self.state = BrokerState.restore(checkpoint.state)
             self.dispatched_offset = checkpoint.dispatched_offset
         self.checkpointed_offset = self.dispatched_offset
+        self.cqs = ConsumeQueues.open(
+            layout.consume_queues,
+            options.cq_units_per_file,
+            checkpoint_offset=self.checkpointed_offset,
+        )
+        self.index = IndexStore.open(
+            layout.index, options.index_slots_per_file, options.index_entries_per_file
+        )
         # Files may hold work past the checkpoint (written, not checkpointed): redo it.
         self.cqs.truncate_from(self.dispatched_offset)
         self.index.truncate_from(self.dispatched_offset)
@@ -233,8 +237,8 @@ class Dispatcher:
                 if changed is not None:
                     batch.topics_changed = True
                     self._writable_queues.clear()  # Queue counts or topics changed.
-                    if changed not in self.state.topics:
-                        self.cqs.delete_topic(changed)  # A re-created topic starts empty.
+                    if changed not in self.state.topics:  # A re-created topic starts empty.
+                        self.cqs.delete_topic(changed, at_offset=record.commitlog_offset)
                 return None
             config = self.state.topics.get(topic)
             if config is None or queue_id >= config.queue_count:
@@ -425,6 +429,7 @@ class Dispatcher:
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         save_checkpoint(self._layout.checkpoint, checkpoint)
         self.checkpointed_offset = checkpoint.dispatched_offset
+        self.cqs.purge_deleted(checkpoint.dispatched_offset)
 
     def delete_before(self, min_commitlog_offset: int) -> None:
         self._writable_queues.clear()

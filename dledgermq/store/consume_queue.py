@@ -361,11 +361,25 @@ class ConsumeQueues:
         self._queues = queues
 
     @classmethod
-    def open(cls, root: Path, units_per_file: int = DEFAULT_UNITS_PER_FILE) -> ConsumeQueues:
-        """Open every existing topic/queue directory under `root` (created if needed)."""
+    def open(
+        cls,
+        root: Path,
+        units_per_file: int = DEFAULT_UNITS_PER_FILE,
+        *,
+        checkpoint_offset: int = 0,
+    ) -> ConsumeQueues:
+        """Open every existing topic/queue directory under `root` (created if needed).
+
+        Topic deletes not covered by the checkpoint are undone first (see
+        `delete_topic`): recovery replays the log from the checkpoint and deletes again
+        whatever the log still says to delete.
+        """
         root.mkdir(parents=True, exist_ok=True)
+        _settle_tombstones(root, checkpoint_offset)
         queues: dict[tuple[str, int], ConsumeQueue] = {}
         for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            if topic_dir.name.startswith("."):
+                continue  # Not a topic (topic names cannot start with a dot).
             for queue_dir in sorted(p for p in topic_dir.iterdir() if p.is_dir()):
                 if queue_dir.name.isdigit():
                     key = (topic_dir.name, int(queue_dir.name))
@@ -415,15 +429,54 @@ class ConsumeQueues:
         """Apply retention to every queue; returns the number of files deleted."""
         return sum(q.delete_before(min_commitlog_offset) for q in list(self._queues.values()))
 
-    def delete_topic(self, topic: str) -> None:
-        """Forget the topic's queues and delete its directory."""
+    def delete_topic(self, topic: str, *, at_offset: int) -> None:
+        """Forget the topic's queues; keep their files as a tombstone until checkpointed.
+
+        The delete record at `at_offset` may not be durable yet (async flush): if it is
+        lost, the topic must come back with its queues, or their offsets would be reused.
+        `purge_deleted` removes tombstones a checkpoint covers.
+        """
         for key in [k for k in self._queues if k[0] == topic]:
-            del self._queues[key]
+            self._queues.pop(key).close()
         topic_dir = self._root / topic
         if topic_dir.exists():
-            shutil.rmtree(topic_dir)
+            graveyard = self._root / TOMBSTONES
+            graveyard.mkdir(exist_ok=True)
+            topic_dir.rename(graveyard / f"{at_offset:020d}-{topic}")
+            fsync_dir(graveyard)
             fsync_dir(self._root)
+
+    def purge_deleted(self, below_offset: int) -> None:
+        """Delete tombstones of topic deletes recorded below `below_offset`."""
+        graveyard = self._root / TOMBSTONES
+        if graveyard.exists():
+            for stone in sorted(graveyard.iterdir()):
+                if int(stone.name.partition("-")[0]) < below_offset:
+                    shutil.rmtree(stone)
 
     def close(self) -> None:
         """Flush every queue."""
         self.flush_all()
+
+
+TOMBSTONES = ".deleted"
+
+
+def _settle_tombstones(root: Path, checkpoint_offset: int) -> None:
+    """Purge tombstones the checkpoint covers; put back (earliest first) the others."""
+    graveyard = root / TOMBSTONES
+    if not graveyard.exists():
+        return
+    restored: set[str] = set()
+    for stone in sorted(graveyard.iterdir()):  # Named by 20-digit offset: log order.
+        offset, _, topic = stone.name.partition("-")
+        if int(offset) >= checkpoint_offset and topic not in restored:
+            live = root / topic
+            if live.exists():  # Re-created after the delete: only units past it, redone.
+                shutil.rmtree(live)
+            stone.rename(live)
+            restored.add(topic)
+        else:
+            shutil.rmtree(stone)
+    fsync_dir(graveyard)
+    fsync_dir(root)

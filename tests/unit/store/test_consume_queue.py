@@ -206,13 +206,32 @@ def test_consume_queues(tmp_path: Path) -> None:
     assert [cqs.get(*k).max_offset for k in [("A", 0), ("A", 1), ("%RETRY%g", 3)]] == [6, 1, 0]
     assert cqs.delete_before(450) == 1
     assert cqs.get("A", 0).min_offset == 5
-    cqs.delete_topic("A")
+    cqs.delete_topic("A", at_offset=9300)
     assert cqs.get("A", 0) is None
     assert not (tmp_path / "A").exists()
     cqs.flush_all()
+    # A checkpoint past the delete purges the tombstone.
+    cqs.purge_deleted(9301)
     assert sorted(key for key, _ in ConsumeQueues.open(tmp_path, PER_FILE).items()) == [
         ("%RETRY%g", 3)
     ]
+
+
+def test_a_delete_the_checkpoint_does_not_cover_is_undone_on_open(tmp_path: Path) -> None:
+    """If the delete record was not durable (async flush, power loss), the topic's queues
+    must come back as they were, or re-dispatch would reuse their offsets."""
+    cqs = ConsumeQueues.open(tmp_path, PER_FILE)
+    fill(cqs.get_or_create("A", 0), 6)
+    cqs.flush_all()
+    cqs.delete_topic("A", at_offset=1000)
+    fill(cqs.get_or_create("A", 0), 2, start=2000)  # re-created after the delete
+    cqs.close()
+    reopened = ConsumeQueues.open(tmp_path, PER_FILE, checkpoint_offset=900)
+    assert reopened.get("A", 0).max_offset == 6  # the queue as it was before the delete
+    reopened.close()
+    purged = ConsumeQueues.open(tmp_path, PER_FILE, checkpoint_offset=1001)
+    assert purged.get("A", 0).max_offset == 6  # nothing left to restore: kept as is
+    assert not (tmp_path / ".deleted").exists() or not any((tmp_path / ".deleted").iterdir())
 
 
 def test_units_per_file_change_is_refused(tmp_path: Path) -> None:
