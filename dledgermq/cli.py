@@ -217,7 +217,8 @@ def _status_text(rows: list[dict[str, Any]]) -> str:
 
 
 def run_broker_command(args: argparse.Namespace) -> int:
-    from dledgermq.node import StoreDamaged, run_broker
+    from dledgermq.node import run_broker
+    from dledgermq.store.errors import StoreDamaged
 
     try:
         return run_broker(load_config(args.config), args.node)

@@ -34,15 +34,12 @@ from dledgermq.broker.layout import NodeLayout
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.disk import disk_used_ratio
+from dledgermq.store.errors import StoreDamaged
 
 log = logging.getLogger(__name__)
 REGISTER_RETRY_S = 2.0
 REGISTER_TIMEOUT_S = 5.0
 GC_GEN0_THRESHOLD = 50_000
-
-
-class StoreDamaged(RuntimeError):
-    """The files on disk contradict each other; starting would serve a wrong state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +95,7 @@ def open_broker(
             store.cq_units_per_file, store.index_slots_per_file, store.index_entries_per_file
         ),
         reader,
+        log_start=commitlog.min_offset,
     )
     if dispatcher.dispatched_offset > commitlog.write_offset:
         # A checkpoint is written only once the log below it is fsynced, so this means

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import bisect
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import msgpack
 
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.layout import NodeLayout
@@ -31,7 +34,7 @@ from dledgermq.errors import (
 from dledgermq.store.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.consume_queue import ConsumeQueue, ConsumeQueues, CQUnit, tag_hash
-from dledgermq.store.errors import CorruptRecord, OffsetGone
+from dledgermq.store.errors import CorruptCheckpoint, CorruptRecord, OffsetGone, StoreDamaged
 from dledgermq.store.index_file import IndexStore
 from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record, RecordMeta, decode_meta
 
@@ -115,22 +118,58 @@ class Dispatcher:
         layout: NodeLayout,
         options: StoreOptions,
         reader: CommitLogReader,
+        *,
+        log_start: int = 0,
     ) -> None:
+        """Open the derived files and check them against the checkpoint.
+
+        Everything here is derived from the CommitLog, so when the files contradict the
+        checkpoint (a damaged ConsumeQueue, an unreadable checkpoint) they are rebuilt
+        from the log, as long as the log still starts at `log_start == 0`.
+
+        Raises:
+            StoreDamaged: the derived files are damaged and the log can no longer
+                rebuild them (retention removed its beginning).
+        """
         self.broker_hash = broker_hash(broker_name)
         self._layout = layout
+        self._options = options
         self._reader = reader
-        checkpoint = load_checkpoint(layout.checkpoint)
-        if checkpoint is None:
-            self.state = BrokerState()
-            self.dispatched_offset = 0
-        else:
-            self.state = BrokerState.restore(checkpoint.state)
-            self.dispatched_offset = checkpoint.dispatched_offset
+        damage = self._open()
+        if damage is not None:
+            if log_start > 0:
+                raise StoreDamaged(
+                    f"{damage}; the CommitLog starts at {log_start}, so the queues cannot "
+                    "be rebuilt from it. Restore the node's files from a backup or replica."
+                )
+            log.warning("%s: rebuilding queues, index and state from the CommitLog", damage)
+            self.close()
+            for derived in (layout.consume_queues, layout.index):
+                shutil.rmtree(derived, ignore_errors=True)
+            layout.checkpoint.unlink(missing_ok=True)
+            damage = self._open()
+            assert damage is None, damage
+        # ConsumeQueues that may take new units; cleared whenever the topic table changes.
+        self._writable_queues: dict[tuple[str, int], ConsumeQueue] = {}
+
+    def _open(self) -> str | None:
+        """Open state, queues and index at the checkpoint; what is damaged, if anything."""
+        layout, options = self._layout, self._options
+        damage = None
+        queue_ends: dict[tuple[str, int], int] = {}
+        self.state, self.dispatched_offset = BrokerState(), 0
+        try:
+            checkpoint = load_checkpoint(layout.checkpoint)
+            if checkpoint is not None:
+                self.state, queue_ends = _restore(checkpoint.state)
+                self.dispatched_offset = checkpoint.dispatched_offset
+        except (CorruptCheckpoint, KeyError, TypeError, ValueError) as exc:
+            damage = f"unreadable checkpoint ({exc})"
         self.checkpointed_offset = self.dispatched_offset
         self.cqs = ConsumeQueues.open(
             layout.consume_queues,
             options.cq_units_per_file,
-            checkpoint_offset=self.checkpointed_offset,
+            checkpoint_offset=self.dispatched_offset,
         )
         self.index = IndexStore.open(
             layout.index, options.index_slots_per_file, options.index_entries_per_file
@@ -138,8 +177,13 @@ class Dispatcher:
         # Files may hold work past the checkpoint (written, not checkpointed): redo it.
         self.cqs.truncate_from(self.dispatched_offset)
         self.index.truncate_from(self.dispatched_offset)
-        # ConsumeQueues that may take new units; cleared whenever the topic table changes.
-        self._writable_queues: dict[tuple[str, int], ConsumeQueue] = {}
+        for key, cq in self.cqs.items():
+            if damage is None and cq.max_offset != queue_ends.get(key, 0):
+                damage = (
+                    f"ConsumeQueue {key[0]}/{key[1]} ends at {cq.max_offset}, "
+                    f"its checkpoint says {queue_ends.get(key, 0)}"
+                )
+        return damage
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -424,7 +468,11 @@ class Dispatcher:
         CommitLog is durable up to its dispatched offset."""
         self.cqs.flush_all()
         self.index.flush()
-        return Checkpoint(dispatched_offset=self.dispatched_offset, state=self.state.snapshot())
+        queue_ends = [
+            [topic, queue_id, cq.max_offset] for (topic, queue_id), cq in self.cqs.items()
+        ]
+        blob = msgpack.packb({"broker_state": self.state.snapshot(), "queue_ends": queue_ends})
+        return Checkpoint(dispatched_offset=self.dispatched_offset, state=blob)
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         save_checkpoint(self._layout.checkpoint, checkpoint)
@@ -439,6 +487,13 @@ class Dispatcher:
     def close(self) -> None:
         self.cqs.close()
         self.index.close()
+
+
+def _restore(blob: bytes) -> tuple[BrokerState, dict[tuple[str, int], int]]:
+    """The broker state and each queue's end recorded in a checkpoint."""
+    snapshot = msgpack.unpackb(blob)
+    queue_ends = {(topic, queue_id): end for topic, queue_id, end in snapshot["queue_ends"]}
+    return BrokerState.restore(snapshot["broker_state"]), queue_ends
 
 
 class _UnitView:

@@ -29,3 +29,8 @@ class CorruptCheckpoint(ValueError):
 
 class CorruptIndex(ValueError):
     """An index file older than the active one has no valid header."""
+
+
+class StoreDamaged(RuntimeError):
+    """The files on disk contradict each other and cannot be repaired from the log;
+    starting would serve a wrong state."""

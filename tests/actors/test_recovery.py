@@ -20,7 +20,8 @@ from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
 from dledgermq.errors import CorruptData
-from dledgermq.node import BrokerHooks, StoreDamaged, open_broker
+from dledgermq.node import BrokerHooks, open_broker
+from dledgermq.store.errors import StoreDamaged
 from dledgermq.store.record import MessageDraft
 from tests.support import TINY_SEGMENTS, ThreadReply
 
@@ -78,5 +79,35 @@ def test_a_corrupt_record_is_reported_not_skipped(config: ClusterConfig) -> None
             ask(broker.reput, Read(lambda d: d.pull("T", 0, 0, 10, MATCH_ALL), ThreadReply()))
         after = ask(broker.reput, Read(lambda d: d.pull("T", 0, 4, 10, MATCH_ALL), ThreadReply()))
         assert [m.queue_offset for m in after.messages] == list(range(4, 14))
+    finally:
+        broker.stop()
+
+
+def pull_all(broker) -> list[tuple[int, bytes]]:
+    pulled = ask(broker.reput, Read(lambda d: d.pull("T", 0, 0, 100, MATCH_ALL), ThreadReply()))
+    return [(m.queue_offset, m.record.body) for m in pulled.messages]
+
+
+@pytest.mark.parametrize("damage", ["truncated consume queue", "garbage checkpoint"])
+def test_damaged_derived_files_are_rebuilt_from_the_log(config: ClusterConfig, damage: str) -> None:
+    sent = fill(config, 6)
+    layout = NodeLayout(config.node_dir("n1"))
+    broker = start(config)
+    try:
+        before = pull_all(broker)
+    finally:
+        broker.stop()
+    if damage == "garbage checkpoint":
+        layout.checkpoint.write_bytes(b"not a checkpoint")
+    else:
+        last_file = sorted((layout.consume_queues / "T" / "0").iterdir())[-1]
+        os.truncate(last_file, last_file.stat().st_size - 20 - 7)  # lose a unit and a half
+    broker = start(config)
+    try:
+        assert pull_all(broker) == before
+        assert [offset for offset, _ in before] == [m.queue_offset for m in sent]
+        # New sends continue after the last acknowledged offset, never reusing one.
+        draft = MessageDraft("T", 0, b"next", {}, 1)
+        assert ask(broker.writer, Append((draft,), ThreadReply()))[0].queue_offset == len(sent)
     finally:
         broker.stop()
