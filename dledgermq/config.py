@@ -48,13 +48,12 @@ class LimitsConfig:
 
     max_message_bytes: int = 4 * MiB
     max_batch_messages: int = 1_000
-    max_batch_bytes: int = 16 * MiB
+    max_batch_bytes: int = 4 * MiB  # RocketMQ applies its 4 MiB limit to a whole batch.
     max_pull_messages: int = 256
     max_long_poll_ms: int = 15_000
     appends_in_flight_max: int = 10_000
     long_polls_max: int = 10_000
     send_timeout_ms: int = 5_000
-    auto_create_topics: bool = False
     default_queues: int = 8
 
 

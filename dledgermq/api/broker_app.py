@@ -7,8 +7,10 @@ store directly; the topic table is read from what the ReputActor publishes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,30 +113,32 @@ def make_broker_app(context: BrokerContext) -> web.Application:
 # -- plumbing ---------------------------------------------------------------------------------
 
 
-def admit(ctx: BrokerContext) -> None:
-    """Refuse early (before reading a body) when too many appends are waiting."""
+@contextlib.contextmanager
+def admitted(ctx: BrokerContext) -> Iterator[None]:
+    """Admission control for appends, taken before a request body is even read, so that
+    at most `appends_in_flight_max` bodies are held at once (503 BUSY beyond)."""
     if ctx.appends_in_flight >= ctx.limits.appends_in_flight_max:
         raise Busy(f"{ctx.appends_in_flight} appends in flight; retry later")
+    ctx.appends_in_flight += 1
+    try:
+        yield
+    finally:
+        ctx.appends_in_flight -= 1
 
 
 async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[DispatchedMessage, ...]:
-    """Append one entry and wait until it is durable and dispatched (bounded, admitted).
+    """Append one entry and wait until it is durable and dispatched (call it admitted).
 
     Raises:
         TopicNotFound: the topic was deleted (or its queue removed) between validation and
             dispatch; the entry is in the log but can never be consumed.
     """
-    admit(ctx)
-    ctx.appends_in_flight += 1
-    try:
-        entry = tuple(drafts)
-        dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
-            lambda reply: ctx.writer.tell(Append(entry, reply)),
-            timeout_s=ctx.limits.send_timeout_ms / 1000,
-            what="append",
-        )
-    finally:
-        ctx.appends_in_flight -= 1
+    entry = tuple(drafts)
+    dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
+        lambda reply: ctx.writer.tell(Append(entry, reply)),
+        timeout_s=ctx.limits.send_timeout_ms / 1000,
+        what="append",
+    )
     user_messages = sum(not d.topic.startswith(SYSTEM_PREFIX) for d in drafts)
     if len(dispatched) != user_messages:
         raise TopicNotFound(
@@ -213,7 +217,8 @@ async def create_topic(request: web.Request) -> web.Response:
     config = make_topic_config(topic, body, default_queues=ctx.limits.default_queues)
     if topic in ctx.published.topics.value:
         raise TopicExists(f"topic {topic!r} already exists", topic=topic)
-    await append(ctx, [topic_put_draft(config, now_ms())])
+    with admitted(ctx):
+        await append(ctx, [topic_put_draft(config, now_ms())])
     return respond(request, config.to_wire(), status=201)
 
 
@@ -225,7 +230,8 @@ async def update_topic(request: web.Request) -> web.Response:
     if body.get("topic", topic) != topic:
         raise BadRequest("the topic name cannot be changed")
     config = make_topic_config(topic, body, default_queues=ctx.limits.default_queues, base=current)
-    await append(ctx, [topic_put_draft(config, now_ms())])
+    with admitted(ctx):
+        await append(ctx, [topic_put_draft(config, now_ms())])
     return respond(request, config.to_wire())
 
 
@@ -233,7 +239,8 @@ async def delete_topic(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     topic = topic_of(request)
     existing_topic(ctx, topic)
-    await append(ctx, [topic_delete_draft(topic, now_ms())])
+    with admitted(ctx):
+        await append(ctx, [topic_delete_draft(topic, now_ms())])
     return respond(request, {"deleted": topic})
 
 
@@ -257,26 +264,25 @@ async def get_topic(request: web.Request) -> web.Response:
 async def send(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     topic = topic_of(request)
-    admit(ctx)
-    body = await read_body(request)
-    unknown = sorted(set(body) - {"messages", "queue_id"})
-    if unknown:
-        raise BadRequest(f"unknown field(s): {unknown}")
-    config = resolve_topic(ctx.published.topics.value, topic)
-    queue_id = body.get("queue_id")
-    if queue_id is None:
-        queue_id = next(ctx.round_robin) % config.write_queues
-    queue_id = check_queue_id(config, queue_id)
-    peer = request.remote or "127.0.0.1"
-    drafts = build_drafts(
-        config,
-        queue_id,
-        body.get("messages"),
-        limits=ctx.produce_limits,
-        now_ms=now_ms(),
-        born_host=f"{peer}:0",
-    )
-    results = await append(ctx, drafts)
+    with admitted(ctx):
+        body = await read_body(request)
+        unknown = sorted(set(body) - {"messages", "queue_id"})
+        if unknown:
+            raise BadRequest(f"unknown field(s): {unknown}")
+        config = resolve_topic(ctx.published.topics.value, topic)
+        queue_id = body.get("queue_id")
+        if queue_id is None:
+            queue_id = next(ctx.round_robin) % config.write_queues
+        queue_id = check_queue_id(config, queue_id)
+        drafts = build_drafts(
+            config,
+            queue_id,
+            body.get("messages"),
+            limits=ctx.produce_limits,
+            now_ms=now_ms(),
+            born_host=f"{request.remote or '127.0.0.1'}:0",
+        )
+        results = await append(ctx, drafts)
     return respond(request, {"results": [send_result_to_wire(m) for m in results]})
 
 
@@ -345,7 +351,8 @@ async def commit_offsets(request: web.Request) -> web.Response:
         if type(offset) is not int or not 0 <= offset < MAX_INT64:
             raise BadRequest(f"offset for queue {queue_id} must be an integer in 0..2^63-1")
         offsets[queue_id] = offset
-    await append(ctx, [offset_commit_draft(group, topic, offsets, now_ms())])
+    with admitted(ctx):
+        await append(ctx, [offset_commit_draft(group, topic, offsets, now_ms())])
     return respond(request, {})
 
 

@@ -8,10 +8,8 @@ ConsumeQueues and the index belong to the same owner.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -401,33 +399,22 @@ class Dispatcher:
         _, cq = self.readable_queue(topic, queue_id)
         if cq is None:
             return 0
-        return self._search(cq, lambda unit_record: unit_record.store_timestamp_ms >= timestamp_ms)
+
+        def stored_since(unit: CQUnit) -> bool:
+            record = self._read(unit.commitlog_offset, unit.size)
+            return record is not None and record.store_timestamp_ms >= timestamp_ms
+
+        return cq.first_offset_where(stored_since)
 
     def _queue_offset_of(self, record: Record) -> int:
+        """The queue offset a record was dispatched to (-1 if its queue no longer has it)."""
         cq = self.cqs.get(record.topic, record.queue_id)
         if cq is None:
             return -1
-        found = self._search_units(cq, record.commitlog_offset)
-        return found if found is not None else -1
-
-    def _search_units(self, cq: ConsumeQueue, commitlog_offset: int) -> int | None:
-        offsets = _UnitView(cq, lambda u: u.commitlog_offset)
-        position = bisect.bisect_left(offsets, commitlog_offset)
-        if position < len(offsets) and offsets[position] == commitlog_offset:
-            return cq.min_offset + position
-        return None
-
-    def _search(self, cq: ConsumeQueue, reached: Callable[[Record], bool]) -> int:
-        low, high = cq.min_offset, cq.max_offset
-        while low < high:
-            mid = (low + high) // 2
-            unit = cq.get(mid, 1)[0]
-            record = self._read(unit.commitlog_offset, unit.size)
-            if record is None or not reached(record):
-                low = mid + 1
-            else:
-                high = mid
-        return low
+        offset = record.commitlog_offset
+        found = cq.first_offset_where(lambda unit: unit.commitlog_offset >= offset)
+        units = cq.get(found, 1)
+        return found if units and units[0].commitlog_offset == offset else -1
 
     def _read(self, offset: int, size: int | None) -> Record | None:
         """A record our own files point at; None if retention deleted it meanwhile.
@@ -494,17 +481,3 @@ def _restore(blob: bytes) -> tuple[BrokerState, dict[tuple[str, int], int]]:
     snapshot = msgpack.unpackb(blob)
     queue_ends = {(topic, queue_id): end for topic, queue_id, end in snapshot["queue_ends"]}
     return BrokerState.restore(snapshot["broker_state"]), queue_ends
-
-
-class _UnitView:
-    """A lazy sequence over a ConsumeQueue for bisect (one 20-byte read per probe)."""
-
-    def __init__(self, cq: ConsumeQueue, key: Callable[..., int]) -> None:
-        self._cq = cq
-        self._key = key
-
-    def __len__(self) -> int:
-        return self._cq.max_offset - self._cq.min_offset
-
-    def __getitem__(self, position: int) -> int:
-        return self._key(self._cq.get(self._cq.min_offset + position, 1)[0])
