@@ -256,18 +256,7 @@ def consume_command(args: argparse.Namespace) -> int:
     if not 0 <= args.wait <= MAX_CONSUME_WAIT_S:
         raise cli.CliError(f"--wait must be within 0..{MAX_CONSUME_WAIT_S:.0f} seconds")
     messages = cli.run_async(_consume(args, cli.namesrv_addrs(args)))
-    cli.emit(
-        args,
-        {"messages": [_message(m) for m in messages]},
-        lambda: (
-            "\n".join(
-                f"{m.topic}/{m.queue_id}@{m.queue_offset} tags={m.tags} keys={','.join(m.keys)} "
-                f"msg_id={m.msg_id}: {m.body.decode(errors='replace')}"
-                for m in messages
-            )
-            or "(no messages)"
-        ),
-    )
+    _emit_messages(args, messages, "(no messages)")
     return 0
 
 
@@ -368,16 +357,19 @@ def query_command(args: argparse.Namespace) -> int:
             )
 
     found = cli.run_async(run())
-    cli.emit(
-        args,
-        {"messages": [_message(m) for m in found]},
-        lambda: (
-            "\n".join(
-                f"{m.msg_id} {m.topic}/{m.queue_id}@{m.queue_offset} keys={','.join(m.keys)} "
-                f"tags={m.tags}: {m.body.decode(errors='replace')}"
-                for m in found
-            )
-            or "(not found)"
-        ),
-    )
+    _emit_messages(args, found, "(not found)")
     return 0
+
+
+def _emit_messages(args: argparse.Namespace, messages: list[Message], empty: str) -> None:
+    """One line per message for people, or {"messages": [...]} with --json."""
+
+    def text() -> str:
+        lines = [
+            f"{m.msg_id} {m.topic}/{m.queue_id}@{m.queue_offset} tags={m.tags} "
+            f"keys={','.join(m.keys)}: {m.body.decode(errors='replace')}"
+            for m in messages
+        ]
+        return "\n".join(lines) or empty
+
+    _cli().emit(args, {"messages": [_message(m) for m in messages]}, text)

@@ -13,8 +13,6 @@ segment) is detected with `fstat().st_nlink == 0` and reopened, so stale inodes 
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -31,7 +29,7 @@ from dledgermq.store.record import (
     decode_record,
     peek_header,
 )
-from dledgermq.store.segment import segment_path, segment_start
+from dledgermq.store.segment import SegmentFds, segment_start
 
 READ_CHUNK_BYTES = 1024 * 1024
 _FIRST_READ_BYTES = 4096
@@ -47,30 +45,15 @@ class CommitLogReader:
     def __init__(
         self, directory: Path, segment_size_bytes: int, *, max_open_files: int = 8
     ) -> None:
-        assert max_open_files >= 1
         self._directory = directory
         self._segment_size = segment_size_bytes
-        self._max_open = max_open_files
-        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._files = SegmentFds(directory, max_open_files)
 
     def _fd(self, start: int) -> int:
-        """A live read fd for the segment at `start` (reopened if its file was replaced)."""
-        fd = self._fds.get(start)
-        if fd is not None:
-            if os.fstat(fd).st_nlink > 0:
-                self._fds.move_to_end(start)
-                return fd
-            del self._fds[start]
-            os.close(fd)
         try:
-            fd = os.open(segment_path(self._directory, start), os.O_RDONLY)
+            return self._files.get(start)
         except FileNotFoundError:
             raise OffsetGone(f"segment {start} no longer exists") from None
-        self._fds[start] = fd
-        while len(self._fds) > self._max_open:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
-        return fd
 
     def _read(self, offset: int, size: int, *, exact: bool = True) -> bytes:
         """pread within one segment; with `exact`, a short read raises OffsetGone."""
@@ -196,6 +179,4 @@ class CommitLogReader:
 
     def close(self) -> None:
         """Close every cached fd."""
-        while self._fds:
-            _, fd = self._fds.popitem()
-            os.close(fd)
+        self._files.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +176,47 @@ def scan_segment(
             valid_end, (last_term, last_index) = pos, current
             entries += 1
     return SegmentScan(valid_end, last_term, last_index, entries, False, "limit")
+
+
+class SegmentFds:
+    """Read-only fds of one log's segment files, for a thread other than the writer's.
+
+    A cached fd whose file was unlinked is reopened (a truncation deletes and recreates
+    segments, so an old fd would read or sync a dead inode); at most `max_open` are kept,
+    least recently used closed first.
+    """
+
+    def __init__(self, directory: Path, max_open: int) -> None:
+        assert max_open >= 1
+        self._directory = directory
+        self._max_open = max_open
+        self._fds: OrderedDict[int, int] = OrderedDict()
+
+    def get(self, start: int) -> int:
+        """The live fd of the segment starting at `start`.
+
+        Raises:
+            FileNotFoundError: the segment no longer exists.
+        """
+        fd = self._fds.get(start)
+        if fd is not None:
+            if os.fstat(fd).st_nlink > 0:
+                self._fds.move_to_end(start)
+                return fd
+            del self._fds[start]
+            os.close(fd)
+        fd = os.open(segment_path(self._directory, start), os.O_RDONLY)
+        self._fds[start] = fd
+        while len(self._fds) > self._max_open:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def close_below(self, start: int) -> None:
+        """Close the fds of segments before `start` (no longer needed)."""
+        for old in [s for s in self._fds if s < start]:
+            os.close(self._fds.pop(old))
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])

@@ -9,11 +9,10 @@ exists is skipped: its data was truncated or retired, so there is nothing left t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dledgermq.store.fileio import fdatasync
-from dledgermq.store.segment import segment_path, segment_start
+from dledgermq.store.segment import SegmentFds, segment_start
 
 
 class CommitLogSyncer:
@@ -22,7 +21,8 @@ class CommitLogSyncer:
     def __init__(self, directory: Path, segment_size_bytes: int) -> None:
         self._directory = directory
         self._segment_size = segment_size_bytes
-        self._fds: dict[int, int] = {}
+        # Bounded: a flush touches one or two segments; older fds are closed below.
+        self._files = SegmentFds(directory, max_open=4)
 
     def sync(self, from_offset: int, to_offset: int) -> None:
         """Make [from_offset, to_offset) durable (every segment that range touches)."""
@@ -31,8 +31,7 @@ class CommitLogSyncer:
             return
         first = segment_start(from_offset, self._segment_size)
         last = segment_start(to_offset - 1, self._segment_size)
-        for start in [s for s in self._fds if s < first]:
-            os.close(self._fds.pop(start))
+        self._files.close_below(first)
         for start in range(first, last + 1, self._segment_size):
             fd = self._fd(start)
             if fd >= 0:
@@ -40,20 +39,10 @@ class CommitLogSyncer:
 
     def _fd(self, start: int) -> int:
         """A live fd for the segment at `start`, or -1 if the file is gone."""
-        fd = self._fds.get(start)
-        if fd is not None:
-            if os.fstat(fd).st_nlink > 0:
-                return fd
-            del self._fds[start]
-            os.close(fd)
         try:
-            fd = os.open(segment_path(self._directory, start), os.O_RDONLY)
+            return self._files.get(start)
         except FileNotFoundError:
             return -1
-        self._fds[start] = fd
-        return fd
 
     def close(self) -> None:
-        while self._fds:
-            _, fd = self._fds.popitem()
-            os.close(fd)
+        self._files.close()
