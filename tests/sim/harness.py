@@ -1,0 +1,501 @@
+"""Deterministic simulation of a Raft group: N `RaftCore`s, a network, a disk per node.
+
+Goal: drive the real core the way the broker's RaftNode driver will (Ready in, persist,
+send, persist-before-send, on_persisted), under faults, with no threads, no wall clock
+and no global random, so one seed always replays the same run (TigerBeetle's VOPR, etcd's
+`raft_test.go` network).
+
+Method: time is a tick counter. Each `tick()`:
+1. every live node's disk completes the writes that are due (in order): they become
+   durable, their `messages_after_persist` are released to the network, and the core hears
+   `on_persisted` for the durable log's last entry;
+2. the network delivers every message that is due (seeded delay, so reordering falls out;
+   seeded drop and duplication; partitions, also one-way, drop at delivery);
+3. every live core ticks, then its `Ready` is drained: checkers look at it, `messages` go
+   to the network, and the writes plus `messages_after_persist` go to the disk.
+
+A crash drops the node's unfinished writes (and whatever it would have sent after them)
+and rebuilds the core on restart from the durable hard state and log only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dledgermq.raft.config import RaftConfig
+from dledgermq.raft.core import RaftCore
+from dledgermq.raft.log import RaftLog
+from dledgermq.raft.messages import (
+    AppendEntriesResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+)
+from dledgermq.raft.ready import Ready
+from dledgermq.raft.types import Entry, HardState, NodeId, ProposalRejected, Role
+
+from .checkers import SafetyChecker
+
+
+@dataclass
+class NetOptions:
+    """Fault knobs of the simulated network (all seeded)."""
+
+    drop_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    delay_ticks_min: int = 1
+    delay_ticks_max: int = 1
+
+
+@dataclass
+class DiskOptions:
+    """Ticks between handing a write to the disk and it being durable."""
+
+    delay_ticks_min: int = 0
+    delay_ticks_max: int = 0
+
+
+@dataclass
+class RaftOptions:
+    """The `RaftConfig` fields a simulation varies (node ids and peers are filled in)."""
+
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 2
+    entries_per_append_max: int = 64
+    inflight_appends_max: int = 16
+    pending_proposals_max: int = 10_000
+    check_quorum: bool = True
+    pre_vote: bool = True
+
+    def config(self, node_id: NodeId, peers: tuple[NodeId, ...]) -> RaftConfig:
+        return RaftConfig(
+            node_id=node_id,
+            peers=peers,
+            election_timeout_ticks=self.election_timeout_ticks,
+            heartbeat_interval_ticks=self.heartbeat_interval_ticks,
+            entries_per_append_max=self.entries_per_append_max,
+            inflight_appends_max=self.inflight_appends_max,
+            pending_proposals_max=self.pending_proposals_max,
+            check_quorum=self.check_quorum,
+            pre_vote=self.pre_vote,
+        )
+
+
+class SimNetwork:
+    """Seeded message delivery with drop, delay (hence reorder), duplication, partitions."""
+
+    def __init__(self, rng: random.Random, options: NetOptions) -> None:
+        self.options = options
+        self._rng = rng
+        self._queue: list[tuple[int, int, Message]] = []
+        self._seq = 0
+        # (src, dst) pairs that cannot talk; only membership is asked, never iteration.
+        self._blocked: set[tuple[NodeId, NodeId]] = set()
+        self.sent = 0
+        self.dropped = 0
+
+    def send(self, now: int, message: Message) -> None:
+        self.sent += 1
+        if self._rng.random() < self.options.drop_rate:
+            self.dropped += 1
+            return
+        copies = 2 if self._rng.random() < self.options.duplicate_rate else 1
+        for _ in range(copies):
+            delay = self._rng.randint(self.options.delay_ticks_min, self.options.delay_ticks_max)
+            self._seq += 1
+            heapq.heappush(self._queue, (now + delay, self._seq, message))
+
+    def due(self, now: int) -> list[Message]:
+        """Pop every message due by `now`, in (tick, send order); blocked ones are lost."""
+        out = []
+        while self._queue and self._queue[0][0] <= now:
+            message = heapq.heappop(self._queue)[2]
+            if (message.src, message.dst) in self._blocked:
+                self.dropped += 1
+                continue
+            out.append(message)
+        return out
+
+    def block(self, src: NodeId, dst: NodeId) -> None:
+        """One-way: `src` can no longer reach `dst`."""
+        self._blocked.add((src, dst))
+
+    def partition(self, groups: Sequence[Sequence[NodeId]]) -> None:
+        """Nodes talk only within their group (both directions cut between groups)."""
+        for i, group in enumerate(groups):
+            for other in groups[i + 1 :]:
+                for a in group:
+                    for b in other:
+                        self.block(a, b)
+                        self.block(b, a)
+
+    def heal(self) -> None:
+        self._blocked.clear()
+
+    def is_blocked(self, src: NodeId, dst: NodeId) -> bool:
+        return (src, dst) in self._blocked
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+
+@dataclass
+class _Write:
+    done_tick: int
+    truncate_from: int | None
+    entries: list[Entry]
+    hard_state: HardState | None
+    after_persist: list[Message]
+
+
+class SimDisk:
+    """One node's durable state; writes become durable in order after a seeded delay."""
+
+    def __init__(self, rng: random.Random, options: DiskOptions) -> None:
+        self._rng = rng
+        self.options = options
+        self.hard_state = HardState()
+        self.log: list[Entry] = []  # durable entries; entry i sits at position i - 1
+        self._pending: deque[_Write] = deque()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, now: int, ready: Ready) -> list[Message]:
+        """Queue the writes of `ready`; return the after-persist messages free to go now."""
+        if not ready.must_persist and not self._pending:
+            return ready.messages_after_persist
+        if not ready.must_persist and not ready.messages_after_persist:
+            return []
+        done = now
+        if ready.must_persist:
+            done += self._rng.randint(self.options.delay_ticks_min, self.options.delay_ticks_max)
+        if self._pending:
+            done = max(done, self._pending[-1].done_tick)
+        self._pending.append(
+            _Write(
+                done,
+                ready.truncate_from,
+                ready.entries_to_persist,
+                ready.hard_state,
+                ready.messages_after_persist,
+            )
+        )
+        return []
+
+    def complete(self, now: int) -> list[_Write]:
+        """Make every write due by `now` durable, in order; return them."""
+        done = []
+        while self._pending and self._pending[0].done_tick <= now:
+            write = self._pending.popleft()
+            if write.truncate_from is not None:
+                del self.log[write.truncate_from - 1 :]
+            if write.entries:
+                assert write.entries[0].index == len(self.log) + 1, (
+                    write.entries[0],
+                    len(self.log),
+                )
+                self.log.extend(write.entries)
+            if write.hard_state is not None:
+                self.hard_state = write.hard_state
+            done.append(write)
+        return done
+
+    def crash(self) -> int:
+        """Lose every write that is not durable yet; return how many were lost."""
+        lost = len(self._pending)
+        self._pending.clear()
+        return lost
+
+
+@dataclass
+class Proposal:
+    """A payload a leader accepted at (term, index); `acked_tick` once it reported commit."""
+
+    payload: bytes
+    node_id: NodeId
+    incarnation: int
+    term: int
+    index: int
+    proposed_tick: int
+    acked_tick: int | None = None
+    dropped: bool = False
+
+
+@dataclass
+class SimNode:
+    node_id: NodeId
+    disk: SimDisk
+    core: RaftCore | None
+    incarnation: int = 0
+    pending: list[Proposal] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.core is not None
+
+
+def _must_wait_for_persist(message: Message) -> bool:
+    """Messages that promise something about durable state (votes, append acks)."""
+    if isinstance(message, AppendEntriesResponse):
+        return True
+    return isinstance(message, RequestVote | RequestVoteResponse) and not message.pre_vote
+
+
+class SimCluster:
+    """N Raft cores over a `SimNetwork`, each with a `SimDisk`; deterministic per seed."""
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        *,
+        raft: RaftOptions | None = None,
+        net: NetOptions | None = None,
+        disk: DiskOptions | None = None,
+    ) -> None:
+        self.seed = seed
+        self.now = 0
+        self._rng = random.Random(seed)
+        self.raft = raft or RaftOptions()
+        self.ids = tuple(range(1, n + 1))
+        self.network = SimNetwork(random.Random(self._rng.getrandbits(64)), net or NetOptions())
+        disk = disk or DiskOptions()
+        self.nodes: dict[NodeId, SimNode] = {}
+        for node_id in self.ids:
+            sim_disk = SimDisk(random.Random(self._rng.getrandbits(64)), disk)
+            self.nodes[node_id] = SimNode(node_id, sim_disk, None)
+            self._start(node_id)
+        self.checker = SafetyChecker(self.ids)
+        self.proposals: list[Proposal] = []
+        self._trace = hashlib.blake2b(digest_size=16)
+        self._payload_seq = 0
+        self.log_lines: list[str] = []
+
+    # -- driving -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.now += 1
+        for node in self.nodes.values():
+            if node.alive:
+                self._complete_writes(node)
+        for message in self.network.due(self.now):
+            node = self.nodes[message.dst]
+            if node.core is not None:
+                node.core.step(message)
+        for node in self.nodes.values():
+            if node.core is not None:
+                node.core.tick()
+                self._drain(node)
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.tick()
+
+    def run_until(self, predicate: Callable[[], bool], max_ticks: int) -> bool:
+        """Tick until `predicate()` holds (checked before each tick); False on timeout."""
+        for _ in range(max_ticks):
+            if predicate():
+                return True
+            self.tick()
+        return predicate()
+
+    def _complete_writes(self, node: SimNode) -> None:
+        writes = node.disk.complete(self.now)
+        if not writes:
+            return
+        for write in writes:
+            for message in write.after_persist:
+                self.network.send(self.now, message)
+        assert node.core is not None
+        if node.disk.log:
+            last = node.disk.log[-1]
+            node.core.on_persisted(last.term, last.index)
+
+    def _drain(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        ready = core.ready()
+        for message in ready.messages:
+            assert not _must_wait_for_persist(message), f"sent before persist: {message}"
+        self.checker.on_ready(node.node_id, core, ready)
+        self._track_proposals(node, core, ready)
+        for message in ready.messages:
+            self.network.send(self.now, message)
+        for message in node.disk.submit(self.now, ready):
+            self.network.send(self.now, message)
+        self._trace.update(
+            b"%d %d %s %d %d %d %d %d;"
+            % (
+                self.now,
+                node.node_id,
+                ready.role.value.encode(),
+                ready.term,
+                ready.commit_index,
+                core.last_index,
+                len(ready.messages),
+                len(ready.messages_after_persist),
+            )
+        )
+
+    def _track_proposals(self, node: SimNode, core: RaftCore, ready: Ready) -> None:
+        if not node.pending:
+            return
+        still = []
+        for proposal in node.pending:
+            if ready.role is not Role.LEADER or ready.term != proposal.term:
+                proposal.dropped = True  # outcome unknown: it may or may not commit
+            elif ready.commit_index >= proposal.index:
+                assert core.log.term_at(proposal.index) == proposal.term, proposal
+                proposal.acked_tick = self.now
+                self.checker.on_ack(proposal.term, proposal.index, proposal.payload)
+            else:
+                still.append(proposal)
+        node.pending = still
+
+    # -- faults --------------------------------------------------------------------------
+
+    def crash(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        assert node.alive, node_id
+        lost = node.disk.crash()
+        node.core = None
+        for proposal in node.pending:
+            proposal.dropped = True
+        node.pending = []
+        self.note(f"crash {node_id} (lost {lost} writes)")
+
+    def restart(self, node_id: NodeId) -> None:
+        assert not self.nodes[node_id].alive, node_id
+        self._start(node_id)
+        self.checker.on_restart(node_id)
+        self.note(f"restart {node_id}")
+
+    def _start(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        node.incarnation += 1
+        node.core = RaftCore(
+            self.raft.config(node_id, self.ids),
+            random.Random(self._rng.getrandbits(64)),
+            hard_state=node.disk.hard_state,
+            log=RaftLog(list(node.disk.log)),
+        )
+
+    def partition(self, *groups: Sequence[NodeId]) -> None:
+        self.network.partition(groups)
+        self.note(f"partition {groups}")
+
+    def isolate(self, node_id: NodeId) -> None:
+        self.partition([node_id], [i for i in self.ids if i != node_id])
+
+    def block(self, src: NodeId, dst: NodeId) -> None:
+        self.network.block(src, dst)
+        self.note(f"block {src}->{dst}")
+
+    def heal(self) -> None:
+        self.network.heal()
+        self.note("heal")
+
+    def note(self, line: str) -> None:
+        self.log_lines.append(f"t={self.now} {line}")
+
+    # -- clients -------------------------------------------------------------------------
+
+    def propose(self, payload: bytes | None = None) -> Proposal | ProposalRejected | None:
+        """Propose at the live leader of the highest term; None when there is none."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        node = self.nodes[leader]
+        assert node.core is not None
+        if payload is None:
+            self._payload_seq += 1
+            payload = b"s%d-p%d" % (self.seed, self._payload_seq)
+        result = node.core.propose(payload)
+        if isinstance(result, ProposalRejected):
+            return result
+        proposal = Proposal(payload, leader, node.incarnation, node.core.term, result, self.now)
+        node.pending.append(proposal)
+        self.proposals.append(proposal)
+        return proposal
+
+    def transfer(self, to: NodeId) -> bool:
+        leader = self.leader()
+        if leader is None:
+            return False
+        core = self.nodes[leader].core
+        assert core is not None
+        started = core.transfer_leadership(to)
+        self.note(f"transfer {leader}->{to}: {started}")
+        return started
+
+    # -- observing -----------------------------------------------------------------------
+
+    def core(self, node_id: NodeId) -> RaftCore:
+        core = self.nodes[node_id].core
+        assert core is not None, f"node {node_id} is down"
+        return core
+
+    def alive(self) -> list[NodeId]:
+        return [i for i in self.ids if self.nodes[i].alive]
+
+    def leaders(self) -> list[NodeId]:
+        return [i for i in self.alive() if self.core(i).role is Role.LEADER]
+
+    def leader(self) -> NodeId | None:
+        """The live leader with the highest term, if any."""
+        leaders = self.leaders()
+        if not leaders:
+            return None
+        return max(leaders, key=lambda i: self.core(i).term)
+
+    def stable_leader(self) -> NodeId | None:
+        """A leader that every live node follows in its term, else None."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        term = self.core(leader).term
+        for node_id in self.alive():
+            core = self.core(node_id)
+            if core.term != term or core.leader_id != leader:
+                return None
+        return leader
+
+    def converged(self) -> bool:
+        """Every live node holds the same log and has committed all of it."""
+        alive = self.alive()
+        first = self.core(alive[0])
+        for node_id in alive:
+            core = self.core(node_id)
+            if core.last_index != first.last_index or core.commit_index != core.last_index:
+                return False
+            if core.log.last_term != first.log.last_term:
+                return False
+        return True
+
+    def trace_hash(self) -> str:
+        return self._trace.copy().hexdigest()
+
+    def describe(self) -> str:
+        """A one-line-per-node summary for failure messages."""
+        lines = [f"seed={self.seed} now={self.now} in_flight={self.network.in_flight}"]
+        for node_id in self.ids:
+            node = self.nodes[node_id]
+            if node.core is None:
+                lines.append(f"  {node_id}: down (durable last {len(node.disk.log)})")
+                continue
+            core = node.core
+            lines.append(
+                f"  {node_id}: {core.role.value} term={core.term} leader={core.leader_id} "
+                f"last={core.last_index}/{core.log.last_term} commit={core.commit_index} "
+                f"persisted={core.persisted_index} disk_pending={node.disk.pending}"
+            )
+        lines.extend(self.log_lines[-15:])
+        return "\n".join(lines)
