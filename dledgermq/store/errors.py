@@ -34,3 +34,7 @@ class CorruptIndex(ValueError):
 class StoreDamaged(RuntimeError):
     """The files on disk contradict each other and cannot be repaired from the log;
     starting would serve a wrong state."""
+
+
+class CorruptHardState(ValueError):
+    """The Raft term/vote file is damaged: the node must not guess its term."""
