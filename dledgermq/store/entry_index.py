@@ -1,0 +1,110 @@
+"""Raft index -> (term, byte span) of every entry in the CommitLog, in memory.
+
+The CommitLog *is* the Raft log (DESIGN.md §1): an entry is a run of records sharing
+(term, index), the last flagged ENTRY_END. The Raft driver needs, per index, the term
+(log matching), the start offset (truncate a divergent suffix there) and the end offset
+(the confirm offset is the end of the entry at the commit index). Three typed arrays keep
+that at 24 bytes per entry, with `base_index`/`base_term` standing for entries below the
+first one held (retired segments, later compaction). Rebuilt by scanning the log at start;
+it never reads or writes files itself.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable
+
+from dledgermq.store.record import Record
+
+
+class EntryIndex:
+    def __init__(self, base_index: int = 0, base_term: int = 0, base_end: int = 0) -> None:
+        """Empty, continuing after entry `base_index` of `base_term` ending at `base_end`."""
+        assert base_index >= 0
+        assert base_term >= 0
+        self.base_index = base_index
+        self.base_term = base_term
+        self._base_end = base_end
+        self._terms = array("q")
+        self._starts = array("q")
+        self._ends = array("q")
+
+    @property
+    def last_index(self) -> int:
+        return self.base_index + len(self._terms)
+
+    @property
+    def last_term(self) -> int:
+        return self._terms[-1] if self._terms else self.base_term
+
+    @property
+    def end_offset(self) -> int:
+        """Where the next entry goes (the end of the last one)."""
+        return self._ends[-1] if self._ends else self._base_end
+
+    def append(self, index: int, term: int, start: int, end: int) -> None:
+        assert index == self.last_index + 1, (index, self.last_index)
+        assert term >= self.last_term, (term, self.last_term)
+        assert self.end_offset <= start < end, (self.end_offset, start, end)
+        self._terms.append(term)
+        self._starts.append(start)
+        self._ends.append(end)
+
+    def term_at(self, index: int) -> int | None:
+        """The entry's term; `base_term` at the base; None if unknown (below or above)."""
+        if index == self.base_index:
+            return self.base_term
+        position = index - self.base_index - 1
+        if 0 <= position < len(self._terms):
+            return self._terms[position]
+        return None
+
+    def span(self, index: int) -> tuple[int, int]:
+        """[start, end) commitlog offsets of a held entry."""
+        position = index - self.base_index - 1
+        assert 0 <= position < len(self._terms), (index, self.base_index, self.last_index)
+        return self._starts[position], self._ends[position]
+
+    def end_of(self, index: int) -> int:
+        """The commitlog offset just past entry `index` (the base's end for the base)."""
+        return self._base_end if index == self.base_index else self.span(index)[1]
+
+    def truncate_from(self, index: int) -> int:
+        """Forget entries >= index; returns the commitlog offset to cut the log at."""
+        assert self.base_index < index <= self.last_index + 1, (index, self.base_index)
+        keep = index - self.base_index - 1
+        cut = self._starts[keep] if keep < len(self._starts) else self.end_offset
+        del self._terms[keep:], self._starts[keep:], self._ends[keep:]
+        return cut
+
+    def compact(self, upto: int) -> None:
+        """Forget entries <= upto (they become the base)."""
+        assert self.base_index <= upto <= self.last_index, (upto, self.base_index)
+        drop = upto - self.base_index
+        if drop == 0:
+            return
+        self.base_term, self._base_end = self._terms[drop - 1], self._ends[drop - 1]
+        self.base_index = upto
+        del self._terms[:drop], self._starts[:drop], self._ends[:drop]
+
+    @classmethod
+    def rebuild(cls, records: Iterable[Record], *, start_offset: int = 0) -> EntryIndex:
+        """Index complete entries from a scan of the log (records in log order).
+
+        The first entry seen may begin after `start_offset` (retired segments before it):
+        it becomes the first held entry and the index before it the base, whose term is
+        then unknown here (0) and must come from elsewhere (a snapshot, later).
+        """
+        entries: EntryIndex | None = None
+        first_record: Record | None = None
+        for record in records:
+            first_record = first_record or record
+            if not record.is_entry_end:
+                continue
+            index, term = record.index, record.term
+            if entries is None:
+                entries = cls(index - 1, 0, start_offset)
+            entries.append(index, term, first_record.commitlog_offset, record.end_offset)
+            first_record = None
+        assert first_record is None, "a scan must end on an entry boundary"
+        return entries if entries is not None else cls(0, 0, start_offset)
