@@ -1,0 +1,408 @@
+"""Peer links between broker nodes: one-way, length-prefixed msgpack frames over TCP.
+
+Owns: every peer socket of the process. That is the listening server, one outbound
+connection per peer (dialled lazily by a per-peer writer task and redialled with
+tenacity's exponential backoff plus jitter), one bounded send queue per peer, and the
+HMAC handshake that keeps anything outside the cluster from speaking to a node.
+
+Protocol (etcd style): messages are one-way; a response is just another message.
+A frame is a 4-byte big-endian length followed by a msgpack map. Before any frame, the
+dialer sends a fixed-size hello::
+
+    node_id (8 bytes, big-endian) | nonce (16 random bytes) |
+    HMAC-SHA256(secret, b"dledgermq-peer-v1" + node_id + nonce + listener_node_id)
+
+The listener checks it with ``hmac.compare_digest`` against a known peer id, within
+``HANDSHAKE_TIMEOUT_S``, and otherwise closes the connection and counts a rejected
+handshake. The listener never writes on an inbound connection. (The hello binds the
+dialer to the listener, but a recorded hello could be replayed by someone who can
+already see cluster traffic; frames are not encrypted or authenticated one by one.)
+
+Delivery is at-most-once per frame and in order per peer while a connection lasts.
+A full queue drops the new frame (``send`` returns False); frames queued while a peer is
+down stay queued and go out after the reconnect; frames that fail mid-write are dropped,
+never resent. Raft repairs every loss with its next heartbeat or append.
+
+Must not: know message types (the codec owns those; we carry ``dict`` payloads), retry
+anything above the connection level, block the loop, import pykka or any actor/API
+module. Actor threads reach it only through the thread-safe ``post``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
+
+log = logging.getLogger(__name__)
+
+Payload = dict[Any, Any]
+OnMessage = Callable[[int, Payload], None]
+Address = tuple[str, int]
+
+HELLO_CONTEXT = b"dledgermq-peer-v1"
+NONCE_BYTES = 16
+HELLO_BYTES = 8 + NONCE_BYTES + hashlib.sha256().digest_size
+FRAME_HEADER = struct.Struct(">I")
+FRAME_MAX_BYTES = 64 * 1024 * 1024
+
+HANDSHAKE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+WRITE_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+IDLE_POLL_S = 1.0
+CLOSE_TIMEOUT_S = 1.0
+STOP_TIMEOUT_S = 3.0
+BACKOFF_INITIAL_S = 0.05
+BACKOFF_MAX_S = 1.0
+BACKOFF_JITTER_S = 0.05
+# A link that lived at least this long counts as healthy: the next dial is immediate.
+# Shorter-lived links (e.g. rejected handshakes) keep backing off, so no busy redial.
+HEALTHY_LINK_S = 1.0
+BATCH_MAX_FRAMES = 128
+
+
+class _LinkDown(Exception):
+    """A connection ended too soon to count as healthy; back off before the next dial."""
+
+
+def build_hello(secret: bytes, node_id: int, listener_id: int, nonce: bytes | None = None) -> bytes:
+    """The dialer's hello: its node id, a nonce and the HMAC binding both to the listener."""
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    assert len(nonce) == NONCE_BYTES
+    return _id_bytes(node_id) + nonce + _hello_mac(secret, node_id, nonce, listener_id)
+
+
+def encode_frame(payload: Payload) -> bytes:
+    """Length prefix + msgpack body (what goes on the wire for one message)."""
+    body = msgpack.packb(payload, use_bin_type=True)
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+def _id_bytes(node_id: int) -> bytes:
+    return node_id.to_bytes(8, "big")
+
+
+def _hello_mac(secret: bytes, node_id: int, nonce: bytes, listener_id: int) -> bytes:
+    signed = HELLO_CONTEXT + _id_bytes(node_id) + nonce + _id_bytes(listener_id)
+    return hmac.new(secret, signed, hashlib.sha256).digest()
+
+
+def _decode_body(body: bytes) -> Payload | None:
+    """The frame's dict, or None when it is not a msgpack map."""
+    try:
+        payload = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
+
+
+class _PeerLink:
+    """Outbound state for one peer: its address, bounded frame queue and wake-up event."""
+
+    def __init__(self, peer_id: int, address: Address) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: deque[bytes] = deque()
+        self.wake = asyncio.Event()
+
+
+class Transport:
+    """All peer sockets of one node: send frames to peers, deliver theirs to `on_message`."""
+
+    def __init__(  # noqa: PLR0913 - the interface fixed by the design (two limits are kw-only)
+        self,
+        node_id: int,
+        listen: Address,
+        peers: dict[int, Address],
+        secret: bytes,
+        on_message: OnMessage,
+        *,
+        send_queue_max: int = 4096,
+        frame_max_bytes: int = FRAME_MAX_BYTES,
+    ) -> None:
+        if not 0 <= node_id < 2**64 or not all(0 <= p < 2**64 for p in peers):
+            raise ValueError("node ids must fit in 8 unsigned bytes")
+        if not secret:
+            raise ValueError("the cluster secret must not be empty")
+        if send_queue_max < 1 or frame_max_bytes < 1:
+            raise ValueError("send_queue_max and frame_max_bytes must be positive")
+        self.node_id = node_id
+        self._listen = listen
+        self._secret = secret
+        self._on_message = on_message
+        self._queue_max = send_queue_max
+        self._frame_max = frame_max_bytes
+        self._links = {p: _PeerLink(p, a) for p, a in peers.items() if p != node_id}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        self._closed = False
+        self.address: Address | None = None
+        self.sent = 0
+        self.dropped = 0
+        self.received = 0
+        self.rejected_handshakes = 0
+        self.connections = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on `listen` and start one writer task per peer."""
+        assert self._loop is None, "a Transport starts once"
+        assert not self._closed, "a stopped Transport cannot start again"
+        self._loop = asyncio.get_running_loop()
+        host, port = self._listen
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        self._running = True
+        for link in self._links.values():
+            self._track(self._loop.create_task(self._run_link(link)))
+        log.info("transport %d listening on %s:%d", self.node_id, *self.address)
+
+    async def stop(self) -> None:
+        """Close the server and every connection; cancel all tasks (bounded)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._running = False
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), STOP_TIMEOUT_S)
+        for link in self._links.values():
+            self.dropped += len(link.queue)
+            link.queue.clear()
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._untrack)
+
+    def _untrack(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("transport %d task died", self.node_id, exc_info=task.exception())
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, peer: int, payload: Payload) -> bool:
+        """Queue one frame for `peer` (loop thread only). False: dropped (full or closed)."""
+        link = self._links[peer]
+        if self._closed or len(link.queue) >= self._queue_max:
+            self.dropped += 1
+            return False
+        frame = encode_frame(payload)
+        if len(frame) - FRAME_HEADER.size > self._frame_max:
+            log.error(
+                "dropping a %d-byte frame to peer %d (limit %d)", len(frame), peer, self._frame_max
+            )
+            self.dropped += 1
+            return False
+        link.queue.append(frame)
+        link.wake.set()
+        return True
+
+    def post(self, peer: int, payload: Payload) -> bool:
+        """Thread-safe `send` for actor threads. Never blocks, never raises on a closed loop.
+
+        True means the frame was handed to the loop, not that it was queued.
+        """
+        loop = self._loop
+        if loop is None or self._closed:
+            return False
+        try:
+            loop.call_soon_threadsafe(self._send_posted, peer, payload)
+        except RuntimeError:  # the loop closed during shutdown
+            return False
+        return True
+
+    def _send_posted(self, peer: int, payload: Payload) -> None:
+        self.send(peer, payload)
+
+    # -- outbound links ----------------------------------------------------------------
+
+    async def _run_link(self, link: _PeerLink) -> None:
+        """Keep one connection to `link`'s peer while running; back off between failures."""
+        while self._running:
+            retrying = AsyncRetrying(
+                wait=wait_exponential(multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S)
+                + wait_random(0, BACKOFF_JITTER_S),
+                retry=retry_if_exception_type((OSError, TimeoutError, _LinkDown)),
+                stop=self._stopped,
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._session(link)
+            except (OSError, TimeoutError, _LinkDown):
+                return  # only reached once stopped
+
+    def _stopped(self, _state: RetryCallState) -> bool:
+        return not self._running
+
+    async def _session(self, link: _PeerLink) -> None:
+        """One connection: dial, pump frames until it breaks. Raises `_LinkDown` if short."""
+        reader, writer = await self._dial(link)
+        started = asyncio.get_running_loop().time()
+        down = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_eof(reader, down, link))
+        try:
+            await self._pump(link, writer, down)
+        finally:
+            watcher.cancel()
+            await asyncio.wait([watcher], timeout=CLOSE_TIMEOUT_S)
+            await _close_writer(writer)
+        if self._running and asyncio.get_running_loop().time() - started < HEALTHY_LINK_S:
+            raise _LinkDown
+
+    async def _dial(self, link: _PeerLink) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = link.address
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
+        )
+        try:
+            writer.write(build_hello(self._secret, self.node_id, link.peer_id))
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        except BaseException:
+            await _close_writer(writer)
+            raise
+        self.connections += 1
+        log.debug("transport %d connected to peer %d", self.node_id, link.peer_id)
+        return reader, writer
+
+    async def _watch_eof(
+        self, reader: asyncio.StreamReader, down: asyncio.Event, link: _PeerLink
+    ) -> None:
+        """Notice a closed connection while idle (the listener never writes to us)."""
+        try:
+            while self._running:
+                with contextlib.suppress(TimeoutError):
+                    if not await asyncio.wait_for(reader.read(4096), IDLE_POLL_S):
+                        break
+        except OSError:
+            pass
+        down.set()
+        link.wake.set()
+
+    async def _pump(
+        self, link: _PeerLink, writer: asyncio.StreamWriter, down: asyncio.Event
+    ) -> None:
+        """Write queued frames in batches until stopped or the connection breaks."""
+        while self._running and not down.is_set():
+            if not link.queue:
+                link.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.wake.wait(), IDLE_POLL_S)
+                continue
+            count = min(len(link.queue), BATCH_MAX_FRAMES)
+            batch = [link.queue.popleft() for _ in range(count)]
+            try:
+                writer.writelines(batch)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                self.dropped += count  # at-most-once: never resend a frame that may be out
+                log.info("link %d->%d broke mid-write: %r", self.node_id, link.peer_id, exc)
+                return
+            self.sent += count
+
+    # -- inbound connections -----------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._track(task)
+        try:
+            if not self._running:
+                return
+            src = await self._accept_hello(reader)
+            if src is None:
+                self.rejected_handshakes += 1
+                log.warning(
+                    "transport %d rejected a handshake from %s",
+                    self.node_id,
+                    writer.get_extra_info("peername"),
+                )
+                return
+            await self._read_frames(src, reader)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the peer went away; it will redial
+        finally:
+            await _close_writer(writer)
+
+    async def _accept_hello(self, reader: asyncio.StreamReader) -> int | None:
+        """The dialer's node id if its hello is valid, else None."""
+        try:
+            hello = await asyncio.wait_for(reader.readexactly(HELLO_BYTES), HANDSHAKE_TIMEOUT_S)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return None
+        src = int.from_bytes(hello[:8], "big")
+        nonce, mac = hello[8 : 8 + NONCE_BYTES], hello[8 + NONCE_BYTES :]
+        if src not in self._links:
+            return None
+        expected = _hello_mac(self._secret, src, nonce, self.node_id)
+        return src if hmac.compare_digest(mac, expected) else None
+
+    async def _read_frames(self, src: int, reader: asyncio.StreamReader) -> None:
+        """Deliver frames from an authenticated peer until EOF, a bad frame or stop."""
+        while self._running:
+            try:
+                header = await asyncio.wait_for(reader.readexactly(4), IDLE_POLL_S)
+            except TimeoutError:
+                continue  # idle link; nothing was consumed
+            (size,) = FRAME_HEADER.unpack(header)
+            if size > self._frame_max:
+                log.warning(
+                    "peer %d sent a %d-byte frame (limit %d); closing", src, size, self._frame_max
+                )
+                return
+            try:
+                body = await asyncio.wait_for(reader.readexactly(size), BODY_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("peer %d stalled inside a frame; closing", src)
+                return
+            payload = _decode_body(body)
+            if payload is None:
+                log.warning("peer %d sent a malformed frame; closing", src)
+                return
+            self.received += 1
+            if not self._deliver(src, payload):
+                return
+
+    def _deliver(self, src: int, payload: Payload) -> bool:
+        """Hand one message to the owner; a failing handler closes only this connection."""
+        try:
+            self._on_message(src, payload)
+        except Exception:
+            log.exception("on_message failed for a frame from peer %d; closing link", src)
+            return False
+        return True

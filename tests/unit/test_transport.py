@@ -1,0 +1,358 @@
+"""Peer transport over loopback: ordering, handshake rejection, reconnects, drops, limits.
+
+Every wait is an awaited condition with a deadline; no sleep is used to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from dledgermq import transport as transport_module
+from dledgermq.transport import Transport, build_hello, encode_frame
+
+SECRET = b"cluster-secret"
+DEADLINE_S = 5.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def eventually(predicate: Callable[[], bool], *, what: str, timeout_s: float = DEADLINE_S):
+    """Await a condition with a deadline (polled; the condition is the synchronisation)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Inbox:
+    """on_message sink that tests can await."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, dict[Any, Any]]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, src: int, payload: dict[Any, Any]) -> None:
+        self.messages.append((src, payload))
+        self._changed.set()
+
+    def seqs_from(self, src: int) -> list[int]:
+        return [p["seq"] for s, p in self.messages if s == src]
+
+    async def wait_count(self, src: int, count: int, timeout_s: float = DEADLINE_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.seqs_from(src)) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+class Net:
+    """Builds transports on loopback ports and stops every one of them at teardown."""
+
+    def __init__(self, ids: tuple[int, ...]) -> None:
+        self.ports = {i: free_port() for i in ids}
+        self.made: list[Transport] = []
+
+    def addresses(self) -> dict[int, tuple[str, int]]:
+        return {i: ("127.0.0.1", p) for i, p in self.ports.items()}
+
+    def make(
+        self,
+        node_id: int,
+        *,
+        secret: bytes = SECRET,
+        peers: dict[int, tuple[str, int]] | None = None,
+        **limits: int,
+    ) -> tuple[Transport, Inbox]:
+        inbox = Inbox()
+        listen = ("127.0.0.1", self.ports.get(node_id, 0))
+        peers = self.addresses() if peers is None else peers
+        node = Transport(node_id, listen, peers, secret, inbox, **limits)
+        self.made.append(node)
+        return node, inbox
+
+    async def start(self, node_id: int, **kwargs: Any) -> tuple[Transport, Inbox]:
+        node, inbox = self.make(node_id, **kwargs)
+        await node.start()
+        return node, inbox
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[Callable[..., Net]]:
+    nets: list[Net] = []
+
+    def build(*ids: int) -> Net:
+        nets.append(Net(ids))
+        return nets[-1]
+
+    yield build
+    for each in nets:
+        for node in each.made:
+            await node.stop()
+
+
+@contextlib.asynccontextmanager
+async def raw_peer(
+    target: Transport, as_node: int, *, secret: bytes = SECRET
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A hand-driven socket that has sent a hello to `target` (valid if the secret matches)."""
+    assert target.address is not None
+    reader, writer = await asyncio.open_connection(*target.address)
+    try:
+        writer.write(build_hello(secret, as_node, target.node_id))
+        await writer.drain()
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def closed_by_remote(reader: asyncio.StreamReader) -> bool:
+    """True once the remote end closes (EOF or reset) within the deadline."""
+    async with asyncio.timeout(DEADLINE_S):
+        try:
+            return await reader.read(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+async def test_two_nodes_exchange_frames_in_order(net) -> None:
+    cluster = net(1, 2)
+    a, a_inbox = await cluster.start(1)
+    b, b_inbox = await cluster.start(2)
+
+    assert all(a.send(2, {"seq": i, "blob": b"x" * i}) for i in range(200))
+    assert all(b.send(1, {"seq": i}) for i in range(50))
+
+    await b_inbox.wait_count(1, 200)
+    await a_inbox.wait_count(2, 50)
+    assert b_inbox.seqs_from(1) == list(range(200))
+    assert b_inbox.messages[7][1]["blob"] == b"x" * 7
+    assert a_inbox.seqs_from(2) == list(range(50))
+    await eventually(lambda: a.sent == 200, what="a.sent")
+    assert (a.received, b.received, a.dropped, b.dropped) == (50, 200, 0, 0)
+
+
+async def test_three_nodes_keep_order_per_peer(net) -> None:
+    cluster = net(1, 2, 3)
+    nodes = {i: await cluster.start(i) for i in (1, 2, 3)}
+
+    for i, (node, _) in nodes.items():
+        for seq in range(60):
+            for peer in (1, 2, 3):
+                if peer != i:
+                    assert node.send(peer, {"seq": seq, "from": i})
+
+    for i, (_, inbox) in nodes.items():
+        for src in (1, 2, 3):
+            if src != i:
+                await inbox.wait_count(src, 60)
+                assert inbox.seqs_from(src) == list(range(60))
+                assert all(p["from"] == s for s, p in inbox.messages)
+
+
+async def test_wrong_secret_is_rejected(net) -> None:
+    cluster = net(1, 2)
+    a, a_inbox = await cluster.start(1)
+    intruder, _ = await cluster.start(2, secret=b"not-the-secret")
+
+    intruder.send(1, {"seq": 0})
+    await eventually(lambda: a.rejected_handshakes >= 1, what="a rejected handshake")
+    assert a_inbox.messages == []
+    assert a.received == 0
+
+
+async def test_unknown_node_id_is_rejected(net) -> None:
+    cluster = net(1, 2)
+    a, a_inbox = await cluster.start(1)
+    stranger, _ = await cluster.start(9, peers={1: ("127.0.0.1", cluster.ports[1])})
+
+    stranger.send(1, {"seq": 0})
+    await eventually(lambda: a.rejected_handshakes >= 1, what="a rejected handshake")
+    assert a_inbox.messages == []
+
+
+async def test_raw_hello_with_bad_mac_is_closed(net) -> None:
+    cluster = net(1, 2)
+    a, a_inbox = await cluster.start(1)
+
+    async with raw_peer(a, as_node=2, secret=b"guess") as (reader, writer):
+        writer.write(encode_frame({"seq": 0}))
+        assert await closed_by_remote(reader)
+    assert a.rejected_handshakes == 1
+    assert a_inbox.messages == []
+
+
+async def test_silent_dialer_is_cut_off_by_the_handshake_timeout(net, monkeypatch) -> None:
+    monkeypatch.setattr(transport_module, "HANDSHAKE_TIMEOUT_S", 0.1)
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    assert a.address is not None
+    reader, writer = await asyncio.open_connection(*a.address)
+    try:
+        assert await closed_by_remote(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert a.rejected_handshakes == 1
+
+
+async def test_peer_that_starts_later_receives_queued_frames(net) -> None:
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    assert all(a.send(2, {"seq": i}) for i in range(20))
+    assert a.connections == 0
+
+    _, b_inbox = await cluster.start(2)
+
+    await b_inbox.wait_count(1, 20)
+    assert b_inbox.seqs_from(1) == list(range(20))
+    assert a.dropped == 0
+
+
+async def test_restarted_peer_is_reconnected_to(net) -> None:
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    b, b_inbox = await cluster.start(2)
+    a.send(2, {"seq": 0})
+    await b_inbox.wait_count(1, 1)
+
+    await b.stop()
+    b_again, again_inbox = await cluster.start(2)
+    await eventually(lambda: a.connections >= 2, what="a reconnecting to the new peer 2")
+    assert all(a.send(2, {"seq": i}) for i in range(1, 11))
+
+    await again_inbox.wait_count(1, 10)
+    assert again_inbox.seqs_from(1) == list(range(1, 11))
+    assert b_again.received == 10
+
+
+async def test_full_queue_drops_and_send_returns_false(net) -> None:
+    cluster = net(1, 2)
+    a, _ = cluster.make(1, send_queue_max=3)  # never started: nothing drains the queue
+
+    assert [a.send(2, {"seq": i}) for i in range(5)] == [True, True, True, False, False]
+    assert a.dropped == 2
+    assert a.sent == 0
+
+
+async def test_full_queue_while_peer_is_down_then_delivers_what_was_kept(net) -> None:
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1, send_queue_max=5)
+    results = [a.send(2, {"seq": i}) for i in range(8)]
+    assert results == [True] * 5 + [False] * 3
+
+    _, b_inbox = await cluster.start(2)
+    await b_inbox.wait_count(1, 5)
+    assert b_inbox.seqs_from(1) == list(range(5))
+    assert a.dropped == 3
+
+
+async def test_oversized_frame_closes_that_connection_and_node_keeps_serving(net) -> None:
+    cluster = net(1, 2, 3)
+    a, a_inbox = await cluster.start(1, frame_max_bytes=1024)
+    c, _ = await cluster.start(3)
+
+    async with raw_peer(a, as_node=2) as (reader, writer):
+        writer.write(encode_frame({"seq": 0}))
+        await a_inbox.wait_count(2, 1)  # the valid hello was accepted
+        writer.write((1025).to_bytes(4, "big"))
+        assert await closed_by_remote(reader)
+
+    c.send(1, {"seq": 0})
+    await a_inbox.wait_count(3, 1)
+    assert a.received == 2
+    assert a.rejected_handshakes == 0
+
+
+@pytest.mark.parametrize("body", [b"\xc1", b"\x93\x01\x02\x03", b"\x81\xa1k"])
+async def test_malformed_frame_closes_that_connection(net, body: bytes) -> None:
+    cluster = net(1, 2)
+    a, a_inbox = await cluster.start(1)
+
+    async with raw_peer(a, as_node=2) as (reader, writer):
+        writer.write(len(body).to_bytes(4, "big") + body)
+        assert await closed_by_remote(reader)
+    assert a_inbox.messages == []
+
+
+async def test_failing_handler_closes_only_that_connection(net) -> None:
+    cluster = net(1, 2)
+    seen: list[int] = []
+
+    def explode(src: int, payload: dict[Any, Any]) -> None:
+        seen.append(payload["seq"])
+        raise RuntimeError("handler bug")
+
+    a = Transport(1, ("127.0.0.1", cluster.ports[1]), cluster.addresses(), SECRET, explode)
+    cluster.made.append(a)
+    await a.start()
+    async with raw_peer(a, as_node=2) as (reader, writer):
+        writer.write(encode_frame({"seq": 1}) + encode_frame({"seq": 2}))
+        assert await closed_by_remote(reader)
+    assert seen == [1]
+
+
+async def test_post_from_a_plain_thread_delivers(net) -> None:
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    _, b_inbox = await cluster.start(2)
+    posted: list[bool] = []
+
+    def actor_thread() -> None:
+        posted.extend(a.post(2, {"seq": i}) for i in range(30))
+
+    thread = threading.Thread(target=actor_thread)
+    thread.start()
+    await b_inbox.wait_count(1, 30)
+    await asyncio.to_thread(thread.join, DEADLINE_S)
+    assert posted == [True] * 30
+    assert b_inbox.seqs_from(1) == list(range(30))
+
+
+async def test_after_stop_send_and_post_refuse_without_raising(net) -> None:
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    await a.stop()
+    await a.stop()  # idempotent
+
+    assert a.send(2, {"seq": 0}) is False
+    assert await asyncio.to_thread(a.post, 2, {"seq": 0}) is False
+
+
+def test_post_on_a_closed_loop_does_not_raise() -> None:
+    node = Transport(1, ("127.0.0.1", 0), {2: ("127.0.0.1", 9)}, SECRET, lambda s, p: None)
+    assert node.post(2, {"seq": 0}) is False  # never started: no loop yet
+
+    async def start_and_stop() -> None:
+        await node.start()
+        await node.stop()
+
+    asyncio.run(start_and_stop())
+    node._closed = False  # simulate a post racing the shutdown, after the loop closed
+    assert node.post(2, {"seq": 0}) is False
+
+
+async def test_send_to_an_unknown_peer_is_a_bug(net) -> None:
+    cluster = net(1, 2)
+    a, _ = cluster.make(1)
+    with pytest.raises(KeyError):
+        a.send(7, {"seq": 0})
+
+
+def test_constructor_rejects_an_empty_secret() -> None:
+    with pytest.raises(ValueError, match="secret"):
+        Transport(1, ("127.0.0.1", 0), {}, b"", lambda s, p: None)
