@@ -71,6 +71,15 @@ class BrokerNode:
                 ref.stop(timeout=30)
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveredStore:
+    """The store after recovery: a complete log, durable, and dispatched to its end."""
+
+    commitlog: CommitLog
+    syncer: CommitLogSyncer
+    dispatcher: Dispatcher
+
+
 def open_broker(
     config: ClusterConfig,
     group: BrokerGroupConfig,
@@ -79,7 +88,19 @@ def open_broker(
     hooks: BrokerHooks | None = None,
 ) -> BrokerNode:
     """Open and recover the store, then start the actors (no network yet)."""
-    hooks = hooks or BrokerHooks()
+    recovered = recover_store(config, group, node)
+    return start_actors(config, group, node, recovered, hooks or BrokerHooks())
+
+
+def recover_store(
+    config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig
+) -> RecoveredStore:
+    """Open the CommitLog (cutting a torn tail), make it durable, check the derived files
+    against the checkpoint and re-dispatch what the checkpoint does not cover.
+
+    Raises:
+        StoreDamaged: the files contradict each other beyond what the log can repair.
+    """
     store = group.store
     layout = NodeLayout(config.node_dir(node.id))
     commitlog = CommitLog.open(layout.commitlog, store.segment_size_bytes)
@@ -116,7 +137,19 @@ def open_broker(
         commitlog.write_offset,
         dispatcher.dispatched_offset,
     )
+    return RecoveredStore(commitlog, syncer, dispatcher)
 
+
+def start_actors(
+    config: ClusterConfig,
+    group: BrokerGroupConfig,
+    node: NodeConfig,
+    recovered: RecoveredStore,
+    hooks: BrokerHooks,
+) -> BrokerNode:
+    """Start flusher, reput and writer (in that order: each knows the ones before it)."""
+    store = group.store
+    commitlog, syncer, dispatcher = recovered.commitlog, recovered.syncer, recovered.dispatcher
     marks = Watermarks(commitlog.write_offset)
     published = ReputPublished(marks)
     sync_flush = store.flush == "sync"
