@@ -64,7 +64,7 @@ def test_group_commit_shares_fsyncs_between_concurrent_appends(broker) -> None:
     offsets = [reply.wait().__getitem__(0).queue_offset for reply in replies]
     assert offsets == list(range(300))
     fsyncs = flusher.proxy().fsyncs.get() - before
-    assert 1 <= fsyncs < 300, fsyncs
+    assert 0 < fsyncs < 300, fsyncs  # at least one fsync, and far fewer than appends
 
 
 def test_reput_never_dispatches_past_the_confirm_offset(tmp_path: Path) -> None:
