@@ -91,7 +91,7 @@ def _queue_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perm", type=int, choices=[2, 4, 6], help="2=write 4=read 6=both")
 
 
-def _queue_fields(args: argparse.Namespace) -> dict[str, int]:
+def _queue_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {
         "queues": args.queues,
         "read_queues": args.read_queues,

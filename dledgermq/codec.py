@@ -80,7 +80,7 @@ def decode_message(raw: object) -> Message:
         _check_field(cls.__name__, name, value)
     if cls is AppendEntries:
         fields["entries"] = tuple(_decode_entry(e) for e in fields["entries"])
-    return cls(**fields)  # type: ignore[no-any-return]
+    return cls(**fields)
 
 
 def _check_field(kind: str, name: str, value: object) -> None:

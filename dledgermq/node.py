@@ -227,7 +227,11 @@ async def _serve_broker(config: ClusterConfig, node: NodeConfig, context: Broker
     stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
     topics_changed = asyncio.Event()
-    context.published.on_topics_changed = lambda: loop.call_soon_threadsafe(topics_changed.set)
+
+    def notify_topics_changed() -> None:  # Called on the ReputActor's thread.
+        loop.call_soon_threadsafe(topics_changed.set)
+
+    context.published.on_topics_changed = notify_topics_changed
     runner = web.AppRunner(make_broker_app(context), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, node.host, node.port).start()

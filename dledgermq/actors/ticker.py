@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pykka
 
@@ -25,7 +27,7 @@ def monotonic_ms() -> int:
 
 
 class Ticker:
-    def __init__(self, targets: list[pykka.ActorRef[pykka.Actor]], interval_ms: int) -> None:
+    def __init__(self, targets: Sequence[pykka.ActorRef[Any]], interval_ms: int) -> None:
         assert interval_ms > 0
         self._targets = targets
         self._interval_s = interval_ms / 1000

@@ -357,7 +357,7 @@ class Dispatcher:
         """The records of `units`; None for one deleted by retention meanwhile (the next
         pull then gets OFFSET_MOVED)."""
         try:
-            return self._reader.read_records([(u.commitlog_offset, u.size) for u in units])
+            return list(self._reader.read_records([(u.commitlog_offset, u.size) for u in units]))
         except (OffsetGone, CorruptRecord):  # Find which one, record by record.
             return [self._read(u.commitlog_offset, u.size) for u in units]
 

@@ -104,11 +104,14 @@ def _draft(
         raise BadRequest("each message must be an object")
     if not raw.keys() <= MESSAGE_FIELDS:
         raise BadRequest(f"unknown message field(s): {sorted(set(raw) - MESSAGE_FIELDS)}")
-    body = raw.get("body")
-    if "body_base64" in raw or (type(body) is not bytes and type(body) is not str):
+    given = raw.get("body")
+    if "body_base64" in raw or (type(given) is not bytes and type(given) is not str):
         body = _body(raw)
-    elif type(body) is str:
-        body = _utf8(body)
+    elif type(given) is str:
+        body = _utf8(given)
+    else:
+        assert isinstance(given, bytes)
+        body = given
     if not body:
         raise InvalidMessage("message body is empty")
     if len(body) > limits.max_message_bytes:

@@ -84,12 +84,10 @@ def make_topic_config(
         raise BadRequest(f"unknown topic field(s): {unknown}")
     queues = raw.get("queues")
     fallback = default_queues if base is None else None
-    read = _count(
-        raw.get("read_queues", queues), "read_queues", base and base.read_queues, fallback
-    )
-    write = _count(
-        raw.get("write_queues", queues), "write_queues", base and base.write_queues, fallback
-    )
+    current_read = base.read_queues if base is not None else None
+    current_write = base.write_queues if base is not None else None
+    read = _count(raw.get("read_queues", queues), "read_queues", current_read, fallback)
+    write = _count(raw.get("write_queues", queues), "write_queues", current_write, fallback)
     perm = raw.get("perm", PERM_READ_WRITE if base is None else base.perm)
     if type(perm) is not int or perm not in VALID_PERMS:
         raise BadRequest(

@@ -207,9 +207,10 @@ class Admin:
         groups = {g.broker_name: g for g in await self._nameserver.broker_groups()}
         path = f"/messages/{_q(msg_id)}"
         owner = broker_for_msg_id(msg_id, groups)
-        if owner is not None and groups[owner].read_addr is not None:
+        owner_addr = groups[owner].read_addr if owner is not None else None
+        if owner_addr is not None:
             try:
-                answer = await self._http.request("GET", groups[owner].read_addr, path)
+                answer = await self._http.request("GET", owner_addr, path)
                 return Message.from_wire(answer)
             except MessageNotFound:
                 pass  # A unique key is also 32 hex digits; ask the other groups.

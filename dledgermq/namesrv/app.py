@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]
 
 REGISTRY_KEY = web.AppKey("registry", RouteRegistry)
-CLOCK_KEY = web.AppKey("clock_ms", Clock)
+CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock_ms")
 
 
 def wall_clock_ms() -> int:

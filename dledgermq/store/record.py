@@ -105,7 +105,8 @@ class Record(NamedTuple):
     """One decoded message record; `size` is total_size, `born_host` is "a.b.c.d:port"."""
 
     term: int
-    index: int
+    # The Raft word wins over tuple.index(), which nothing calls on a record.
+    index: int  # type: ignore[assignment]
     commitlog_offset: int
     size: int
     crc: int
