@@ -369,14 +369,16 @@ class Dispatcher:
             and decoded.broker_hash == self.broker_hash
             and self._reader.holds_record(decoded.commitlog_offset, decoded.size)
         ):
-            record = self._read_claimed(decoded.commitlog_offset, decoded.size)
-            if record is not None and not record.topic.startswith(SYSTEM_PREFIX):
-                return self._stored(record, self._queue_offset_of(record))
+            found = self._deliverable(self._read_claimed(decoded.commitlog_offset, decoded.size))
+            if found is not None:
+                return found
         else:
             for offset in self.index.query(UNIQUE_KEY_PREFIX + msg_id, 0, 2**62, 8):
                 record = self._read(offset, None)
                 if record is not None and record.properties.get(PROPERTY_UNIQ_KEY) == msg_id:
-                    return self._stored(record, self._queue_offset_of(record))
+                    found = self._deliverable(record)
+                    if found is not None:
+                        return found
         raise MessageNotFound(f"no message with id {msg_id!r} on this broker")
 
     def query_by_key(
@@ -389,10 +391,23 @@ class Dispatcher:
             if record is None or (topic is not None and record.topic != topic):
                 continue
             if key in record.properties.get(PROPERTY_KEYS, "").split(KEY_SEPARATOR):
-                found.append(self._stored(record, self._queue_offset_of(record)))
+                stored = self._deliverable(record)
+                if stored is not None:
+                    found.append(stored)
             if len(found) >= max_messages:
                 break
         return found
+
+    def _deliverable(self, record: Record | None) -> StoredMessage | None:
+        """The record with its queue offset, if a live queue still holds it.
+
+        Lookups answer only what a consumer could pull: not internal records, not messages
+        of a deleted topic (their bytes stay in the log), not ones retention removed.
+        """
+        if record is None:
+            return None
+        queue_offset = self._queue_offset_of(record)
+        return None if queue_offset < 0 else self._stored(record, queue_offset)
 
     def offset_by_time(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
         """First queue offset stored at or after timestamp_ms (max_offset if none)."""

@@ -342,3 +342,20 @@ async def test_hostile_inputs_get_4xx_and_the_broker_lives_on(
         assert response.status == status, await response.text()
     assert (await client.get("/status")).status == 200
     assert (await send(client, topic, [{"body": "still alive"}]))["results"]
+
+
+async def test_lookups_do_not_find_messages_of_a_deleted_topic(
+    client: TestClient, topic: str
+) -> None:
+    [result] = (await send(client, topic, [{"body": "gone", "keys": ["k-del"]}]))["results"]
+    assert (await client.delete(f"/topics/{topic}")).status == 200
+    by_key = await (await client.get("/messages", params={"key": "k-del"})).json()
+    assert by_key["messages"] == []
+    assert await error_of(await client.get(f"/messages/{result['msg_id']}")) == (
+        404,
+        "MESSAGE_NOT_FOUND",
+    )
+    assert await error_of(await client.get(f"/messages/{result['unique_key']}")) == (
+        404,
+        "MESSAGE_NOT_FOUND",
+    )
