@@ -60,11 +60,18 @@ def encode_message(message: Message) -> dict[str, Any]:
     return {"v": WIRE_VERSION, "t": type(message).__name__, **fields}
 
 
-def decode_message(raw: object) -> Message:
-    """The message a frame carries.
+def decode_message(raw: object, *, src: int, dst: int) -> Message:
+    """The message a frame from peer `src` (as the transport's handshake proved) to this
+    node `dst` carries.
+
+    Besides types, the structure the core relies on is checked here, at the boundary, so
+    that no frame can reach one of its invariant asserts: the addressing matches the
+    connection, and an AppendEntries carries entries dense from prev_log_index + 1 with
+    terms that never decrease and never exceed the message's term.
 
     Raises:
-        CodecError: wrong version, unknown kind, missing, extra or mistyped fields.
+        CodecError: wrong version, unknown kind, missing, extra or mistyped fields, or a
+            message that no correct peer could have sent on this connection.
     """
     if not isinstance(raw, dict) or raw.get("v") != WIRE_VERSION:
         raise CodecError(f"not a version-{WIRE_VERSION} message: {str(raw)[:80]}")
@@ -80,7 +87,22 @@ def decode_message(raw: object) -> Message:
         _check_field(cls.__name__, name, value)
     if cls is AppendEntries:
         fields["entries"] = tuple(_decode_entry(e) for e in fields["entries"])
-    return cls(**fields)
+    message: Message = cls(**fields)
+    if (message.src, message.dst) != (src, dst):
+        raise CodecError(f"{cls.__name__} {message.src}->{message.dst} on link {src}->{dst}")
+    if isinstance(message, AppendEntries):
+        _check_entries(message)
+    return message
+
+
+def _check_entries(message: AppendEntries) -> None:
+    expected_index, previous_term = message.prev_log_index + 1, message.prev_log_term
+    for entry in message.entries:
+        if entry.index != expected_index:
+            raise CodecError(f"entry {entry.index} where {expected_index} must follow")
+        if not previous_term <= entry.term <= message.term:
+            raise CodecError(f"entry {entry.index} has term {entry.term} out of order")
+        expected_index, previous_term = expected_index + 1, entry.term
 
 
 def _check_field(kind: str, name: str, value: object) -> None:
