@@ -6,17 +6,19 @@ tenacity's exponential backoff plus jitter), one bounded send queue per peer, an
 HMAC handshake that keeps anything outside the cluster from speaking to a node.
 
 Protocol (etcd style): messages are one-way; a response is just another message.
-A frame is a 4-byte big-endian length followed by a msgpack map. Before any frame, the
-dialer sends a fixed-size hello::
+A frame is a 4-byte big-endian length followed by a msgpack map. On every new
+connection the listener first sends a fresh 16-byte challenge; the dialer answers with a
+fixed-size hello::
 
     node_id (8 bytes, big-endian) | nonce (16 random bytes) |
-    HMAC-SHA256(secret, b"dledgermq-peer-v1" + node_id + nonce + listener_node_id)
+    HMAC-SHA256(secret, b"dledgermq-peer-v2" + node_id + nonce + challenge + listener_node_id)
 
 The listener checks it with ``hmac.compare_digest`` against a known peer id, within
 ``HANDSHAKE_TIMEOUT_S``, and otherwise closes the connection and counts a rejected
-handshake. The listener never writes on an inbound connection. (The hello binds the
-dialer to the listener, but a recorded hello could be replayed by someone who can
-already see cluster traffic; frames are not encrypted or authenticated one by one.)
+handshake. After the challenge the listener never writes on an inbound connection. The
+hello binds the dialer to the listener and to this connection's challenge, so a recorded
+hello cannot be replayed. (Frames themselves are not encrypted or authenticated one by
+one: someone able to rewrite traffic on the cluster's network could still inject them.)
 
 Delivery is at-most-once per frame and in order per peer while a connection lasts.
 A full queue drops the new frame (``send`` returns False); frames queued while a peer is
@@ -56,7 +58,7 @@ Payload = dict[Any, Any]
 OnMessage = Callable[[int, Payload], None]
 Address = tuple[str, int]
 
-HELLO_CONTEXT = b"dledgermq-peer-v1"
+HELLO_CONTEXT = b"dledgermq-peer-v2"
 NONCE_BYTES = 16
 HELLO_BYTES = 8 + NONCE_BYTES + hashlib.sha256().digest_size
 FRAME_HEADER = struct.Struct(">I")
@@ -76,17 +78,26 @@ BACKOFF_JITTER_S = 0.05
 # Shorter-lived links (e.g. rejected handshakes) keep backing off, so no busy redial.
 HEALTHY_LINK_S = 1.0
 BATCH_MAX_FRAMES = 128
+# An inbound link with no frame for this long is closed (a dead peer's half-open socket
+# would otherwise hold a task and a socket until stop); Raft traffic is never this quiet
+# on a live link, and a quiet peer simply redials.
+INBOUND_IDLE_CLOSE_S = 120.0
 
 
 class _LinkDown(Exception):
     """A connection ended too soon to count as healthy; back off before the next dial."""
 
 
-def build_hello(secret: bytes, node_id: int, listener_id: int, nonce: bytes | None = None) -> bytes:
-    """The dialer's hello: its node id, a nonce and the HMAC binding both to the listener."""
+def build_hello(
+    secret: bytes, node_id: int, listener_id: int, challenge: bytes, nonce: bytes | None = None
+) -> bytes:
+    """The dialer's hello: its node id, a nonce and the HMAC binding both to the listener
+    and to the `challenge` the listener sent on this very connection (no replay)."""
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
     assert len(nonce) == NONCE_BYTES
-    return _id_bytes(node_id) + nonce + _hello_mac(secret, node_id, nonce, listener_id)
+    assert len(challenge) == NONCE_BYTES
+    mac = _hello_mac(secret, node_id, nonce, challenge, listener_id)
+    return _id_bytes(node_id) + nonce + mac
 
 
 def encode_frame(payload: Payload) -> bytes:
@@ -99,8 +110,10 @@ def _id_bytes(node_id: int) -> bytes:
     return node_id.to_bytes(8, "big")
 
 
-def _hello_mac(secret: bytes, node_id: int, nonce: bytes, listener_id: int) -> bytes:
-    signed = HELLO_CONTEXT + _id_bytes(node_id) + nonce + _id_bytes(listener_id)
+def _hello_mac(
+    secret: bytes, node_id: int, nonce: bytes, challenge: bytes, listener_id: int
+) -> bytes:
+    signed = HELLO_CONTEXT + _id_bytes(node_id) + nonce + challenge + _id_bytes(listener_id)
     return hmac.new(secret, signed, hashlib.sha256).digest()
 
 
@@ -291,7 +304,8 @@ class Transport:
             asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
         )
         try:
-            writer.write(build_hello(self._secret, self.node_id, link.peer_id))
+            challenge = await asyncio.wait_for(reader.readexactly(NONCE_BYTES), HANDSHAKE_TIMEOUT_S)
+            writer.write(build_hello(self._secret, self.node_id, link.peer_id, challenge))
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
         except BaseException:
             await _close_writer(writer)
@@ -344,7 +358,10 @@ class Transport:
         try:
             if not self._running:
                 return
-            src = await self._accept_hello(reader)
+            challenge = os.urandom(NONCE_BYTES)  # Fresh per connection: no hello replays.
+            writer.write(challenge)
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+            src = await self._accept_hello(reader, challenge)
             if src is None:
                 self.rejected_handshakes += 1
                 log.warning(
@@ -354,12 +371,12 @@ class Transport:
                 )
                 return
             await self._read_frames(src, reader)
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the peer went away; it will redial
         finally:
             await _close_writer(writer)
 
-    async def _accept_hello(self, reader: asyncio.StreamReader) -> int | None:
+    async def _accept_hello(self, reader: asyncio.StreamReader, challenge: bytes) -> int | None:
         """The dialer's node id if its hello is valid, else None."""
         try:
             hello = await asyncio.wait_for(reader.readexactly(HELLO_BYTES), HANDSHAKE_TIMEOUT_S)
@@ -369,16 +386,22 @@ class Transport:
         nonce, mac = hello[8 : 8 + NONCE_BYTES], hello[8 + NONCE_BYTES :]
         if src not in self._links:
             return None
-        expected = _hello_mac(self._secret, src, nonce, self.node_id)
+        expected = _hello_mac(self._secret, src, nonce, challenge, self.node_id)
         return src if hmac.compare_digest(mac, expected) else None
 
     async def _read_frames(self, src: int, reader: asyncio.StreamReader) -> None:
         """Deliver frames from an authenticated peer until EOF, a bad frame or stop."""
+        idle_polls = 0
         while self._running:
             try:
                 header = await asyncio.wait_for(reader.readexactly(4), IDLE_POLL_S)
             except TimeoutError:
-                continue  # idle link; nothing was consumed
+                idle_polls += 1  # Nothing was consumed; a silent link may be half-open
+                if idle_polls * IDLE_POLL_S >= INBOUND_IDLE_CLOSE_S:  # (peer lost power):
+                    log.info("peer %d silent for %.0fs; closing", src, INBOUND_IDLE_CLOSE_S)
+                    return  # it redials when it has something to say.
+                continue
+            idle_polls = 0
             (size,) = FRAME_HEADER.unpack(header)
             if size > self._frame_max:
                 log.warning(

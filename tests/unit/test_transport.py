@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from dledgermq import transport as transport_module
-from dledgermq.transport import Transport, build_hello, encode_frame
+from dledgermq.transport import NONCE_BYTES, Transport, build_hello, encode_frame
 
 SECRET = b"cluster-secret"
 DEADLINE_S = 5.0
@@ -111,7 +111,8 @@ async def raw_peer(
     assert target.address is not None
     reader, writer = await asyncio.open_connection(*target.address)
     try:
-        writer.write(build_hello(secret, as_node, target.node_id))
+        challenge = await asyncio.wait_for(reader.readexactly(NONCE_BYTES), DEADLINE_S)
+        writer.write(build_hello(secret, as_node, target.node_id, challenge))
         await writer.drain()
         yield reader, writer
     finally:
@@ -124,9 +125,11 @@ async def closed_by_remote(reader: asyncio.StreamReader) -> bool:
     """True once the remote end closes (EOF or reset) within the deadline."""
     async with asyncio.timeout(DEADLINE_S):
         try:
-            return await reader.read(1) == b""
+            while await reader.read(1024):
+                pass  # e.g. the listener's challenge
         except ConnectionResetError:
-            return True
+            pass
+        return True
 
 
 async def test_two_nodes_exchange_frames_in_order(net) -> None:
@@ -356,3 +359,26 @@ async def test_send_to_an_unknown_peer_is_a_bug(net) -> None:
 def test_constructor_rejects_an_empty_secret() -> None:
     with pytest.raises(ValueError, match="secret"):
         Transport(1, ("127.0.0.1", 0), {}, b"", lambda s, p: None)
+
+
+async def test_a_recorded_hello_cannot_be_replayed(net) -> None:
+    """A hello answers one connection's challenge; replayed on a new one it is refused."""
+    cluster = net(1, 2)
+    a, a_inbox = await cluster.start(1)
+    assert a.address is not None
+    reader, writer = await asyncio.open_connection(*a.address)
+    challenge = await asyncio.wait_for(reader.readexactly(NONCE_BYTES), DEADLINE_S)
+    recorded = build_hello(SECRET, 2, 1, challenge)  # what an eavesdropper would capture
+    writer.close()
+    await writer.wait_closed()
+    reader, writer = await asyncio.open_connection(*a.address)
+    try:
+        writer.write(recorded + encode_frame({"seq": 0}))
+        await writer.drain()
+        assert await closed_by_remote(reader)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert a.rejected_handshakes == 2  # the recording connection (no hello), the replay
+    assert a_inbox.messages == []
