@@ -39,7 +39,7 @@ from dledgermq.raft.messages import (
 from dledgermq.raft.ready import Ready
 from dledgermq.raft.types import Entry, HardState, NodeId, ProposalRejected, Role
 
-from .checkers import SafetyChecker
+from .checkers import SafetyChecker, SafetyViolation
 
 
 @dataclass
@@ -326,6 +326,7 @@ class SimCluster:
         for message in ready.messages:
             assert not _must_wait_for_persist(message), f"sent before persist: {message}"
         self.checker.on_ready(node.node_id, core, ready)
+        self._check_commit_is_durable(core, ready)
         self._track_proposals(node, core, ready)
         for message in ready.messages:
             self.network.send(self.now, message)
@@ -344,6 +345,25 @@ class SimCluster:
                 len(ready.messages_after_persist),
             )
         )
+
+    def _check_commit_is_durable(self, core: RaftCore, ready: Ready) -> None:
+        """When a leader's commit index moves, a majority of the *disks* (not of the
+        in-memory logs) must already hold that entry: the durability promise checked
+        directly, with no need for the crash that would expose a missing fsync."""
+        index = ready.commit_index
+        if ready.role is not Role.LEADER or index == 0:
+            return
+        term = core.log.term_at(index)
+        durable = sum(
+            1
+            for other in self.nodes.values()
+            if len(other.disk.log) >= index and other.disk.log[index - 1].term == term
+        )
+        if durable * 2 <= len(self.nodes):
+            raise SafetyViolation(
+                f"tick {self.now}: leader commit {index} (term {term}) is durable on only "
+                f"{durable} of {len(self.nodes)} disks"
+            )
 
     def _track_proposals(self, node: SimNode, core: RaftCore, ready: Ready) -> None:
         if not node.pending:
