@@ -55,6 +55,8 @@ class Leader:
             entries = self._log.slice(
                 progress.next_index, last_index + 1, self._config.entries_per_append_max
             )
+            if not entries:
+                break  # Below the compacted base and no longer stored: nothing to send.
             self._send_entries(peer, progress.next_index - 1, entries, self._log.commit_index)
             progress.sent(entries[-1].index, len(entries))
 

@@ -5,6 +5,11 @@ at: 0 for a log that was never compacted) and the `commit_index`.
 Must not: do I/O. The durable copy (the CommitLog in the broker, `SimDisk` in the
 simulator) is written by the driver from `Ready`; this mirror is what the core reasons on.
 
+Compaction keeps the mirror small: the driver drops the applied prefix, and entries below
+the base are then fetched from a `ColdEntries` source the driver passes in (the broker
+reads them back from its CommitLog), so a leader can still feed a follower that lags
+behind the base. Without a source the base is a hard floor (the simulator never compacts).
+
 Invariants (asserted): indexes are dense from `first_index`; terms never decrease along
 the log; `base_index <= commit_index <= last_index`; nothing at or below `commit_index`
 is ever truncated; compaction never drops an uncommitted entry.
@@ -14,18 +19,35 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from typing import Protocol
 
 from dledgermq.raft.types import Entry, Index, Term
+
+
+class ColdEntries(Protocol):
+    """Committed entries below the mirror's base, read back from durable storage."""
+
+    def term_at(self, index: Index) -> Term | None: ...
+
+    def entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:
+        """Entries `lo..hi-1` (all below the base; the source may return fewer)."""
+        ...
 
 
 class RaftLog:
     """Entries `first_index..last_index`, the term of the base, and the commit index."""
 
-    __slots__ = ("_base_index", "_base_term", "_commit_index", "_entries")
+    __slots__ = ("_base_index", "_base_term", "_cold", "_commit_index", "_entries")
 
     def __init__(
-        self, entries: Iterable[Entry] = (), *, base_index: Index = 0, base_term: Term = 0
+        self,
+        entries: Iterable[Entry] = (),
+        *,
+        base_index: Index = 0,
+        base_term: Term = 0,
+        cold: ColdEntries | None = None,
     ) -> None:
+        self._cold = cold
         self._base_index = base_index
         self._base_term = base_term
         self._entries: list[Entry] = []
@@ -33,6 +55,15 @@ class RaftLog:
         self.append(list(entries))
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def base_index(self) -> Index:
+        return self._base_index
+
+    @property
+    def has_cold(self) -> bool:
+        """Whether entries below the base can still be read (see `ColdEntries`)."""
+        return self._cold is not None
 
     @property
     def first_index(self) -> Index:
@@ -56,6 +87,10 @@ class RaftLog:
             return self._base_term
         if self._base_index < index <= self.last_index:
             return self._entries[index - self._base_index - 1].term
+        if index == 0:
+            return 0  # Before the first entry: what every log agrees on.
+        if index < self._base_index and self._cold is not None:
+            return self._cold.term_at(index)
         return None
 
     def entry(self, index: Index) -> Entry:
@@ -63,9 +98,11 @@ class RaftLog:
         return self._entries[index - self._base_index - 1]
 
     def slice(self, lo: Index, hi: Index, max_count: int) -> tuple[Entry, ...]:
-        """Entries `lo..hi-1`, at most `max_count` of them."""
-        assert self._base_index < lo, (lo, self.first_index)
+        """Entries `lo..hi-1`, at most `max_count` of them (fewer from the cold source)."""
         hi = min(hi, self.last_index + 1, lo + max_count)
+        if lo <= self._base_index:
+            assert self._cold is not None and lo > 0, (lo, self.first_index)
+            return self._cold.entries(lo, min(hi, self._base_index + 1))
         start = lo - self._base_index - 1
         return tuple(self._entries[start : start + max(0, hi - lo)])
 

@@ -13,8 +13,43 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from dledgermq.store.record import Record
+from dledgermq.store.record import (
+    F_FLAGS,
+    F_INDEX,
+    F_OFFSET,
+    F_SIZE,
+    F_TERM,
+    FLAG_ENTRY_END,
+    check_record,
+)
+
+
+class EntryPosition(NamedTuple):
+    """What a header-only scan of the log yields per record (for `EntryIndex.rebuild`)."""
+
+    term: int
+    index: int  # type: ignore[assignment]
+    commitlog_offset: int
+    size: int
+    flags: int
+
+    @property
+    def is_entry_end(self) -> bool:
+        return bool(self.flags & FLAG_ENTRY_END)
+
+    @property
+    def end_offset(self) -> int:
+        return self.commitlog_offset + self.size
+
+
+def decode_position(
+    buf: bytes | bytearray | memoryview, pos: int = 0, *, expected_offset: int | None = None
+) -> EntryPosition:
+    """Verify the record at `pos` (CRC included) and return only where it is."""
+    h = check_record(buf, pos, expected_offset)
+    return EntryPosition(h[F_TERM], h[F_INDEX], h[F_OFFSET], h[F_SIZE], h[F_FLAGS])
 
 
 class EntryIndex:
@@ -88,7 +123,7 @@ class EntryIndex:
         del self._terms[:drop], self._starts[:drop], self._ends[:drop]
 
     @classmethod
-    def rebuild(cls, records: Iterable[Record], *, start_offset: int = 0) -> EntryIndex:
+    def rebuild(cls, records: Iterable[EntryPosition], *, start_offset: int = 0) -> EntryIndex:
         """Index complete entries from a scan of the log (records in log order).
 
         The first entry seen may begin after `start_offset` (retired segments before it):
@@ -96,7 +131,7 @@ class EntryIndex:
         then unknown here (0) and must come from elsewhere (a snapshot, later).
         """
         entries: EntryIndex | None = None
-        first_record: Record | None = None
+        first_record: EntryPosition | None = None
         for record in records:
             first_record = first_record or record
             if not record.is_entry_end:

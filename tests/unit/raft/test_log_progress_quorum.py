@@ -7,15 +7,19 @@ to fire on misuse (pytest.raises(AssertionError)).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from dledgermq.raft.config import RaftConfig
+from dledgermq.raft.core import RaftCore
 from dledgermq.raft.log import RaftLog
+from dledgermq.raft.messages import AppendEntries, AppendEntriesResponse
 from dledgermq.raft.progress import Progress, ProgressState
 from dledgermq.raft.quorum import VoteResult, committed_index, vote_result
-from dledgermq.raft.types import Entry
+from dledgermq.raft.types import Entry, HardState
 
-from .helpers import log_of
+from .helpers import ack, appends, log_of, make_leader, persist_all
 
 
 def test_log_reads_terms_slices_and_compares() -> None:
@@ -139,3 +143,73 @@ def test_term_searches_match_a_linear_scan() -> None:
     log.compact(3)
     assert log.first_index_of_term(5) == 4, "never below first_index"
     assert log.last_index_of_term(1, 8) is None
+
+
+class ListCold:
+    """A cold source over a full copy of the log (what the broker reads back from disk)."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self._entries = entries
+        self.reads: list[tuple[int, int]] = []
+
+    def term_at(self, index: int) -> int | None:
+        return self._entries[index - 1].term if 1 <= index <= len(self._entries) else None
+
+    def entries(self, lo: int, hi: int) -> tuple[Entry, ...]:
+        self.reads.append((lo, hi))
+        return tuple(self._entries[lo - 1 : hi - 1])
+
+
+def test_compacted_log_reads_below_its_base_from_the_cold_source() -> None:
+    full = log_of(1, 1, 2, 2, 3, 3)
+    cold = ListCold(full)
+    log = RaftLog(full, cold=cold)
+    log.commit_to(5)
+    log.compact(4)
+    assert (log.base_index, log.term_at(4), log.term_at(2), log.term_at(0)) == (4, 2, 1, 0)
+    # A slice starting below the base stops at the base: memory and disk are not mixed.
+    assert [e.index for e in log.slice(2, 7, 10)] == [2, 3, 4]
+    assert cold.reads == [(2, 5)]
+    assert [e.index for e in log.slice(5, 7, 10)] == [5, 6]
+    assert [e.index for e in log.slice(1, 7, 2)] == [1, 2]
+
+
+def test_leader_feeds_a_follower_behind_its_compacted_base() -> None:
+    full = log_of(1, 1, 1, 1, 1, 1, 1, 1)
+    core = RaftCore(
+        RaftConfig(node_id=1, peers=(1, 2, 3), entries_per_append_max=3),
+        random.Random(0),
+        hard_state=HardState(1, None),
+        log=RaftLog(full, cold=ListCold(full)),
+    )
+    make_leader(core)
+    persist_all(core)
+    ack(core, 2, core.last_index)
+    core.ready()
+    core.log.compact(8)  # the eight old entries; the new leader's no-op stays in memory
+    # Follower 3 knows nothing: it refuses every append until the leader, backing off,
+    # reaches index 0; from there it is fed from the cold source, three entries at a time.
+    first: AppendEntries | None = None
+    for _ in range(20):
+        core.tick()
+        for append in appends(core.ready(), 3):
+            if append.prev_log_index == 0 and append.entries:
+                first = append
+                break
+            core.step(
+                AppendEntriesResponse(
+                    3,
+                    1,
+                    core.term,
+                    success=False,
+                    prev_log_index=append.prev_log_index,
+                    conflict_term=None,
+                    conflict_index=0,
+                    last_index=0,
+                )
+            )
+        if first is not None:
+            break
+    assert first is not None
+    assert [e.index for e in first.entries] == [1, 2, 3]
+    assert [e.payload for e in first.entries] == [b"e1", b"e2", b"e3"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
-from dledgermq.store.entry_index import EntryIndex
+from dledgermq.store.entry_index import EntryIndex, decode_position
 from dledgermq.store.record import MessageDraft
 
 SEGMENT = 8 * 1024
@@ -46,7 +46,7 @@ def test_rebuild_from_the_log_equals_the_index_built_while_appending(tmp_path: P
     log, built = write(tmp_path, 60)
     assert len(log.segments) > 3  # entries after padding records are covered
     reader = CommitLogReader(tmp_path, SEGMENT)
-    rebuilt = EntryIndex.rebuild(reader.iter_records(0, log.write_offset))
+    rebuilt = EntryIndex.rebuild(reader.iter_records(0, log.write_offset, decode_position))
     assert as_list(rebuilt) == as_list(built)
     assert (rebuilt.last_index, rebuilt.last_term) == (log.last_index, log.last_term)
     assert rebuilt.end_offset == log.write_offset
@@ -85,7 +85,7 @@ def test_rebuild_after_retired_segments_starts_at_the_first_whole_entry(tmp_path
     log.delete_expired(0, 0, force=True, max_files=2)
     reader = CommitLogReader(tmp_path, SEGMENT)
     rebuilt = EntryIndex.rebuild(
-        reader.iter_records(log.min_offset, log.write_offset), start_offset=log.min_offset
+        reader.iter_records(log.min_offset, log.write_offset, decode_position), start_offset=log.min_offset
     )
     first = rebuilt.base_index + 1
     assert rebuilt.span(first)[0] >= log.min_offset
