@@ -1,9 +1,15 @@
 """CommitLogWriterActor: the single writer of the CommitLog.
 
-Appends one entry per producer batch, publishes the written offset, registers the
-producer's reply with the ReputActor (which answers once the entry is dispatched, so the
-answer carries final queue offsets), and asks for durability: a `Flush` in sync mode, a
-direct `Confirm` in async mode. Also enforces the disk high-water mark and retention.
+Standalone: appends one entry per producer batch, publishes the written offset, registers
+the producer's reply with the ReputActor (which answers once the entry is dispatched, so
+the answer carries final queue offsets), and asks for durability: a `Flush` in sync mode,
+a direct `Confirm` in async mode.
+
+Replicated (`WriteRaw`): writes entries already encoded at their places (by the Raft
+node's `EntryLayout`), after cutting a divergent tail, saves the Raft hard state, and
+reports durability through the flusher so that reports keep the order of the requests.
+
+Also enforces the disk high-water mark and retention.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 import pykka
 
-from dledgermq.actors.flusher import Flush
+from dledgermq.actors.flusher import Flush, Truncated
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import Appended, Confirm, DeleteBefore
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
@@ -28,7 +34,9 @@ from dledgermq.broker.dispatch import WrittenEntry
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.disk import disk_used_ratio
-from dledgermq.store.errors import EntryTooLarge
+from dledgermq.store.entry_layout import LogWrite
+from dledgermq.store.errors import CorruptRecord, EntryTooLarge
+from dledgermq.store.hard_state import StoredHardState, save_hard_state
 from dledgermq.store.record import MessageDraft
 
 DISK_CHECK_INTERVAL_MS = 1_000
@@ -41,6 +49,18 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteRaw:
+    """Apply `write` (cut, then append encoded entries), save `hard_state`, then call
+    `on_durable` (on the flusher's thread) once the write is fsynced, or, without `fsync`,
+    once every earlier request was reported (majority_memory: written is enough)."""
+
+    write: LogWrite
+    hard_state: StoredHardState | None
+    fsync: bool
+    on_durable: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
 class WriterOptions:
     sync_flush: bool
     file_reserved_ms: int
@@ -49,6 +69,7 @@ class WriterOptions:
     disk_clean_ratio: float
     # How full the CommitLog's disk is (0..1); injected so tests can fill a disk.
     disk_used_ratio: Callable[[Path], float] = disk_used_ratio
+    hard_state_path: Path | None = None  # Raft mode: where `WriteRaw.hard_state` goes.
 
 
 class CommitLogWriterActor(FailStopActor):
@@ -78,6 +99,8 @@ class CommitLogWriterActor(FailStopActor):
         match message:
             case Append(drafts, reply):
                 self._append(drafts, reply)
+            case WriteRaw() as raw:
+                self._write_raw(raw)
             case Tick(now_ms):
                 self._tick(now_ms)
             case _:
@@ -112,6 +135,24 @@ class CommitLogWriterActor(FailStopActor):
             tell(self._flusher, Flush(result.end_offset, partial(tell, self._reput, confirm)))
         else:
             tell(self._reput, Confirm(result.end_offset))
+
+    def _write_raw(self, raw: WriteRaw) -> None:
+        write = raw.write
+        if write.cut_offset is not None:
+            self._log.truncate(write.cut_offset)
+            self._written.value = write.cut_offset
+            tell(self._flusher, Truncated(write.cut_offset))
+        if write.data:
+            self._log.append_raw(write.data)
+            self._written.value = self._log.write_offset
+        got = (self._log.write_offset, self._log.last_term, self._log.last_index)
+        if got != (write.end_offset, write.last_term, write.last_index):
+            # The bytes hold other entries than the layout placed: never go on from here.
+            raise CorruptRecord(f"log ends at {got}, layout expected {write}")
+        if raw.hard_state is not None:
+            assert self._options.hard_state_path is not None, "hard state outside Raft mode"
+            save_hard_state(self._options.hard_state_path, raw.hard_state)
+        tell(self._flusher, Flush(self._log.write_offset if raw.fsync else 0, raw.on_durable))
 
     def _tick(self, now_ms: int) -> None:
         if now_ms - self._last_disk_check_ms < DISK_CHECK_INTERVAL_MS:

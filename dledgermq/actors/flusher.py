@@ -26,6 +26,14 @@ class Flush:
 
 
 @dataclass(frozen=True, slots=True)
+class Truncated:
+    """The writer cut the log at `offset` (a Raft follower dropping an uncommitted tail):
+    what it writes there next is new, so the flushed watermark must not cover it."""
+
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class FlusherOptions:
     interval_ms: int | None  # None: sync mode, flush only on request.
     start_offset: int  # Everything below it is known durable at start.
@@ -57,6 +65,8 @@ class FlusherActor(FailStopActor):
                 assert self._flushed.value >= upto, (self._flushed.value, upto)
                 if on_done is not None:
                     on_done()
+            case Truncated(offset):
+                self._flushed.value = min(self._flushed.value, offset)
             case Tick(now_ms):
                 due = (
                     self._interval_ms is not None

@@ -23,6 +23,14 @@ to the client, which retries with the same unique key. A proposal during a leade
 transfer gets `Busy` (retryable: this node still leads; a retry after the transfer gets
 `NotLeader` with the new leader). Pending replies are capped at `pending_proposals_max`.
 
+Preparing proposals: a leader hands each payload to `prepare(payload, reply, term, index)`
+first (the broker encodes the batch as records at their CommitLog place, DESIGN.md §6) and
+replicates what it returns; an `MQError` it raises fails the proposal alone.
+
+Compaction: with `compact_keep` set (and a cold source in the core's log), the in-memory
+mirror drops the applied prefix except the last `compact_keep` entries, so memory stays
+bounded however long the log grows; older entries are read back from storage on demand.
+
 Callbacks (plain callables, called on this actor's thread after a drain):
 `on_commit(index, term)` when `min(commit_index, persisted_index)` advances (the entries
 up to `index` are committed *and* durable here; `term` is the term of the entry at
@@ -45,7 +53,7 @@ from typing import Protocol
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
-from dledgermq.errors import Busy, NotLeader
+from dledgermq.errors import Busy, MQError, NotLeader
 from dledgermq.raft.config import RaftConfig
 from dledgermq.raft.core import RaftCore
 from dledgermq.raft.log import RaftLog
@@ -125,6 +133,8 @@ class RaftStatus:
     persisted_index: Index
     pending_proposals: int
     held_batches: int
+    # On a leader: each other voter's match index (what it holds in agreement).
+    match_index: dict[NodeId, Index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +171,7 @@ class RaftStorage(Protocol):
 Send = Callable[[Message], None]
 OnCommit = Callable[[Index, Term], None]
 OnRoleChange = Callable[[Role, Term, NodeId | None], None]
+Prepare = Callable[[object, ReplyTo[Index], Term, Index], tuple[object, ReplyTo[Index]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +183,17 @@ class RaftIO:
         send: hands a message to the network (must not block).
         on_commit: `(index, term)` when the committed and locally durable prefix grows.
         on_role_change: `(role, term, leader_id)` when any of them changed.
+        prepare: `(payload, reply, term, index) -> (entry payload, reply to settle)` for a
+            proposal the leader is about to append as entry (term, index).
+        compact_keep: applied entries kept in memory (None: never compact).
     """
 
     storage: RaftStorage
     send: Send
     on_commit: OnCommit | None = None
     on_role_change: OnRoleChange | None = None
+    prepare: Prepare | None = None
+    compact_keep: int | None = None
 
 
 class RaftNodeActor(FailStopActor):
@@ -198,6 +214,8 @@ class RaftNodeActor(FailStopActor):
         self._send = io.send
         self._on_commit = io.on_commit
         self._on_role_change = io.on_role_change
+        self._prepare = io.prepare
+        self._compact_keep = io.compact_keep
         self._pending_max = config.pending_proposals_max
         self._pending: dict[tuple[Term, Index], ReplyTo[Index]] = {}
         self._held: deque[tuple[int, list[Message]]] = deque()
@@ -231,10 +249,17 @@ class RaftNodeActor(FailStopActor):
     # -- handlers -------------------------------------------------------------------------
 
     def _propose(self, payload: object, reply: ReplyTo[Index]) -> None:
-        if len(self._pending) >= self._pending_max and self._core.role is Role.LEADER:
+        core = self._core
+        if len(self._pending) >= self._pending_max and core.role is Role.LEADER:
             reply.fail(Busy("too many pending proposals", pending=len(self._pending)))
             return
-        result = self._core.propose(payload)
+        if self._prepare is not None and core.role is Role.LEADER:
+            try:
+                payload, reply = self._prepare(payload, reply, core.term, core.last_index + 1)
+            except MQError as exc:
+                reply.fail(exc)
+                return
+        result = core.propose(payload)
         match result:
             case ProposalRejected(RejectReason.NOT_LEADER):
                 reply.fail(self._not_leader("not the leader"))
@@ -243,7 +268,7 @@ class RaftNodeActor(FailStopActor):
             case ProposalRejected():
                 reply.fail(Busy("too many uncommitted entries", leader=self._core.node_id))
             case int(index):
-                self._pending[(self._core.term, index)] = reply
+                self._pending[(core.term, index)] = reply
 
     def _persisted(self, seq: int, last_term: Term, last_index: Index) -> None:
         assert seq <= self._requested_seq, (seq, self._requested_seq)
@@ -305,6 +330,12 @@ class RaftNodeActor(FailStopActor):
                 term = self._core.log.term_at(applied)
                 assert term is not None, applied
                 self._on_commit(applied, term)
+            self._compact(applied)
+
+    def _compact(self, applied: Index) -> None:
+        keep, log_ = self._compact_keep, self._core.log
+        if keep is not None and log_.has_cold and applied - log_.base_index >= 2 * keep:
+            log_.compact(applied - keep)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -324,4 +355,9 @@ class RaftNodeActor(FailStopActor):
             persisted_index=core.persisted_index,
             pending_proposals=len(self._pending),
             held_batches=len(self._held),
+            match_index={
+                peer: progress.match_index
+                for peer in core.peers
+                if (progress := core.progress(peer)) is not None and peer != core.node_id
+            },
         )

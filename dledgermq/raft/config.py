@@ -21,6 +21,8 @@ class RaftConfig:
         election_timeout_ticks: T; a follower's timeout is drawn from [T, 2T).
         heartbeat_interval_ticks: how often the leader sends heartbeats.
         entries_per_append_max: entries in one AppendEntries.
+        bytes_per_append_max: payload bytes in one AppendEntries (bytes payloads are
+            measured with len(); one entry is always sent, however large).
         inflight_appends_max: unacknowledged AppendEntries per follower (pipelining).
         pending_proposals_max: uncommitted entries a leader holds before it answers BUSY.
         check_quorum: a leader steps down when it has not heard from a majority within an
@@ -33,6 +35,7 @@ class RaftConfig:
     election_timeout_ticks: int = 10
     heartbeat_interval_ticks: int = 2
     entries_per_append_max: int = 64
+    bytes_per_append_max: int = 4 * 1024 * 1024
     inflight_appends_max: int = 16
     pending_proposals_max: int = 10_000
     check_quorum: bool = True
@@ -53,7 +56,12 @@ class RaftConfig:
             problems.append("heartbeat_interval_ticks must be >= 1")
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
             problems.append("election_timeout_ticks must exceed heartbeat_interval_ticks")
-        for name in ("entries_per_append_max", "inflight_appends_max", "pending_proposals_max"):
+        for name in (
+            "entries_per_append_max",
+            "bytes_per_append_max",
+            "inflight_appends_max",
+            "pending_proposals_max",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if problems:

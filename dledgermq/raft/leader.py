@@ -57,6 +57,7 @@ class Leader:
             )
             if not entries:
                 break  # Below the compacted base and no longer stored: nothing to send.
+            entries = _within_bytes(entries, self._config.bytes_per_append_max)
             self._send_entries(peer, progress.next_index - 1, entries, self._log.commit_index)
             progress.sent(entries[-1].index, len(entries))
 
@@ -155,3 +156,14 @@ class Leader:
     def _maybe_send_timeout_now(self, peer: NodeId) -> None:
         if peer == self.transferee and self.progress[peer].match_index == self._log.last_index:
             self._send(TimeoutNow(self._id, peer, self._term))
+
+
+def _within_bytes(entries: tuple[Entry, ...], limit: int) -> tuple[Entry, ...]:
+    """The longest prefix (at least one entry) whose bytes payloads fit `limit`."""
+    total = 0
+    for count, entry in enumerate(entries):
+        payload = entry.payload
+        total += len(payload) if isinstance(payload, bytes | bytearray | memoryview) else 0
+        if total > limit and count > 0:
+            return entries[:count]
+    return entries

@@ -101,7 +101,8 @@ class RaftLog:
         """Entries `lo..hi-1`, at most `max_count` of them (fewer from the cold source)."""
         hi = min(hi, self.last_index + 1, lo + max_count)
         if lo <= self._base_index:
-            assert self._cold is not None and lo > 0, (lo, self.first_index)
+            assert self._cold is not None, (lo, self.first_index)
+            assert lo > 0, lo
             return self._cold.entries(lo, min(hi, self._base_index + 1))
         start = lo - self._base_index - 1
         return tuple(self._entries[start : start + max(0, hi - lo)])

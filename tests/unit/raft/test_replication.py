@@ -256,3 +256,16 @@ def test_one_ready_orders_truncation_before_the_entries_that_replace() -> None:
     assert ready.truncate_from == 2
     assert [(e.term, e.index) for e in ready.entries_to_persist] == [(3, 2)]
     assert follower.persisted_index == 1
+
+
+def test_an_append_carries_at_most_its_byte_budget_but_always_one_entry() -> None:
+    core = make_core(bytes_per_append_max=250, entries_per_append_max=100)
+    make_leader(core)
+    persist_all(core)
+    ack(core, 2, core.last_index)
+    ack(core, 3, core.last_index)
+    core.ready()
+    for size in (100, 100, 100, 600, 10):
+        assert isinstance(core.propose(b"x" * size), int)
+    sizes = [[len(e.payload) for e in a.entries] for a in appends(core.ready(), 2)]
+    assert sizes == [[100, 100], [100], [600], [10]]

@@ -85,7 +85,8 @@ def test_rebuild_after_retired_segments_starts_at_the_first_whole_entry(tmp_path
     log.delete_expired(0, 0, force=True, max_files=2)
     reader = CommitLogReader(tmp_path, SEGMENT)
     rebuilt = EntryIndex.rebuild(
-        reader.iter_records(log.min_offset, log.write_offset, decode_position), start_offset=log.min_offset
+        reader.iter_records(log.min_offset, log.write_offset, decode_position),
+        start_offset=log.min_offset,
     )
     first = rebuilt.base_index + 1
     assert rebuilt.span(first)[0] >= log.min_offset
