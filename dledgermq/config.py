@@ -17,7 +17,8 @@ import yaml
 
 DEFAULT_CLUSTER_RESOURCE = "default_cluster.yml"
 FLUSH_MODES = ("sync", "async")
-GROUP_MODES = ("standalone",)
+GROUP_MODES = ("standalone", "raft")
+DURABILITIES = ("majority_fsync", "majority_memory")
 MiB = 1024 * 1024
 
 
@@ -58,10 +59,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """How a replicated group agrees (Raft mode; DLedger's names where it has them)."""
+
+    durability: str = "majority_fsync"
+    election_timeout_ms: int = 1_000  # A follower waits [T, 2T) without a leader.
+    heartbeat_interval_ms: int = 100
+    preferred_leader: str = ""  # A node id; the leader hands over to it once caught up.
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     id: str
     host: str
     port: int
+    peer_port: int | None = None  # Replication traffic (Raft), on the same host.
 
     @property
     def addr(self) -> str:
@@ -75,6 +87,17 @@ class BrokerGroupConfig:
     nodes: tuple[NodeConfig, ...]
     store: StoreConfig
     limits: LimitsConfig
+    replication: ReplicationConfig = ReplicationConfig()
+
+    def raft_id(self, node_id: str) -> int:
+        """A node's Raft id: its 1-based position in the group's list (keep the order)."""
+        for position, node in enumerate(self.nodes, start=1):
+            if node.id == node_id:
+                return position
+        raise ConfigError(f"node {node_id!r} is not in broker group {self.name}")
+
+    def node_by_raft_id(self, raft_id: int) -> NodeConfig | None:
+        return self.nodes[raft_id - 1] if 1 <= raft_id <= len(self.nodes) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,8 @@ class ClusterConfig:
     groups: tuple[BrokerGroupConfig, ...]
     heartbeat_interval_ms: int = 30_000
     tick_ms: int = 50
+    # HMAC key of the peer links (DESIGN.md §5 rule 8); required by replicated groups.
+    secret: str = field(default="", repr=False)
     source: str = field(default="<embedded default>", compare=False)
 
     def node(self, node_id: str) -> tuple[BrokerGroupConfig, NodeConfig]:
@@ -157,6 +182,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "<string>") -> Clus
         groups=tuple(_group(item, raw) for item in _list(raw, "brokers")),
         heartbeat_interval_ms=_int(raw, "heartbeat_interval_ms", 30_000),
         tick_ms=_int(raw, "tick_ms", 50),
+        secret=str(raw.get("secret", "")),
         source=source,
     )
     validate(config)
@@ -175,7 +201,10 @@ def validate(config: ClusterConfig) -> None:
     endpoints = [ns.addr for ns in config.namesrvs] + [
         n.addr for g in config.groups for n in g.nodes
     ]
+    endpoints += [f"{n.host}:{n.peer_port}" for g in config.groups for n in g.nodes if n.peer_port]
     _unique(endpoints, "host:port")
+    if any(g.mode == "raft" for g in config.groups) and len(config.secret) < 16:
+        raise ConfigError("secret: replicated groups need a cluster secret of 16+ characters")
     for ns in config.namesrvs:
         if ns.broker_expiry_ms <= config.heartbeat_interval_ms:
             raise ConfigError(
@@ -194,9 +223,31 @@ def _validate_group(group: BrokerGroupConfig) -> None:
         raise ConfigError(f"{where}: mode must be one of {GROUP_MODES}, got {group.mode!r}")
     if group.mode == "standalone" and len(group.nodes) != 1:
         raise ConfigError(f"{where}: standalone mode takes exactly one node")
+    if group.mode == "raft":
+        _validate_raft(where, group)
     _validate_store(where, group.store, group.limits)
     if not 1 <= group.limits.default_queues <= 1024:
         raise ConfigError(f"{where}: default_queues must be within 1..1024")
+
+
+def _validate_raft(where: str, group: BrokerGroupConfig) -> None:
+    replication = group.replication
+    if not 1 <= len(group.nodes) <= 9:
+        raise ConfigError(f"{where}: a Raft group takes 1..9 nodes (3 or 5 tolerate failures)")
+    missing = [n.id for n in group.nodes if n.peer_port is None]
+    if missing:
+        raise ConfigError(f"{where}: nodes {missing} need a peer_port (Raft traffic)")
+    if replication.durability not in DURABILITIES:
+        raise ConfigError(
+            f"{where}: durability must be one of {DURABILITIES}, got {replication.durability!r}"
+        )
+    if replication.election_timeout_ms < 2 * replication.heartbeat_interval_ms:
+        raise ConfigError(f"{where}: election_timeout_ms must be >= 2 x heartbeat_interval_ms")
+    ids = [n.id for n in group.nodes]
+    if replication.preferred_leader and replication.preferred_leader not in ids:
+        raise ConfigError(
+            f"{where}: preferred_leader {replication.preferred_leader!r} not in {ids}"
+        )
 
 
 def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> None:
@@ -230,7 +281,12 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
     item = _mapping(item, "brokers[]")
     name = _str(item, "name")
     nodes = tuple(
-        NodeConfig(id=_str(n, "id"), host=str(n.get("host", "127.0.0.1")), port=_port(n))
+        NodeConfig(
+            id=_str(n, "id"),
+            host=str(n.get("host", "127.0.0.1")),
+            port=_port(n),
+            peer_port=_port(n, "peer_port") if "peer_port" in n else None,
+        )
         for n in (_mapping(x, f"{name}.nodes[]") for x in _list(item, "nodes"))
     )
     store_raw = {
@@ -247,6 +303,11 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
         nodes=nodes,
         store=_dataclass_from(StoreConfig, store_raw, f"{name}.store"),
         limits=_dataclass_from(LimitsConfig, limits_raw, f"{name}.limits"),
+        replication=_dataclass_from(
+            ReplicationConfig,
+            _mapping(item.get("replication", {}), f"{name}.replication"),
+            f"{name}.replication",
+        ),
     )
 
 
@@ -293,10 +354,10 @@ def _int(raw: dict[str, Any], key: str, default: int) -> int:
     return value
 
 
-def _port(raw: dict[str, Any]) -> int:
-    port = raw.get("port")
+def _port(raw: dict[str, Any], key: str = "port") -> int:
+    port = raw.get(key)
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ConfigError(f"port: expected 1..65535, got {port!r}")
+        raise ConfigError(f"{key}: expected 1..65535, got {port!r}")
     return port
 
 

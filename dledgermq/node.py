@@ -1,9 +1,10 @@
 """Composition root: builds one broker (or NameServer) process and wires everything.
 
 Order matters and lives only here: open and recover the store, re-dispatch what the
-checkpoint does not cover, start actors (flusher, reput, writer, ticker), then the asyncio
-loop with the HTTP API and NameServer registration; on SIGTERM/SIGINT stop in reverse so
-the last flush and checkpoint happen.
+checkpoint does not cover (standalone only: in a Raft group the tail may be uncommitted,
+and the leader says how far to go), start actors (flusher, reput, writer, Raft node,
+ticker), then the asyncio loop with the HTTP API, the peer transport and NameServer
+registration; on SIGTERM/SIGINT stop in reverse so the last flush and checkpoint happen.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +24,24 @@ import aiohttp
 import pykka
 from aiohttp import web
 
-from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriterOptions
+from dledgermq.actors.commitlog_writer import Append, CommitLogWriterActor, WriterOptions
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
-from dledgermq.actors.published import Watermarks
+from dledgermq.actors.published import Published, ReplicaRole, Watermarks
+from dledgermq.actors.raft_log import ProposedBatch
+from dledgermq.actors.raft_node import Propose
 from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
-from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, make_broker_app
+from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, SubmitEntry, make_broker_app
+from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
+from dledgermq.raft_member import RaftMember, start_raft_member
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.disk import disk_used_ratio
 from dledgermq.store.errors import StoreDamaged
+from dledgermq.store.record import MessageDraft
 
 log = logging.getLogger(__name__)
 REGISTER_RETRY_S = 2.0
@@ -61,12 +68,15 @@ class BrokerNode:
     flusher: pykka.ActorRef[Any]
     reput: pykka.ActorRef[Any]
     writer: pykka.ActorRef[Any]
+    raft: RaftMember | None = None
 
     def stop(self) -> None:
-        """Writer first (no new entries), then the flusher (last fsync, pending confirms),
-        then the ReputActor (last dispatch and a checkpoint covered by that fsync)."""
+        """The Raft node and the writer first (no new entries), then the flusher (last
+        fsync, pending confirms), then the ReputActor (last dispatch and a checkpoint
+        covered by that fsync)."""
         self.ticker.stop()
-        for ref in (self.writer, self.flusher, self.reput):
+        first = [self.raft.node] if self.raft is not None and self.raft.node else []
+        for ref in (*first, self.writer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
 
@@ -128,7 +138,9 @@ def recover_store(
             f"node's files, or delete {layout.checkpoint} and {layout.consume_queues} to "
             "rebuild them from the log that is left."
         )
-    while dispatcher.dispatched_offset < commitlog.write_offset:
+    # A Raft node's tail may be uncommitted (to be truncated): it is dispatched once the
+    # leader says it committed. Standalone, everything the log kept was acknowledged.
+    while group.mode == "standalone" and dispatcher.dispatched_offset < commitlog.write_offset:
         dispatcher.dispatch_upto(commitlog.write_offset)
     log.info(
         "recovered %s: commitlog [%d, %d), dispatched %d",
@@ -149,10 +161,15 @@ def start_actors(
 ) -> BrokerNode:
     """Start flusher, reput and writer (in that order: each knows the ones before it)."""
     store = group.store
+    layout = NodeLayout(config.node_dir(node.id))
     commitlog, syncer, dispatcher = recovered.commitlog, recovered.syncer, recovered.dispatcher
     marks = Watermarks(commitlog.write_offset)
     published = ReputPublished(marks)
-    sync_flush = store.flush == "sync"
+    raft_mode = group.mode == "raft"
+    if raft_mode:  # Durability is the group's: fsync before counting toward a majority.
+        sync_flush = group.replication.durability == "majority_fsync"
+    else:
+        sync_flush = store.flush == "sync"
     flusher = FlusherActor.start(
         syncer,
         on_fatal=hooks.on_fatal,
@@ -182,20 +199,59 @@ def start_actors(
             disk_high_water_ratio=store.disk_high_water_ratio,
             disk_clean_ratio=store.disk_clean_ratio,
             disk_used_ratio=hooks.disk_used_ratio,
+            hard_state_path=layout.hard_state if raft_mode else None,
         ),
     )
-    ticker = Ticker([writer, flusher, reput], config.tick_ms)
+    raft: RaftMember | None = None
+    if raft_mode:
+        raft = start_raft_member(
+            config,
+            group,
+            node,
+            reader=CommitLogReader(layout.commitlog, store.segment_size_bytes),
+            log_start=commitlog.min_offset,
+            log_end=commitlog.write_offset,
+            applied_offset=dispatcher.dispatched_offset,
+            hard_state_path=layout.hard_state,
+            writer=writer,
+            reput=reput,
+            on_fatal=hooks.on_fatal,
+        )
+        assert raft.node is not None
+        role, submit, raft_node = raft.role, _propose_to(raft.node), raft.node
+    else:
+        role = Published(ReplicaRole("standalone", "master", 0))
+        submit, raft_node = _append_to(writer), None
+    ticker = Ticker([writer, flusher, reput, *([raft_node] if raft_node else [])], config.tick_ms)
     if not hooks.manual_ticks:
         ticker.start()
     context = BrokerContext(
-        identity=BrokerIdentity(config.cluster, group.name, 0, node.addr, node.id),
+        identity=BrokerIdentity(config.cluster, group.name, node.addr, node.id),
         writer=writer,
         reput=reput,
         published=published,
         limits=group.limits,
-        flush=store.flush,
+        flush=group.replication.durability if raft_mode else store.flush,
+        submit=submit,
+        role=role,
+        raft=raft_node,
     )
-    return BrokerNode(context, ticker, flusher=flusher, reput=reput, writer=writer)
+    return BrokerNode(context, ticker, flusher=flusher, reput=reput, writer=writer, raft=raft)
+
+
+def _append_to(writer: pykka.ActorRef[Any]) -> SubmitEntry:
+    def submit(drafts: tuple[MessageDraft, ...], reply: ReplyTo[Any]) -> None:
+        writer.tell(Append(drafts, reply))
+
+    return submit
+
+
+def _propose_to(raft_node: pykka.ActorRef[Any]) -> SubmitEntry:
+    def submit(drafts: tuple[MessageDraft, ...], reply: ReplyTo[Any]) -> None:
+        batch = ProposedBatch(drafts, time.time_ns() // 1_000_000)
+        raft_node.tell(Propose(batch, reply))
+
+    return submit
 
 
 def tune_gc() -> None:
@@ -216,27 +272,33 @@ def run_broker(config: ClusterConfig, node_id: str) -> int:
     broker = open_broker(config, group, node)
     tune_gc()
     try:
-        asyncio.run(_serve_broker(config, node, broker.context))
+        asyncio.run(_serve_broker(config, node, broker.context, broker.raft))
     finally:
         broker.stop()
     log.info("broker %s stopped", node_id)
     return 0
 
 
-async def _serve_broker(config: ClusterConfig, node: NodeConfig, context: BrokerContext) -> None:
+async def _serve_broker(
+    config: ClusterConfig, node: NodeConfig, context: BrokerContext, raft: RaftMember | None
+) -> None:
     stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
-    topics_changed = asyncio.Event()
+    registration_changed = asyncio.Event()
 
-    def notify_topics_changed() -> None:  # Called on the ReputActor's thread.
-        loop.call_soon_threadsafe(topics_changed.set)
+    def notify() -> None:  # Called on the ReputActor's or the Raft node's thread.
+        with contextlib.suppress(RuntimeError):  # The loop closed: shutting down.
+            loop.call_soon_threadsafe(registration_changed.set)
 
-    context.published.on_topics_changed = notify_topics_changed
+    context.published.on_topics_changed = notify
+    if raft is not None:
+        raft.on_role_changed = notify
+        await raft.start_transport()
     runner = web.AppRunner(make_broker_app(context), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, node.host, node.port).start()
     log.info("broker %s serving on http://%s", node.id, node.addr)
-    registrar = asyncio.create_task(_register_forever(config, context, topics_changed))
+    registrar = asyncio.create_task(_register_forever(config, context, registration_changed))
     try:
         await stop.wait()
     finally:
@@ -246,6 +308,8 @@ async def _serve_broker(config: ClusterConfig, node: NodeConfig, context: Broker
             await registrar
         await _unregister(config, context)
         await runner.cleanup()
+        if raft is not None:
+            await raft.stop_transport()
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -262,7 +326,7 @@ def registration(context: BrokerContext) -> dict[str, Any]:
     return {
         "cluster": identity.cluster,
         "broker_name": identity.broker_name,
-        "broker_id": identity.broker_id,
+        "broker_id": context.role.value.broker_id,
         "addr": identity.addr,
         "topics": [topics[name].to_wire() for name in sorted(topics)],
     }
@@ -298,9 +362,10 @@ async def _register_once(session: aiohttp.ClientSession, addr: str, context: Bro
 async def _unregister(config: ClusterConfig, context: BrokerContext) -> None:
     identity = context.identity
     timeout = aiohttp.ClientTimeout(total=1.0)
+    broker_id = context.role.value.broker_id
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for addr in config.namesrv_addrs:
-            url = f"http://{addr}/brokers/{identity.broker_name}/{identity.broker_id}"
+            url = f"http://{addr}/brokers/{identity.broker_name}/{broker_id}"
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.delete(url):
                     pass

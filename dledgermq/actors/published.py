@@ -7,6 +7,7 @@ immutable snapshots (the topic table), never for anything a reader must mutate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -35,3 +36,23 @@ class Watermarks:
         self.flushed: Published[int] = Published(start_offset)
         self.dispatched: Published[int] = Published(start_offset)
         self.checkpointed: Published[int] = Published(0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRole:
+    """Who this node is in its broker group, for the API and the NameServer registration.
+
+    `broker_id` follows RocketMQ: 0 is the node that takes writes (a Raft leader, the
+    standalone broker), > 0 a replica that serves reads.
+    """
+
+    mode: str  # "standalone" | "raft"
+    role: str  # "master" | "leader" | "follower" | "candidate" | "pre_candidate"
+    broker_id: int
+    term: int = 0
+    leader_node: str | None = None
+    leader_addr: str | None = None
+
+    @property
+    def writable(self) -> bool:
+        return self.broker_id == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +18,14 @@ import pykka
 from aiohttp import web
 
 from dledgermq import bridge
-from dledgermq.actors.commitlog_writer import Append
+from dledgermq.actors.published import Published, ReplicaRole
+from dledgermq.actors.raft_node import RaftStatus, Status
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
 from dledgermq.api.openapi import build_openapi
 from dledgermq.api.params import check_known, int_param, path_int, str_param
+from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, PullResult
 from dledgermq.broker.filter import parse_tag_expression
 from dledgermq.broker.produce import (
@@ -42,7 +44,7 @@ from dledgermq.broker.topics import (
     make_topic_config,
 )
 from dledgermq.config import LimitsConfig
-from dledgermq.errors import BadRequest, Busy, TopicExists, TopicNotFound
+from dledgermq.errors import BadRequest, Busy, NotLeader, TopicExists, TopicNotFound
 from dledgermq.store.record import MessageDraft
 from dledgermq.wire import error_middleware, read_body, respond, wants_msgpack
 
@@ -55,9 +57,13 @@ MAX_WAIT_PARAM_MS = 3_600_000
 class BrokerIdentity:
     cluster: str
     broker_name: str
-    broker_id: int
     addr: str
     node_id: str
+
+
+# Hands one entry (a producer batch) to whoever appends in this mode, with the producer's
+# reply: the CommitLogWriter (standalone) or the Raft node (leader of a Raft group).
+SubmitEntry = Callable[[tuple[MessageDraft, ...], ReplyTo[Any]], None]
 
 
 @dataclass(slots=True)
@@ -68,6 +74,9 @@ class BrokerContext:
     published: ReputPublished
     limits: LimitsConfig
     flush: str
+    submit: SubmitEntry
+    role: Published[ReplicaRole]
+    raft: pykka.ActorRef[Any] | None = None
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -113,10 +122,25 @@ def make_broker_app(context: BrokerContext) -> web.Application:
 # -- plumbing ---------------------------------------------------------------------------------
 
 
+def not_leader(ctx: BrokerContext) -> NotLeader:
+    """NOT_LEADER naming the group's writer as far as this node knows (None: electing)."""
+    role = ctx.role.value
+    return NotLeader(
+        f"node {ctx.identity.node_id} is a {role.role} of {ctx.identity.broker_name}; "
+        f"the leader is {role.leader_node or 'being elected'}",
+        leader=role.leader_node,
+        leader_addr=role.leader_addr,
+        term=role.term,
+    )
+
+
 @contextlib.contextmanager
 def admitted(ctx: BrokerContext) -> Iterator[None]:
     """Admission control for appends, taken before a request body is even read, so that
-    at most `appends_in_flight_max` bodies are held at once (503 BUSY beyond)."""
+    at most `appends_in_flight_max` bodies are held at once (503 BUSY beyond); a node
+    that cannot take writes answers NOT_LEADER at once."""
+    if not ctx.role.value.writable:
+        raise not_leader(ctx)
     if ctx.appends_in_flight >= ctx.limits.appends_in_flight_max:
         raise Busy(f"{ctx.appends_in_flight} appends in flight; retry later")
     ctx.appends_in_flight += 1
@@ -134,11 +158,14 @@ async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[Dispat
             dispatch; the entry is in the log but can never be consumed.
     """
     entry = tuple(drafts)
-    dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
-        lambda reply: ctx.writer.tell(Append(entry, reply)),
-        timeout_s=ctx.limits.send_timeout_ms / 1000,
-        what="append",
-    )
+    try:
+        dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
+            lambda reply: ctx.submit(entry, reply),
+            timeout_s=ctx.limits.send_timeout_ms / 1000,
+            what="append",
+        )
+    except NotLeader:
+        raise not_leader(ctx) from None  # with the leader's address, not its Raft id
     user_messages = sum(not d.topic.startswith(SYSTEM_PREFIX) for d in drafts)
     if len(dispatched) != user_messages:
         raise TopicNotFound(
@@ -176,16 +203,35 @@ def now_ms() -> int:
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     identity = ctx.identity
+    role = ctx.role.value
+    raft: dict[str, Any] | None = None
+    if ctx.raft is not None:
+        node = ctx.raft
+        state: RaftStatus = await bridge.call(
+            lambda reply: node.tell(Status(reply)), timeout_s=READ_TIMEOUT_S, what="raft status"
+        )
+        raft = {
+            "raft_id": state.node_id,
+            "commit_index": state.commit_index,
+            "last_index": state.last_index,
+            "persisted_index": state.persisted_index,
+            "pending_proposals": state.pending_proposals,
+            "match_index": {str(peer): index for peer, index in state.match_index.items()},
+        }
     return respond(
         request,
         {
             "cluster": identity.cluster,
             "broker_name": identity.broker_name,
-            "broker_id": identity.broker_id,
+            "broker_id": role.broker_id,
             "node_id": identity.node_id,
             "addr": identity.addr,
-            "role": "master",
-            "mode": "standalone",
+            "role": role.role,
+            "mode": role.mode,
+            "term": role.term,
+            "leader": role.leader_node,
+            "leader_addr": role.leader_addr,
+            "raft": raft,
             "flush": ctx.flush,
             "write_offset": ctx.published.marks.written.value,
             "flushed_offset": ctx.published.marks.flushed.value,

@@ -25,3 +25,8 @@ class NodeLayout:
     @property
     def checkpoint(self) -> Path:
         return self.root / "checkpoint"
+
+    @property
+    def hard_state(self) -> Path:
+        """Raft term and vote (Raft mode only)."""
+        return self.root / "hard_state"

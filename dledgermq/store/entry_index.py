@@ -11,6 +11,7 @@ it never reads or writes files itself.
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -103,6 +104,10 @@ class EntryIndex:
     def end_of(self, index: int) -> int:
         """The commitlog offset just past entry `index` (the base's end for the base)."""
         return self._base_end if index == self.base_index else self.span(index)[1]
+
+    def last_index_ending_by(self, offset: int) -> int:
+        """The last entry that ends at or before `offset` (the base if none does)."""
+        return self.base_index + bisect.bisect_right(self._ends, offset)
 
     def truncate_from(self, index: int) -> int:
         """Forget entries >= index; returns the commitlog offset to cut the log at."""

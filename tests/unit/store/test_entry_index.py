@@ -104,3 +104,13 @@ def test_appends_must_continue_the_log() -> None:
         entries.append(2, 0, 10, 20)  # a lower term
     with pytest.raises(AssertionError):
         entries.append(2, 1, 5, 20)  # overlapping bytes
+
+
+def test_last_index_ending_by_finds_the_applied_entry(tmp_path: Path) -> None:
+    log, entries = write(tmp_path, 10)
+    for index in range(1, 11):
+        end = entries.span(index)[1]
+        assert entries.last_index_ending_by(end) == index
+        assert entries.last_index_ending_by(end - 1) == index - 1
+    assert entries.last_index_ending_by(0) == 0
+    log.close()

@@ -1,0 +1,172 @@
+"""The CommitLog as the Raft log: the broker's side of a RaftNodeActor.
+
+`CommitLogRaftLog` plugs into `RaftIO` and runs on the Raft node's thread only:
+
+- `prepare`: a leader's proposal (`ProposedBatch`) is encoded as records at its CommitLog
+  place (`EntryLayout`); the producer's reply waits in a `CommittedReply`, which registers
+  the entry with the ReputActor once it commits (so the answer carries queue offsets);
+- `persist`: a Ready's truncation and entries become one `WriteRaw` for the writer, whose
+  flusher reports `Persisted` back in request order (fsync first in `majority_fsync`);
+- `on_commit`: the confirm offset becomes the end of the committed, locally durable entry;
+- `term_at` / `entries`: committed entries below the compacted in-memory mirror, read back
+  from the CommitLog for a follower that lags behind it.
+
+Owns: the `EntryLayout`, a `CommitLogReader`. Must not: write files (the writer does).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pykka
+
+from dledgermq.actors.commitlog_writer import WriteRaw
+from dledgermq.actors.raft_node import Persisted, PersistRequest
+from dledgermq.actors.reput import Appended, Confirm
+from dledgermq.actors.supervisor import tell
+from dledgermq.bridge import ReplyTo
+from dledgermq.broker.dispatch import WrittenEntry
+from dledgermq.errors import InvalidMessage, MessageTooLarge
+from dledgermq.raft.log import RaftLog
+from dledgermq.raft.types import Entry, Index, Term
+from dledgermq.store.entry_layout import EntryLayout
+from dledgermq.store.errors import EntryTooLarge, OffsetGone
+from dledgermq.store.hard_state import StoredHardState
+from dledgermq.store.reader import CommitLogReader
+from dledgermq.store.record import MessageDraft
+
+COLD_READ_BYTES_MAX = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProposedBatch:
+    """A producer batch on its way into the log (only ever on the leader that took it)."""
+
+    drafts: tuple[MessageDraft, ...]
+    store_timestamp_ms: int
+
+
+class CommittedReply:
+    """Settles a producer's reply for a proposal: at commit, hand it to the ReputActor
+    (which answers with queue offsets once dispatched); on failure, answer at once."""
+
+    __slots__ = ("_entry", "_reply", "_reput")
+
+    def __init__(
+        self, reput: pykka.ActorRef[Any], reply: ReplyTo[Any], entry: WrittenEntry
+    ) -> None:
+        self._reput = reput
+        self._reply = reply
+        self._entry = entry
+
+    def ok(self, value: Index) -> None:
+        del value
+        entry = self._entry
+        tell(self._reput, Appended(entry.positions[0][0], self._reply, entry))
+
+    def fail(self, error: BaseException) -> None:
+        self._reply.fail(error)
+
+
+class CommitLogRaftLog:
+    def __init__(
+        self,
+        layout: EntryLayout,
+        reader: CommitLogReader,
+        *,
+        writer: pykka.ActorRef[Any],
+        reput: pykka.ActorRef[Any],
+        fsync: bool,
+    ) -> None:
+        self.layout = layout
+        self._reader = reader
+        self._writer = writer
+        self._reput = reput
+        self._fsync = fsync
+        self.node: pykka.ActorRef[Any] | None = None  # Set once the Raft node started.
+
+    # -- RaftIO ---------------------------------------------------------------------------
+
+    def prepare(
+        self, payload: object, reply: ReplyTo[Any], term: Term, index: Index
+    ) -> tuple[object, ReplyTo[Index]]:
+        assert isinstance(payload, ProposedBatch), type(payload)
+        try:
+            encoded = self.layout.encode_batch(
+                payload.drafts,
+                term=term,
+                index=index,
+                store_timestamp_ms=payload.store_timestamp_ms,
+            )
+        except EntryTooLarge as exc:
+            raise MessageTooLarge(str(exc)) from None
+        except (ValueError, OverflowError, struct.error) as exc:
+            raise InvalidMessage(f"message cannot be stored: {exc}") from None
+        entry = WrittenEntry(
+            encoded.before, payload.drafts, encoded.positions, payload.store_timestamp_ms
+        )
+        return encoded.data, CommittedReply(self._reput, reply, entry)
+
+    def persist(self, request: PersistRequest) -> None:
+        write = self.layout.lay_out(
+            request.truncate_from,
+            [
+                (e.term, e.index, None if e.is_noop else _as_bytes(e.payload))
+                for e in request.entries
+            ],
+        )
+        hard_state = request.hard_state
+        stored = None if hard_state is None else StoredHardState(hard_state.term, hard_state.vote)
+        assert self.node is not None, "the Raft node persists only after it started"
+        durable = Persisted(request.seq, write.last_term, write.last_index)
+        tell(self._writer, WriteRaw(write, stored, self._fsync, partial(tell, self.node, durable)))
+
+    def on_commit(self, index: Index, term: Term) -> None:
+        del term
+        tell(self._reput, Confirm(self.layout.entries.end_of(index)))
+
+    # -- ColdEntries ----------------------------------------------------------------------
+
+    def term_at(self, index: Index) -> Term | None:
+        return self.layout.entries.term_at(index)
+
+    def entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:
+        """Read committed entries back (stops early at a byte budget or a retired segment)."""
+        spans = self.layout.entries
+        out: list[Entry] = []
+        total = 0
+        for index in range(max(lo, spans.base_index + 1), hi):
+            start, end = spans.span(index)
+            try:
+                data = self._reader.read_bytes(start, end - start)
+            except OffsetGone:
+                break
+            term = spans.term_at(index)
+            assert term is not None
+            out.append(Entry(term, index, data))
+            total += len(data)
+            if total >= COLD_READ_BYTES_MAX:
+                break
+        return tuple(out)
+
+    def mirror(self, applied_offset: int) -> RaftLog:
+        """The core's starting log: entries after the last one ending at or before
+        `applied_offset` (known committed: dispatched) in memory, the rest cold."""
+        spans = self.layout.entries
+        base = spans.last_index_ending_by(applied_offset)
+        base_term = spans.term_at(base)
+        assert base_term is not None
+        tail = self.entries(base + 1, spans.last_index + 1) if base < spans.last_index else ()
+        while tail and tail[-1].index < spans.last_index:  # more than one read's budget
+            more = self.entries(tail[-1].index + 1, spans.last_index + 1)
+            assert more, f"entries after {tail[-1].index} vanished from the log"
+            tail += more
+        return RaftLog(tail, base_index=base, base_term=base_term, cold=self)
+
+
+def _as_bytes(payload: object) -> bytes:
+    assert isinstance(payload, bytes), type(payload)
+    return payload
