@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from dledgermq import launcher
+from dledgermq import launcher, status_view
 from dledgermq.config import ClusterConfig, ConfigError, load_config
 from dledgermq.errors import MQError
 
@@ -112,16 +112,23 @@ def emit(args: argparse.Namespace, payload: Any, text: str | Callable[[], str]) 
 
 
 def cluster_up(args: argparse.Namespace) -> int:
+    """Start this host's processes that are not running (all of them on a fresh cluster;
+    after a crash, just the ones that died, which then catch up from their group)."""
     config = cluster_config(args)
     processes = launcher.local_processes(config)
+    if not processes:
+        raise CliError(f"{config.source} lists no process on this host")
     running = [p.id for p in processes if launcher.read_pid(config, p.id) is not None]
-    if running:
+    to_start = [p for p in processes if p.id not in running]
+    if not to_start:
         raise CliError(f"already running: {', '.join(running)} (use `dledgermq cluster down`)")
+    if running:
+        print(f"already running: {', '.join(running)}; starting the rest", file=sys.stderr)
     # SIGTERM behaves like Ctrl-C, so every way out below stops what was started.
     signal.signal(signal.SIGTERM, _interrupt)
     keep_running = False
     try:
-        started, failure = launcher.start_cluster(config, processes)
+        started, failure = launcher.start_cluster(config, to_start)
         if failure is not None:
             raise CliError(f"cluster did not start: {failure}")
         summary = {
@@ -130,7 +137,7 @@ def cluster_up(args: argparse.Namespace) -> int:
             "data_dir": str(config.data_dir),
             "processes": [
                 {"id": p.id, "kind": p.kind, "addr": p.addr, "pid": started[p.id].pid}
-                for p in processes
+                for p in to_start
             ],
         }
         emit(args, summary, lambda: _up_text(config, summary))
@@ -142,7 +149,7 @@ def cluster_up(args: argparse.Namespace) -> int:
         pass
     finally:
         if not keep_running:
-            stopped = launcher.stop_all(config, processes)
+            stopped = launcher.stop_all(config, to_start)
             print(f"stopped {len(stopped)} process(es)", file=sys.stderr)
     return 0
 
@@ -176,41 +183,35 @@ def cluster_down(args: argparse.Namespace) -> int:
 
 
 def cluster_status(args: argparse.Namespace) -> int:
+    """Per group: mode, writer (leader/master), term, commit index, and each node's state,
+    match index and lag. Exit 1 when a process of this host is down."""
     config = cluster_config(args)
+    local = {p.id for p in launcher.local_processes(config)}
     rows = []
-    for process in launcher.local_processes(config):
-        pid = launcher.read_pid(config, process.id)
+    statuses: dict[str, dict[str, Any] | None] = {}
+    for process in launcher.all_processes(config):
         status = launcher.fetch_status(process.addr)
+        statuses[process.id] = status
         rows.append(
             {
                 "id": process.id,
                 "kind": process.kind,
                 "group": process.group,
                 "addr": process.addr,
-                "pid": pid,
+                "pid": launcher.read_pid(config, process.id) if process.id in local else None,
+                "local": process.id in local,
                 "up": status is not None,
                 "status": status,
             }
         )
-    emit(args, {"cluster": config.cluster, "processes": rows}, lambda: _status_text(rows))
-    return 0 if all(r["up"] for r in rows) else EXIT_FAILED
-
-
-def _status_text(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'ID':6} {'KIND':8} {'GROUP':10} {'ADDR':21} {'PID':>7} STATE"]
-    for row in rows:
-        status = row["status"] or {}
-        state = "up" if row["up"] else "DOWN"
-        if row["kind"] == "broker" and status:
-            state += (
-                f" role={status.get('role')} write={status.get('write_offset')}"
-                f" flushed={status.get('flushed_offset')} topics={status.get('topics')}"
-            )
-        lines.append(
-            f"{row['id']:6} {row['kind']:8} {row['group'] or '-':10} {row['addr']:21} "
-            f"{row['pid'] or '-':>7} {state}"
-        )
-    return "\n".join(lines)
+    groups = status_view.cluster_summary(config, statuses)
+    namesrvs = [r for r in rows if r["kind"] == "namesrv"]
+    emit(
+        args,
+        {"cluster": config.cluster, "processes": rows, "groups": groups},
+        lambda: status_view.render(namesrvs, groups),
+    )
+    return 0 if all(r["up"] for r in rows if r["local"]) else EXIT_FAILED
 
 
 # -- servers -----------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
     consume.add_argument("--no-commit", action="store_true", help="do not commit offsets")
     consume.set_defaults(handler=consume_command)
 
+    _add_admin_commands(commands, client_parser)
+
     query = client_parser("query", "find messages by key or by id")
     query.add_argument("--id", help="message id (or the client's unique key)")
     query.add_argument("--key", help="message key")
@@ -82,6 +84,18 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
     query.add_argument("--end-ms", type=int)
     query.add_argument("--max", type=int, default=32)
     query.set_defaults(handler=query_command)
+
+
+def _add_admin_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
+    admin = commands.add_parser("admin", help="operate broker groups")
+    actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+    transfer = client_parser(
+        "leader-transfer", "move a Raft group's leadership to another node", actions
+    )
+    transfer.add_argument("broker_name", help="the Raft group, e.g. broker-a")
+    transfer.add_argument("--to", required=True, help="the node id that should lead")
+    transfer.add_argument("--wait", type=float, default=10.0, help="seconds to wait (default 10)")
+    transfer.set_defaults(handler=leader_transfer_command)
 
 
 def _queue_args(parser: argparse.ArgumentParser) -> None:
@@ -337,6 +351,22 @@ def _message(m: Message) -> dict[str, Any]:
 
 
 # -- query ------------------------------------------------------------------------------------
+
+
+def leader_transfer_command(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> dict[str, Any]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.transfer_leadership(args.broker_name, args.to, wait_s=args.wait)
+
+    status = cli.run_async(run())
+    cli.emit(
+        args,
+        status,
+        f"{status['node_id']} leads {args.broker_name} in term {status.get('term')}",
+    )
+    return 0
 
 
 def query_command(args: argparse.Namespace) -> int:

@@ -8,9 +8,11 @@ still ours, are ever signalled.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,12 +47,32 @@ class Process:
         return argv
 
 
-def local_processes(config: ClusterConfig) -> list[Process]:
+def all_processes(config: ClusterConfig) -> list[Process]:
     """NameServers first (brokers register with them), then broker nodes."""
     processes = [Process(ns.id, "namesrv", ns.addr, None) for ns in config.namesrvs]
     for group in config.groups:
         processes += [Process(n.id, "broker", n.addr, group.name) for n in group.nodes]
     return processes
+
+
+def local_processes(config: ClusterConfig) -> list[Process]:
+    """The processes this machine runs: those whose host is one of its addresses (a
+    multi-host cluster.yml lists every host; each host starts its own share)."""
+    return [p for p in all_processes(config) if is_local_host(p.addr.rpartition(":")[0])]
+
+
+@functools.cache
+def is_local_host(host: str) -> bool:
+    """Whether `host` names this machine: something here can bind to it."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((sockaddr[0], 0))
+            return True
+    return False
 
 
 def pid_file(config: ClusterConfig, process_id: str) -> Path:
@@ -121,8 +143,8 @@ def wait_until_up(
     return None
 
 
-def registered_brokers(namesrv_addr: str) -> set[tuple[str, str]]:
-    """(broker_name, addr) pairs a NameServer currently routes to."""
+def registered_brokers(namesrv_addr: str) -> set[tuple[str, str, str]]:
+    """(broker_name, broker_id, addr) triples a NameServer currently routes to."""
     try:
         with urllib.request.urlopen(
             f"http://{namesrv_addr}/brokers", timeout=STATUS_TIMEOUT_S
@@ -130,22 +152,33 @@ def registered_brokers(namesrv_addr: str) -> set[tuple[str, str]]:
             groups = json.loads(response.read())["brokers"]
     except (OSError, urllib.error.URLError, ValueError, KeyError):
         return set()
-    return {(g["broker_name"], addr) for g in groups for addr in g.get("addrs", {}).values()}
+    return {
+        (g["broker_name"], str(broker_id), addr)
+        for g in groups
+        for broker_id, addr in g.get("addrs", {}).items()
+    }
 
 
 def wait_until_registered(config: ClusterConfig, brokers: list[Process]) -> str | None:
-    """Wait until every NameServer routes to every broker; returns an error or None."""
+    """Wait until every NameServer routes to every broker, and every group that has a
+    broker here has a writer (brokerId 0: a Raft group elected its leader); returns an
+    error or None."""
     wanted = {(p.group or "", p.addr) for p in brokers}
+    groups = {p.group or "" for p in brokers}
     deadline = time.monotonic() + START_TIMEOUT_S
-    missing = wanted
+    missing: set[str] = set()
     while time.monotonic() < deadline:
         missing = set()
         for addr in config.namesrv_addrs:
-            missing |= wanted - registered_brokers(addr)
+            routed = registered_brokers(addr)
+            missing |= {a for _, a in wanted - {(name, a) for name, _, a in routed}}
+            missing |= {
+                f"{g} (no leader yet)" for g in groups - {n for n, i, _ in routed if i == "0"}
+            }
         if not missing:
             return None
         time.sleep(POLL_S)  # Polling other processes' state; nothing to await on.
-    return f"not registered with the NameServer: {', '.join(sorted(a for _, a in missing))}"
+    return f"not registered with the NameServer: {', '.join(sorted(missing))}"
 
 
 def start_cluster(

@@ -235,6 +235,7 @@ def start_actors(
         submit=submit,
         role=role,
         raft=raft_node,
+        raft_ids={n.id: group.raft_id(n.id) for n in group.nodes} if raft_mode else {},
     )
     return BrokerNode(context, ticker, flusher=flusher, reput=reput, writer=writer, raft=raft)
 

@@ -53,6 +53,8 @@ class RaftMember:
         self.transport: Transport | None = None
         self._group = group
         self._secret = secret
+        preferred = group.replication.preferred_leader
+        self._preferred = group.raft_id(preferred) if preferred else None
         self._peers = {
             i: (n.host, n.peer_port) for i, n in enumerate(group.nodes, start=1) if n.peer_port
         }
@@ -74,6 +76,7 @@ class RaftMember:
             on_role_change=self._role_changed,
             prepare=self.raft_log.prepare,
             compact_keep=MIRROR_KEEP_ENTRIES,
+            preferred_leader=self._preferred,
         )
         self.node = RaftNodeActor.start(
             config,

@@ -71,6 +71,7 @@ from dledgermq.raft.types import (
 )
 
 log = logging.getLogger(__name__)
+HANDOVER_EVERY_TICKS = 20
 
 __all__ = [
     "Inbound",
@@ -186,6 +187,8 @@ class RaftIO:
         prepare: `(payload, reply, term, index) -> (entry payload, reply to settle)` for a
             proposal the leader is about to append as entry (term, index).
         compact_keep: applied entries kept in memory (None: never compact).
+        preferred_leader: a leader hands over to this node once it has caught up
+            (DLedger's preferredLeaderId), tried at most once per `HANDOVER_EVERY_TICKS`.
     """
 
     storage: RaftStorage
@@ -194,6 +197,7 @@ class RaftIO:
     on_role_change: OnRoleChange | None = None
     prepare: Prepare | None = None
     compact_keep: int | None = None
+    preferred_leader: NodeId | None = None
 
 
 class RaftNodeActor(FailStopActor):
@@ -216,6 +220,8 @@ class RaftNodeActor(FailStopActor):
         self._on_role_change = io.on_role_change
         self._prepare = io.prepare
         self._compact_keep = io.compact_keep
+        self._preferred = io.preferred_leader
+        self._ticks = 0
         self._pending_max = config.pending_proposals_max
         self._pending: dict[tuple[Term, Index], ReplyTo[Index]] = {}
         self._held: deque[tuple[int, list[Message]]] = deque()
@@ -228,6 +234,9 @@ class RaftNodeActor(FailStopActor):
         match message:
             case Tick():
                 self._core.tick()
+                self._ticks += 1
+                if self._ticks % HANDOVER_EVERY_TICKS == 0:
+                    self._hand_over_to_preferred()
             case Inbound(raft_message):
                 self._core.step(raft_message)
             case Propose(payload, reply):
@@ -277,6 +286,16 @@ class RaftNodeActor(FailStopActor):
             for message in self._held.popleft()[1]:
                 self._send(message)
         self._core.on_persisted(last_term, last_index)
+
+    def _hand_over_to_preferred(self) -> None:
+        core, preferred = self._core, self._preferred
+        if preferred is None or preferred == core.node_id or core.role is not Role.LEADER:
+            return
+        progress = core.progress(preferred)
+        caught_up = progress is not None and progress.match_index == core.last_index
+        if core.transferee is None and caught_up:
+            log.info("raft node %s: handing over to preferred %s", core.node_id, preferred)
+            core.transfer_leadership(preferred)
 
     # -- the driver loop ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from dledgermq import bridge
 from dledgermq.actors.published import Published, ReplicaRole
-from dledgermq.actors.raft_node import RaftStatus, Status
+from dledgermq.actors.raft_node import RaftStatus, Status, TransferLeadership
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
@@ -77,6 +77,7 @@ class BrokerContext:
     submit: SubmitEntry
     role: Published[ReplicaRole]
     raft: pykka.ActorRef[Any] | None = None
+    raft_ids: dict[str, int] = field(default_factory=dict)  # Node id -> Raft id (the group).
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -114,6 +115,7 @@ def make_broker_app(context: BrokerContext) -> web.Application:
             web.get("/groups/{group}/offsets", get_offsets),
             web.get("/messages/{msg_id}", get_message),
             web.get("/messages", query_messages),
+            web.post("/admin/leader-transfer", leader_transfer),
         ]
     )
     return app
@@ -442,3 +444,39 @@ async def query_messages(request: web.Request) -> web.Response:
     found = await read(ctx, lambda d: d.query_by_key(topic, key, begin, end, limit))
     binary = wants_msgpack(request)
     return respond(request, {"messages": [message_to_wire(m, binary=binary) for m in found]})
+
+
+# -- admin --------------------------------------------------------------------------------------
+
+
+async def leader_transfer(request: web.Request) -> web.Response:
+    """Start handing leadership of this Raft group to node `to` (answers once started;
+    the target takes over once it has caught up, within an election timeout)."""
+    ctx = request.app[BROKER]
+    body = await read_body(request)
+    unknown = sorted(set(body) - {"to"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {unknown}")
+    to = body.get("to")
+    if ctx.raft is None:
+        raise BadRequest(
+            f"{ctx.identity.broker_name} is not a Raft group", mode=ctx.role.value.mode
+        )
+    if not isinstance(to, str) or to not in ctx.raft_ids:
+        raise BadRequest(f"'to' must be a node of the group: {sorted(ctx.raft_ids)}")
+    node, target = ctx.raft, ctx.raft_ids[to]
+    if to == ctx.identity.node_id and ctx.role.value.writable:
+        return respond(request, {"leader": to, "started": False})
+
+    def start(reply: ReplyTo[bool]) -> None:
+        node.tell(TransferLeadership(target, reply))
+
+    try:
+        await bridge.call(
+            start,
+            timeout_s=READ_TIMEOUT_S,
+            what="leader transfer",
+        )
+    except NotLeader:
+        raise not_leader(ctx) from None
+    return respond(request, {"leader": ctx.identity.node_id, "to": to, "started": True})

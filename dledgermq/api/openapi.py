@@ -201,11 +201,22 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         (400,),
         ("key", "topic", "begin_ms", "end_ms", "max"),
     ),
+    (
+        "post",
+        "/admin/leader-transfer",
+        "Start moving a Raft group's leadership to node `to` (send it to the leader)",
+        {"type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}},
+        _OBJECT,
+        (400,),
+        (),
+    ),
 ]
 
 
 def _operation(route: tuple[Any, ...]) -> dict[str, Any]:
     method, path, summary, request, response, errors, query = route
+    if method != "get" and 421 not in errors:
+        errors = (*errors, 421)  # Every write may land on a node that is not the leader.
     parameters = [
         {
             "name": name.strip("{}"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from dledgermq.errors import (
     BrokerNotFound,
     MessageNotFound,
     MQError,
+    Timeout,
     TopicNotFound,
     Unavailable,
 )
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_QUERY_MESSAGES = 64
+TRANSFER_POLL_S = 0.1
 
 
 def _q(text: str) -> str:
@@ -94,6 +97,31 @@ class Admin:
     async def broker_status(self, addr: str) -> dict[str, Any]:
         """One broker's `GET /status`."""
         return await self._http.request("GET", addr, "/status")
+
+    async def transfer_leadership(
+        self, broker_name: str, to: str, *, wait_s: float = 10.0
+    ) -> dict[str, Any]:
+        """Move a Raft group's leadership to node `to`; returns once `to` leads.
+
+        Raises:
+            BrokerNotFound: no such live group. Timeout: `to` did not take over in time.
+        """
+        addr = (await self._groups([broker_name]))[broker_name]
+        if addr is None:
+            raise Unavailable(f"broker group {broker_name!r} has no leader now")
+        started = await self._http.request("POST", addr, "/admin/leader-transfer", body={"to": to})
+        deadline = time.monotonic() + wait_s
+        while started.get("started"):
+            groups = {g.broker_name: g for g in await self._nameserver.broker_groups()}
+            master = groups.get(broker_name)
+            if master is not None and master.master_addr is not None:
+                status = await self.broker_status(master.master_addr)
+                if status.get("node_id") == to and status.get("role") == "leader":
+                    return status
+            if time.monotonic() > deadline:
+                raise Timeout(f"{to} did not become the leader of {broker_name} in {wait_s:.0f}s")
+            await asyncio.sleep(TRANSFER_POLL_S)  # Polling the cluster; nothing to await on.
+        return await self.broker_status(addr)
 
     async def list_topics(self) -> list[str]:
         return await self._nameserver.topics()
