@@ -63,7 +63,7 @@ class ReplicationConfig:
     """How a replicated group agrees (Raft mode; DLedger's names where it has them)."""
 
     durability: str = "majority_fsync"
-    election_timeout_ms: int = 1_000  # A follower waits [T, 2T) without a leader.
+    election_timeout_ms: int = 800  # A follower waits [T, 2T) without a leader.
     heartbeat_interval_ms: int = 100
     preferred_leader: str = ""  # A node id; the leader hands over to it once caught up.
 
