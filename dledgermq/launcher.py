@@ -161,10 +161,10 @@ def registered_brokers(namesrv_addr: str) -> set[tuple[str, str, str]]:
 
 def wait_until_registered(config: ClusterConfig, brokers: list[Process]) -> str | None:
     """Wait until every NameServer routes to every broker, and every group that has a
-    broker here has a writer (brokerId 0: a Raft group elected its leader); returns an
-    error or None."""
+    broker here has a writer (brokerId 0: a Raft group elected its leader, its preferred
+    leader if it names one); returns an error or None."""
     wanted = {(p.group or "", p.addr) for p in brokers}
-    groups = {p.group or "" for p in brokers}
+    writers = _expected_writers(config, {p.group or "" for p in brokers})
     deadline = time.monotonic() + START_TIMEOUT_S
     missing: set[str] = set()
     while time.monotonic() < deadline:
@@ -172,13 +172,24 @@ def wait_until_registered(config: ClusterConfig, brokers: list[Process]) -> str 
         for addr in config.namesrv_addrs:
             routed = registered_brokers(addr)
             missing |= {a for _, a in wanted - {(name, a) for name, _, a in routed}}
-            missing |= {
-                f"{g} (no leader yet)" for g in groups - {n for n, i, _ in routed if i == "0"}
-            }
+            for group, writer in writers.items():
+                if not any(n == group and i == "0" and writer in (None, a) for n, i, a in routed):
+                    missing.add(f"{group} (no {'leader ' + writer if writer else 'leader'} yet)")
         if not missing:
             return None
         time.sleep(POLL_S)  # Polling other processes' state; nothing to await on.
     return f"not registered with the NameServer: {', '.join(sorted(missing))}"
+
+
+def _expected_writers(config: ClusterConfig, groups: set[str]) -> dict[str, str | None]:
+    """Group -> the address that must lead it (its preferred leader), None for any node."""
+    expected: dict[str, str | None] = {}
+    for group in config.groups:
+        if group.name in groups:
+            preferred = group.replication.preferred_leader
+            node = next((n for n in group.nodes if n.id == preferred), None)
+            expected[group.name] = node.addr if node is not None else None
+    return expected
 
 
 def start_cluster(
