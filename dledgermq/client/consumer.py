@@ -143,15 +143,22 @@ class PullConsumer:
         write: bool = False,
     ) -> dict[str, Any]:
         route = await self._routes.get(mq.topic)
-        addr = route.master_addr(mq.broker_name) if write else route.read_addr(mq.broker_name)
-        if addr is None:
+        if write:
+            master = route.master_addr(mq.broker_name)
+            addrs = [master] if master is not None else []
+        else:  # A read goes on to the group's replicas while its writer is unreachable.
+            addrs = route.read_addrs(mq.broker_name)
+        if not addrs:
             self._routes.invalidate(mq.topic)
             raise NoRoute(f"no broker of group {mq.broker_name!r} serves {mq.topic!r}")
-        try:
-            return await self._http.request(
-                method, addr, path, params=params, body=body, timeout_s=timeout_s
-            )
-        except MQError as err:
-            if isinstance(err, _ROUTE_ERRORS):
-                self._routes.invalidate(mq.topic)
-            raise
+        for position, addr in enumerate(addrs, start=1):
+            try:
+                return await self._http.request(
+                    method, addr, path, params=params, body=body, timeout_s=timeout_s
+                )
+            except MQError as err:
+                if isinstance(err, _ROUTE_ERRORS):
+                    self._routes.invalidate(mq.topic)
+                if not isinstance(err, Unavailable) or position == len(addrs):
+                    raise
+        raise AssertionError("unreachable: the last address raises")

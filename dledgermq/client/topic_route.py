@@ -79,6 +79,12 @@ class BrokerData:
             return None
         return self.addrs.get(MASTER_ID) or self.addrs[min(self.addrs)]
 
+    @property
+    def read_addrs(self) -> list[str]:
+        """Every address that can serve reads, in the order to try them: the master (or
+        Raft leader) first, then the replicas by id (they serve committed data only)."""
+        return [self.addrs[broker_id] for broker_id in sorted(self.addrs)]
+
 
 @dataclass(frozen=True, slots=True)
 class TopicRouteData:
@@ -127,3 +133,7 @@ class TopicRouteData:
     def read_addr(self, broker_name: str) -> str | None:
         broker = self.brokers.get(broker_name)
         return None if broker is None else broker.read_addr
+
+    def read_addrs(self, broker_name: str) -> list[str]:
+        broker = self.brokers.get(broker_name)
+        return [] if broker is None else broker.read_addrs

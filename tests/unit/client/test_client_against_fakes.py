@@ -7,7 +7,9 @@ and the sync facade. Everything binds 127.0.0.1; waits are conditions with deadl
 """
 
 import asyncio
+import dataclasses
 import random
+import time
 
 import pytest
 
@@ -247,3 +249,19 @@ async def test_push_consumer_resumes_after_offset_moved(cluster):
     finally:
         await consumer.close()
     assert broker.offsets["G", "T"] == {"0": 11}
+
+
+async def test_reads_go_on_to_a_replica_while_the_writer_is_unreachable(cluster, dead_addr):
+    broker = await cluster.add_broker("broker-a", {"T": 1})
+    async with Producer([cluster.namesrv_addr]) as producer:
+        await producer.send("T", "m0")
+    # The group's writer (id 0) is gone; its replica (id 1, here the same fake) answers.
+    now = int(time.time() * 1000)
+    cluster.registry.register(dataclasses.replace(broker.registration(), broker_id=1), now)
+    cluster.registry.register(dataclasses.replace(broker.registration(), addr=dead_addr), now)
+    async with PullConsumer([cluster.namesrv_addr], "G") as consumer:
+        [mq] = await consumer.fetch_queues("T")
+        pulled = await consumer.pull(mq, 0)
+        assert [m.text for m in pulled.messages] == ["m0"]
+        with pytest.raises(Unavailable):  # a write has nowhere else to go
+            await consumer.commit_offset(mq, 1)

@@ -44,6 +44,9 @@ def test_readable_queues_in_broker_order_and_slaves_serve_reads():
     ]
     assert route.read_addr("b") == "h:2"
     assert route.read_addr("c") == "h:4"
+    assert route.read_addrs("b") == ["h:2", "h:3"]  # the writer first, then replicas
+    assert route.read_addrs("c") == ["h:4", "h:5"]
+    assert route.read_addrs("unknown") == []
     assert route.master_addr("c") is None
     assert route.master_addr("unknown") is None
 
