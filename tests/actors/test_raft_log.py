@@ -1,0 +1,117 @@
+"""CommitLogRaftLog: the broker's side of the Raft node, over a real CommitLog.
+
+Goal: show the seams the integration tests cannot isolate: a proposal is encoded at the
+place the log will hold it and answered through the ReputActor only at commit; a Ready
+becomes one WriteRaw whose durability report names the last entry written; the confirm
+offset is the end of the committed entry; the starting mirror keeps only entries past
+the applied offset in memory and reads older ones back, byte-identical, from the log.
+
+Method: real CommitLog files in tmp_path, recording stand-ins for the actor refs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dledgermq.actors.commitlog_writer import WriteRaw
+from dledgermq.actors.raft_log import CommitLogRaftLog, ProposedBatch
+from dledgermq.actors.raft_node import Persisted, PersistRequest
+from dledgermq.actors.reput import Appended, Confirm
+from dledgermq.errors import MessageTooLarge
+from dledgermq.raft.types import NOOP, Entry, HardState
+from dledgermq.store.commitlog import CommitLog, CommitLogReader
+from dledgermq.store.entry_index import EntryIndex, decode_position
+from dledgermq.store.entry_layout import EntryLayout
+from dledgermq.store.record import MessageDraft
+from tests.support import ThreadReply
+
+SEGMENT = 64 * 1024
+
+
+class Recorder:
+    """Stands in for an ActorRef: records what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[Any] = []
+
+    def tell(self, message: object) -> None:
+        self.told.append(message)
+
+
+def make(
+    tmp_path: Path, layout: EntryLayout | None = None
+) -> tuple[CommitLogRaftLog, Recorder, Recorder, Recorder]:
+    writer, reput, node = Recorder(), Recorder(), Recorder()
+    raft_log = CommitLogRaftLog(
+        layout or EntryLayout(EntryIndex(), SEGMENT),
+        CommitLogReader(tmp_path, SEGMENT),
+        writer=writer,  # type: ignore[arg-type]
+        reput=reput,  # type: ignore[arg-type]
+        fsync=True,
+    )
+    raft_log.node = node  # type: ignore[assignment]
+    return raft_log, writer, reput, node
+
+
+def test_a_proposal_is_answered_through_the_reput_actor_only_at_commit(tmp_path: Path) -> None:
+    raft_log, writer, reput, node = make(tmp_path)
+    raft_log.persist(PersistRequest(1, None, (Entry(1, 1, NOOP),), HardState(1, 1)))
+    drafts = (MessageDraft("T", 0, b"a"), MessageDraft("T", 1, b"b"))
+    producer = ThreadReply()
+    data, reply = raft_log.prepare(ProposedBatch(drafts, 5), producer, 1, 2)
+    raft_log.persist(PersistRequest(2, None, (Entry(1, 2, data),), None))
+    first, second = writer.told
+    assert isinstance(first, WriteRaw)
+    assert first.hard_state is not None
+    assert first.fsync
+    assert isinstance(second, WriteRaw)
+    assert second.write.data == data
+    assert (second.write.last_term, second.write.last_index) == (1, 2)
+    second.on_durable()
+    assert node.told == [Persisted(2, 1, 2)]
+    assert reput.told == []
+    reply.ok(2)
+    raft_log.on_commit(2, 1)
+    appended, confirm = reput.told
+    assert isinstance(appended, Appended)
+    assert appended.reply is producer
+    assert appended.start_offset == second.write.end_offset - len(data)
+    assert confirm == Confirm(second.write.end_offset)
+
+
+def test_a_batch_that_cannot_fit_a_segment_is_refused_before_replication(tmp_path: Path) -> None:
+    raft_log, writer, _, _ = make(tmp_path)
+    with pytest.raises(MessageTooLarge):
+        raft_log.prepare(
+            ProposedBatch((MessageDraft("T", 0, b"x" * SEGMENT),), 1), ThreadReply(), 1, 1
+        )
+    assert writer.told == []
+
+
+def test_the_mirror_holds_the_unapplied_tail_and_reads_the_rest_from_the_log(
+    tmp_path: Path,
+) -> None:
+    log = CommitLog.open(tmp_path, SEGMENT)
+    for index in range(1, 41):
+        drafts = [MessageDraft("T", 0, bytes([index]) * 3000)]
+        log.append_entry(drafts, term=1 + index // 20, index=index, store_timestamp_ms=1)
+    reader = CommitLogReader(tmp_path, SEGMENT)
+    layout = EntryLayout.rebuild(
+        reader.iter_records(0, log.write_offset, decode_position), SEGMENT, start_offset=0
+    )
+    raft_log, *_ = make(tmp_path, layout)
+    applied = layout.entries.end_of(30)
+    mirror = raft_log.mirror(applied + 10)  # inside entry 31: only 30 counts as applied
+    assert (mirror.base_index, mirror.last_index, mirror.commit_index) == (30, 40, 30)
+    assert mirror.term_at(30) == layout.entries.term_at(30)
+    assert mirror.term_at(12) == 1
+    cold = mirror.slice(5, 41, 100)
+    assert [e.index for e in cold] == list(range(5, 31))
+    for entry in cold + mirror.slice(31, 41, 100):
+        start, end = layout.entries.span(entry.index)
+        assert entry.payload == reader.read_bytes(start, end - start)
+    log.close()
+    reader.close()
