@@ -24,6 +24,7 @@ from dledgermq import launcher, status_view
 from dledgermq.config import ClusterConfig, ConfigError, load_config
 from dledgermq.errors import MQError
 
+SYNC_JOURNAL_ENV = "DLEDGERMQ_SYNC_JOURNAL"
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -220,7 +221,11 @@ def cluster_status(args: argparse.Namespace) -> int:
 def run_broker_command(args: argparse.Namespace) -> int:
     from dledgermq.node import run_broker
     from dledgermq.store.errors import StoreDamaged
+    from dledgermq.store.fileio import enable_sync_journal
 
+    journal = os.environ.get(SYNC_JOURNAL_ENV)
+    if journal:  # Set only by the chaos runner, to simulate power loss (chaos/power_loss.py).
+        enable_sync_journal(Path(journal))
     try:
         return run_broker(load_config(args.config), args.node)
     except StoreDamaged as exc:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dledgermq.store.errors import CorruptRecord, EntryTooLarge, OffsetGone
-from dledgermq.store.fileio import fdatasync, fsync_dir, write_all
+from dledgermq.store.fileio import fdatasync, fsync, fsync_dir, write_all
 from dledgermq.store.reader import CommitLogReader
 from dledgermq.store.record import (
     BLANK_SIZE,
@@ -258,7 +258,7 @@ class CommitLog:
         fd = os.open(segment_path(self._directory, start), os.O_WRONLY)
         self._fd = fd
         os.ftruncate(fd, offset - start)
-        os.fsync(fd)
+        fsync(fd)
         self._write_offset = offset
         self._last_term, self._last_index = last
 

@@ -1,13 +1,36 @@
 """Small durable-file helpers: whole writes, exact reads, atomic replace, directory fsync.
 
-Owns nothing and keeps no state. Every `OSError` propagates: the store is fail-stop, so a
-failed write or fsync must crash the owner rather than be retried or logged away.
+Keeps no state, except the chaos suite's sync journal: when enabled
+(`enable_sync_journal`, only ever by a process the chaos runner started), every data
+sync appends `sync <size> <path>` to a journal, so that after a SIGKILL the runner can
+cut each file back to what had reached the disk and so simulate a power loss
+(`chaos/power_loss.py`). Every `OSError` propagates: the store is fail-stop, so a failed
+write or fsync must crash the owner rather than be retried or logged away.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+_journal_fd: int | None = None
+
+
+def enable_sync_journal(path: Path) -> None:
+    """Record every data sync of this process from now on (fault injection only)."""
+    global _journal_fd  # noqa: PLW0603 - one process-wide switch, set once at start-up
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, f"start {time.time_ns()}\n".encode())
+    _journal_fd = fd
+
+
+def _journal(fd: int) -> None:
+    journal = _journal_fd
+    if journal is not None:
+        size = os.fstat(fd).st_size
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        os.write(journal, f"sync {size} {name}\n".encode())  # One O_APPEND write: atomic.
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
@@ -66,3 +89,10 @@ def fdatasync(fd: int) -> None:
     """fdatasync where the platform has it (Linux), else a full fsync."""
     sync = getattr(os, "fdatasync", os.fsync)
     sync(fd)
+    _journal(fd)
+
+
+def fsync(fd: int) -> None:
+    """fsync (data and metadata)."""
+    os.fsync(fd)
+    _journal(fd)

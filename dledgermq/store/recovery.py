@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dledgermq.store.fileio import fsync_dir
+from dledgermq.store.fileio import fsync, fsync_dir
 from dledgermq.store.segment import SegmentScan, list_segments, scan_segment, segment_path
 
 
@@ -100,7 +100,7 @@ def recover(directory: Path, segment_size: int) -> tuple[list[int], Recovery]:
         fd = os.open(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, keep)
-            os.fsync(fd)
+            fsync(fd)
         finally:
             os.close(fd)
     if scan.sealed:
