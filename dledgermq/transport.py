@@ -307,6 +307,11 @@ class Transport:
             challenge = await asyncio.wait_for(reader.readexactly(NONCE_BYTES), HANDSHAKE_TIMEOUT_S)
             writer.write(build_hello(self._secret, self.node_id, link.peer_id, challenge))
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        except asyncio.IncompleteReadError:
+            # Closed before its challenge (a peer restarting, a proxy without upstream):
+            # a failed dial like any other, retried with backoff.
+            await _close_writer(writer)
+            raise _LinkDown from None
         except BaseException:
             await _close_writer(writer)
             raise

@@ -382,3 +382,24 @@ async def test_a_recorded_hello_cannot_be_replayed(net) -> None:
             await writer.wait_closed()
     assert a.rejected_handshakes == 2  # the recording connection (no hello), the replay
     assert a_inbox.messages == []
+
+
+async def test_a_listener_that_hangs_up_before_its_challenge_is_redialled(net) -> None:
+    """Regression: the dialer's link task died on an early EOF and never dialled again."""
+    cluster = net(1, 2)
+    hung_up = 0
+
+    async def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal hung_up
+        hung_up += 1
+        writer.close()
+
+    impostor = await asyncio.start_server(hang_up, "127.0.0.1", cluster.ports[2])
+    a, _ = await cluster.start(1)
+    a.send(2, {"seq": 0})
+    await eventually(lambda: hung_up >= 2, what="a redialling after an early hang-up")
+    impostor.close()
+    await impostor.wait_closed()
+    _, b_inbox = await cluster.start(2)
+    assert a.send(2, {"seq": 1})
+    await b_inbox.wait_count(1, 1)
