@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import TypeVar
 
 from dledgermq.transport import HELLO_BYTES, NONCE_BYTES
 
+T = TypeVar("T", bound=Hashable)
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 2.0
 
@@ -45,7 +47,7 @@ class Links:
         self.set_cut(())
 
 
-def partition(*sides: Iterable[int]) -> set[tuple[int, int]]:
+def partition(*sides: Iterable[T]) -> set[tuple[T, T]]:
     """Links cut between every pair of sides (each side talks only within itself)."""
     groups = [set(side) for side in sides]
     return {(a, b) for x in groups for y in groups if x is not y for a in x for b in y}
@@ -62,6 +64,9 @@ class NodeProxy:
         self._server: asyncio.Server | None = None
         # One entry per live connection: src node and the two writers to close it by.
         self._conns: dict[asyncio.Task[None], tuple[int, list[asyncio.StreamWriter]]] = {}
+        # Connections swallowed while their link was cut: closed when it heals, so that the
+        # dialer (which cannot tell) dials again, as it would once packets flow again.
+        self._swallowing: set[asyncio.Task[None]] = set()
         self.forwarded_bytes = 0
         self.blackholed = 0
         links.register(self)
@@ -79,9 +84,11 @@ class NodeProxy:
             await asyncio.wait(list(self._conns), timeout=3)
 
     def drop_cut(self) -> None:
-        """Close the connections of links that are cut now (their pumps then end)."""
-        for src, writers in list(self._conns.values()):
-            if (src, self.node_id) in self._links.cut:
+        """Close the connections of links that are cut now (their pumps then end), and the
+        swallowed ones of links that healed."""
+        for task, (src, writers) in list(self._conns.items()):
+            cut = (src, self.node_id) in self._links.cut
+            if cut != (task in self._swallowing):
                 _close(writers)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -101,6 +108,7 @@ class NodeProxy:
             self._conns[task] = (src, writers)
             if (src, self.node_id) in self._links.cut:
                 self.blackholed += 1
+                self._swallowing.add(task)
                 upstream_w.close()
                 while await client_r.read(CHUNK):  # A dropped link: swallow everything.
                     pass
@@ -114,6 +122,7 @@ class NodeProxy:
             pass
         finally:
             self._conns.pop(task, None)
+            self._swallowing.discard(task)
             _close(writers)
             for writer in writers:
                 with contextlib.suppress(Exception):

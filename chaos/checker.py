@@ -1,0 +1,522 @@
+"""Judge a chaos history: was any acknowledged message lost, invented, moved or reordered?
+
+Goal: one pure function, `check(history, nodes=..., expect_lost_ok=...) -> Report`, whose
+verdict a person can trust without reading the run: every count below has a rule, and the
+rule says why it is (or is not) a failure. Jepsen's total-queue checker and its NATS and
+Kafka workloads are the models (REFERENCE.md §3.1, §3.6, §3.7).
+
+A *position* is (topic, broker, queue, offset): the brief's (broker, queue, offset) within
+one topic, since every topic has its own queue 0..n on every broker. Order within one
+(topic, broker, queue) is queue order. The history's list order is real-time order (the
+`Recorder` guarantees it), so "a's ack came before b's invoke" compares list positions,
+not clock readings of limited resolution.
+
+Counts that must be 0 (any non-zero one makes `Report.ok` False):
+
+- `lost`: acknowledged sends never read anywhere (by a consumer or any node's drain).
+  An ack promises durability; losing one breaks the promise. Modes that promise less
+  (`majority_memory`, async master/slave) pass `expect_lost_ok=True`, and the same
+  messages are reported as `lost_allowed` instead (measured, not a failure).
+- `unexpected`: messages read that were never invoked: the system invented or corrupted
+  data.
+- `failed_seen`: sends that failed *definitely* and were read anyway. A definite failure
+  must mean nothing was stored; a client that cannot guarantee this for an error must
+  record it as `info` (see `chaos.history.classify_send_error`), so a hit here is a wrong
+  error from the broker or a client that misclassifies.
+- `offset_reuse`: one position read holding different messages (on different reads or
+  different nodes): replicas diverged, or a queue offset was handed out twice.
+- `ack_mismatch`: an acknowledged send whose acknowledged position never held it in any
+  read although the position, or the message elsewhere, was read: the ack named the
+  wrong place. (If the message was never read at all it is also `lost`.)
+- `order_violations`: per (topic, sharding key, writer) and per queue the sends were
+  acknowledged to: if a's ack came before b's invoke, a must be consumed at a lower
+  offset than b (first read offset of each, so later duplicates do not count). One
+  violation per b consumed ahead of some a. Order across writers is not promised (as in
+  RocketMQ ordered messages), so it is not checked.
+- `per_node_missing`: in the final drain (reads with `node` set), a position that some
+  node of a broker group holds and another node of that group has not read at all:
+  incomplete replication or a split brain. Group membership is inferred from the drain
+  (a node belongs to the brokers it drained), so pass in `nodes` only nodes that hold data.
+- `nodes_not_drained`: nodes in `nodes` with no drain read at all; without their drain
+  the per-node check cannot speak for them, so the run is not proven.
+
+Counts that are measured, never failures:
+
+- `acknowledged`, `failed`, `indeterminate` (info outcomes plus invokes with no outcome
+  at all, Jepsen's pending ops), `reads`;
+- `duplicated`: messages read at more than one distinct position (a retried send that
+  was stored twice); at-least-once delivery allows them;
+- `indeterminate_seen`: indeterminate sends that were read (Jepsen's "recovered");
+- `lost_allowed`: see `lost`;
+- `availability`: per fault window (a start..end pair of one fault on one target; an
+  unended window runs to the end of the history), the longest gap without an acknowledged
+  send from the window's start to the first ack after its end (so an outage that outlasts
+  the fault counts in full), and the time from the start to the first ack; plus the
+  overall longest gap between the first and the last send op. Liveness is reported for
+  people to judge, since how long a failover may take depends on the scenario.
+
+A malformed history (an outcome without an invoke, two outcomes for one send, a read
+from a node not in `nodes`, a fault end without a start) raises `HistoryError`: that is a
+harness bug, not a finding about the system.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar, NamedTuple
+
+from chaos.history import (
+    Fault,
+    HistoryError,
+    Op,
+    Read,
+    SendFail,
+    SendInfo,
+    SendInvoke,
+    SendOk,
+)
+
+ITEMS_MAX = 20
+
+
+class Position(NamedTuple):
+    """Where a message sits: queue order is offset order within (topic, broker, queue)."""
+
+    topic: str
+    broker: str
+    queue: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.broker}/{self.queue}@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetReuse:
+    position: Position
+    msgs: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.position} holds {', '.join(self.msgs)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AckMismatch:
+    msg: str
+    acked: Position
+    read_at: tuple[Position, ...]
+    found: tuple[str, ...]
+
+    def __str__(self) -> str:
+        where = ", ".join(map(str, self.read_at)) or "nowhere"
+        found = ", ".join(self.found) or "nothing read"
+        return f"{self.msg} acked at {self.acked} ({found} there), read at {where}"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderViolation:
+    topic: str
+    key: str
+    writer: str
+    broker: str
+    queue: int
+    earlier: str
+    earlier_offset: int
+    later: str
+    later_offset: int
+
+    def __str__(self) -> str:
+        return (
+            f"key {self.key}: {self.earlier} acked before {self.later} was sent, but "
+            f"{self.topic}/{self.broker}/{self.queue} has them at "
+            f"{self.earlier_offset} > {self.later_offset}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMissing:
+    node: str
+    position: Position
+    msg: str
+
+    def __str__(self) -> str:
+        return f"{self.node} lacks {self.position} ({self.msg} on its peers)"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultWindow:
+    fault: str
+    target: str
+    start: float
+    end: float | None
+    longest_gap_s: float
+    time_to_first_ack_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    windows: tuple[FaultWindow, ...] = ()
+    longest_gap_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The checker's findings; `ok` is False when any must-be-0 finding is non-empty."""
+
+    MUST_BE_EMPTY: ClassVar[tuple[str, ...]] = (
+        "lost",
+        "unexpected",
+        "failed_seen",
+        "offset_reuse",
+        "ack_mismatch",
+        "order_violations",
+        "per_node_missing",
+        "nodes_not_drained",
+    )
+    ALLOWED: ClassVar[tuple[str, ...]] = ("lost_allowed", "duplicated", "indeterminate_seen")
+
+    acknowledged: int
+    failed: int
+    indeterminate: int
+    reads: int
+    lost: tuple[str, ...] = ()
+    lost_allowed: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    duplicated: tuple[str, ...] = ()
+    indeterminate_seen: tuple[str, ...] = ()
+    failed_seen: tuple[str, ...] = ()
+    offset_reuse: tuple[OffsetReuse, ...] = ()
+    ack_mismatch: tuple[AckMismatch, ...] = ()
+    order_violations: tuple[OrderViolation, ...] = ()
+    per_node_missing: tuple[NodeMissing, ...] = ()
+    nodes_not_drained: tuple[str, ...] = ()
+    availability: Availability = field(default_factory=Availability)
+
+    @property
+    def ok(self) -> bool:
+        return not any(getattr(self, name) for name in self.MUST_BE_EMPTY)
+
+    def counts(self) -> dict[str, int]:
+        """Every finding's count, failures first."""
+        return {name: len(getattr(self, name)) for name in self.MUST_BE_EMPTY + self.ALLOWED}
+
+    def to_json(self, items_max: int | None = ITEMS_MAX) -> dict[str, Any]:
+        """JSON-ready dict; each finding is {"count", "items"} with items cut to `items_max`."""
+        head = {"ok": self.ok} | {
+            name: getattr(self, name)
+            for name in ("acknowledged", "failed", "indeterminate", "reads")
+        }
+        findings = {
+            name: _finding_json(getattr(self, name), items_max)
+            for name in self.MUST_BE_EMPTY + self.ALLOWED
+        }
+        return head | findings | {"availability": _to_json(self.availability)}
+
+    def table(self, examples_max: int = 3) -> str:
+        """A short text summary: totals, one row per finding, examples, availability."""
+        lines = [
+            f"chaos check: {'OK' if self.ok else 'FAIL'}",
+            f"  sends: {self.acknowledged} acknowledged, {self.failed} failed, "
+            f"{self.indeterminate} indeterminate; {self.reads} reads",
+            f"  {'finding':<20} {'count':>7}  rule",
+        ]
+        for name, count in self.counts().items():
+            rule = "must be 0" if name in self.MUST_BE_EMPTY else "allowed"
+            lines.append(f"  {name:<20} {count:>7}  {rule}")
+        lines += self._examples(examples_max)
+        return "\n".join(lines + _availability_lines(self.availability))
+
+    def _examples(self, examples_max: int) -> list[str]:
+        lines = []
+        for name in self.MUST_BE_EMPTY:
+            items = getattr(self, name)
+            shown = "; ".join(map(str, items[:examples_max]))
+            more = f" (+{len(items) - examples_max} more)" if len(items) > examples_max else ""
+            if items:
+                lines.append(f"  e.g. {name}: {shown}{more}")
+        return lines
+
+
+def _availability_lines(availability: Availability) -> list[str]:
+    lines = [
+        "availability (seconds without an acknowledged send)",
+        f"  {'fault':<10} {'target':<12} {'start':>9} {'end':>9} {'longest_gap':>12} "
+        f"{'first_ack':>10}",
+    ]
+    for w in availability.windows:
+        end = "-" if w.end is None else f"{w.end:.2f}"
+        first = "never" if w.time_to_first_ack_s is None else f"{w.time_to_first_ack_s:.2f}"
+        lines.append(
+            f"  {w.fault:<10} {w.target:<12} {w.start:>9.2f} {end:>9} "
+            f"{w.longest_gap_s:>12.2f} {first:>10}"
+        )
+    lines.append(f"  overall longest gap: {availability.longest_gap_s:.2f}")
+    return lines
+
+
+def _finding_json(items: tuple[Any, ...], items_max: int | None) -> dict[str, Any]:
+    return {"count": len(items), "items": _to_json(items[:items_max])}
+
+
+def _to_json(value: Any) -> Any:
+    """Findings to plain JSON: positions and dataclasses become dicts, tuples lists."""
+    if isinstance(value, Position):
+        return value._asdict()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    return value
+
+
+@dataclass
+class _Facts:
+    """The history indexed once: sends by msg, reads by msg, position and node."""
+
+    invokes: dict[str, SendInvoke] = field(default_factory=dict)
+    invoke_index: dict[str, int] = field(default_factory=dict)
+    oks: dict[str, SendOk] = field(default_factory=dict)
+    ok_index: dict[str, int] = field(default_factory=dict)
+    fails: dict[str, SendFail] = field(default_factory=dict)
+    infos: dict[str, SendInfo] = field(default_factory=dict)
+    reads: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    send_times: list[float] = field(default_factory=list)
+    last_t: float = 0.0
+    # Ordered sets (dicts to None): iteration order must not depend on hash seeds.
+    seen: dict[str, dict[Position, None]] = field(default_factory=dict)
+    held: dict[Position, dict[str, None]] = field(default_factory=dict)
+    drained: dict[str, dict[Position, str]] = field(default_factory=dict)
+
+    def add(self, index: int, op: Op) -> None:
+        self.last_t = max(self.last_t, op.t)
+        match op:
+            case SendInvoke():
+                self._add_invoke(index, op)
+            case SendOk() | SendFail() | SendInfo():
+                self._add_outcome(index, op)
+            case Read():
+                self._add_read(op)
+            case Fault():
+                self.faults.append(op)
+
+    def _add_invoke(self, index: int, op: SendInvoke) -> None:
+        if op.msg in self.invokes:
+            raise HistoryError(f"{op.msg} invoked twice (bodies must be unique)")
+        self.invokes[op.msg] = op
+        self.invoke_index[op.msg] = index
+        self.send_times.append(op.t)
+
+    def _add_outcome(self, index: int, op: SendOk | SendFail | SendInfo) -> None:
+        if op.msg not in self.invokes:
+            raise HistoryError(f"outcome {op.to_json()} for a send never invoked")
+        if op.msg in self.oks or op.msg in self.fails or op.msg in self.infos:
+            raise HistoryError(f"{op.msg} has two outcomes")
+        match op:
+            case SendOk():
+                self.oks[op.msg] = op
+                self.ok_index[op.msg] = index
+            case SendFail():
+                self.fails[op.msg] = op
+            case SendInfo():
+                self.infos[op.msg] = op
+        self.send_times.append(op.t)
+
+    def _add_read(self, op: Read) -> None:
+        position = Position(op.topic, op.broker, op.queue, op.offset)
+        self.reads += 1
+        self.seen.setdefault(op.msg, {})[position] = None
+        self.held.setdefault(position, {})[op.msg] = None
+        if op.node is not None:
+            self.drained.setdefault(op.node, {}).setdefault(position, op.msg)
+
+    def acked_position(self, msg: str) -> Position:
+        ok = self.oks[msg]
+        return Position(self.invokes[msg].topic, ok.broker, ok.queue, ok.offset)
+
+
+def check(history: Iterable[Op], *, nodes: Sequence[str], expect_lost_ok: bool = False) -> Report:
+    """Check a whole run's history; `nodes` are the ids whose final drain is expected."""
+    assert len(set(nodes)) == len(nodes), f"duplicate node ids: {nodes}"
+    facts = _Facts()
+    for index, op in enumerate(history):
+        facts.add(index, op)
+    lost = tuple(msg for msg in facts.oks if msg not in facts.seen)
+    missing, not_drained = _drain_findings(facts, nodes)
+    return Report(
+        acknowledged=len(facts.oks),
+        failed=len(facts.fails),
+        indeterminate=len(facts.invokes) - len(facts.oks) - len(facts.fails),
+        reads=facts.reads,
+        lost=() if expect_lost_ok else lost,
+        lost_allowed=lost if expect_lost_ok else (),
+        unexpected=tuple(msg for msg in facts.seen if msg not in facts.invokes),
+        duplicated=tuple(msg for msg, where in facts.seen.items() if len(where) > 1),
+        indeterminate_seen=tuple(_indeterminate_seen(facts)),
+        failed_seen=tuple(msg for msg in facts.fails if msg in facts.seen),
+        offset_reuse=tuple(_offset_reuse(facts)),
+        ack_mismatch=tuple(_ack_mismatches(facts)),
+        order_violations=tuple(_order_violations(facts)),
+        per_node_missing=tuple(missing),
+        nodes_not_drained=tuple(not_drained),
+        availability=_availability(facts),
+    )
+
+
+def _indeterminate_seen(facts: _Facts) -> list[str]:
+    return [
+        msg
+        for msg in facts.invokes
+        if msg not in facts.oks and msg not in facts.fails and msg in facts.seen
+    ]
+
+
+def _offset_reuse(facts: _Facts) -> list[OffsetReuse]:
+    return [
+        OffsetReuse(position, tuple(sorted(msgs)))
+        for position, msgs in sorted(facts.held.items())
+        if len(msgs) > 1
+    ]
+
+
+def _ack_mismatches(facts: _Facts) -> list[AckMismatch]:
+    """Acked sends whose acked position never held them, though something was read."""
+    found = []
+    for msg in facts.oks:
+        acked = facts.acked_position(msg)
+        there = facts.held.get(acked, {})
+        if msg in there or (not there and msg not in facts.seen):
+            continue
+        read_at = tuple(sorted(facts.seen.get(msg, {})))
+        found.append(AckMismatch(msg, acked, read_at, tuple(sorted(there))))
+    return found
+
+
+_OrderGroup = tuple[str, str, str, str, int]  # topic, key, writer, broker, queue
+
+
+def _order_violations(facts: _Facts) -> list[OrderViolation]:
+    groups: dict[_OrderGroup, list[str]] = {}
+    for msg, ok in facts.oks.items():
+        invoke = facts.invokes[msg]
+        if invoke.key is not None:
+            group = (invoke.topic, invoke.key, invoke.writer, ok.broker, ok.queue)
+            groups.setdefault(group, []).append(msg)
+    found: list[OrderViolation] = []
+    for group, msgs in groups.items():
+        found += _order_in_group(facts, group, msgs)
+    return found
+
+
+def _order_in_group(facts: _Facts, group: _OrderGroup, msgs: list[str]) -> list[OrderViolation]:
+    """Sweep in invoke order, keeping the highest offset among sends acked before it.
+
+    `msgs` is in ack order (the order of `facts.oks`), so this costs O(n log n), not a
+    comparison of every pair.
+    """
+    topic, _, _, broker, queue = group
+    offsets = _first_offsets(facts, (topic, broker, queue), msgs)
+    by_ack = [msg for msg in msgs if msg in offsets]
+    acked = 0
+    highest: str | None = None
+    found = []
+    for later in sorted(by_ack, key=facts.invoke_index.__getitem__):
+        while acked < len(by_ack) and facts.ok_index[by_ack[acked]] < facts.invoke_index[later]:
+            if highest is None or offsets[by_ack[acked]] > offsets[highest]:
+                highest = by_ack[acked]
+            acked += 1
+        if highest is not None and offsets[highest] > offsets[later]:
+            found.append(OrderViolation(*group, highest, offsets[highest], later, offsets[later]))
+    return found
+
+
+def _first_offsets(
+    facts: _Facts, queue_id: tuple[str, str, int], msgs: list[str]
+) -> dict[str, int]:
+    """The lowest offset at which each message was read in that queue (if it was)."""
+    offsets = {}
+    for msg in msgs:
+        in_queue = [p.offset for p in facts.seen.get(msg, {}) if p[:3] == queue_id]
+        if in_queue:
+            offsets[msg] = min(in_queue)
+    return offsets
+
+
+def _drain_findings(facts: _Facts, nodes: Sequence[str]) -> tuple[list[NodeMissing], list[str]]:
+    """Positions a node of a broker group lacks while a peer has them; undrained nodes."""
+    strangers = [node for node in facts.drained if node not in nodes]
+    if strangers:
+        raise HistoryError(f"drain reads from nodes not in {list(nodes)}: {strangers}")
+    members: dict[str, list[str]] = {}
+    for node in nodes:
+        for broker in sorted({p.broker for p in facts.drained.get(node, {})}):
+            members.setdefault(broker, []).append(node)
+    missing = []
+    for broker, group in sorted(members.items()):
+        missing += _missing_in_group(facts, broker, group)
+    return missing, [node for node in nodes if node not in facts.drained]
+
+
+def _missing_in_group(facts: _Facts, broker: str, group: list[str]) -> list[NodeMissing]:
+    union: dict[Position, str] = {}
+    for node in group:
+        for position, msg in facts.drained[node].items():
+            if position.broker == broker:
+                union.setdefault(position, msg)
+    return [
+        NodeMissing(node, position, union[position])
+        for node in group
+        for position in sorted(union)
+        if position not in facts.drained[node]
+    ]
+
+
+def _availability(facts: _Facts) -> Availability:
+    acks = sorted(ok.t for ok in facts.oks.values())
+    windows = tuple(
+        _window(fault, end, acks, facts.last_t) for fault, end in _fault_windows(facts.faults)
+    )
+    if not facts.send_times:
+        return Availability(windows, 0.0)
+    edges = [min(facts.send_times), *acks, max(facts.send_times)]
+    return Availability(windows, _longest_gap(edges))
+
+
+def _fault_windows(faults: list[Fault]) -> list[tuple[Fault, float | None]]:
+    """Pair each start with the next end of the same (fault, target); unended -> None."""
+    open_starts: dict[tuple[str, str], list[Fault]] = {}
+    windows: list[tuple[Fault, float | None]] = []
+    for op in faults:
+        starts = open_starts.setdefault((op.fault, op.target), [])
+        if op.phase == "start":
+            starts.append(op)
+        elif starts:
+            windows.append((starts.pop(0), op.t))
+        else:
+            raise HistoryError(f"fault end without a start: {op.to_json()}")
+    windows += [(start, None) for starts in open_starts.values() for start in starts]
+    return sorted(windows, key=lambda window: window[0].t)
+
+
+def _window(start: Fault, end: float | None, acks: list[float], last_t: float) -> FaultWindow:
+    """Gaps from the fault's start through its end up to the first ack after the end."""
+    stop = last_t if end is None else end
+    first = bisect.bisect_right(acks, start.t)
+    after = bisect.bisect_right(acks, stop)
+    resumed = acks[after] if after < len(acks) else max(last_t, stop)
+    edges = [start.t, *acks[first:after], resumed]
+    return FaultWindow(
+        fault=start.fault,
+        target=start.target,
+        start=start.t,
+        end=end,
+        longest_gap_s=_longest_gap(edges),
+        time_to_first_ack_s=acks[first] - start.t if first < len(acks) else None,
+    )
+
+
+def _longest_gap(edges: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(edges)), default=0.0)
