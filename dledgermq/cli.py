@@ -225,7 +225,7 @@ def run_broker_command(args: argparse.Namespace) -> int:
 
     journal = os.environ.get(SYNC_JOURNAL_ENV)
     if journal:  # Set only by the chaos runner, to simulate power loss (chaos/power_loss.py).
-        enable_sync_journal(Path(journal))
+        enable_sync_journal(Path(journal.replace("{node}", args.node)))
     try:
         return run_broker(load_config(args.config), args.node)
     except StoreDamaged as exc:

@@ -17,8 +17,13 @@ import yaml
 
 DEFAULT_CLUSTER_RESOURCE = "default_cluster.yml"
 FLUSH_MODES = ("sync", "async")
-GROUP_MODES = ("standalone", "raft")
+GROUP_MODES = ("standalone", "raft", "master_slave")
+REPLICATED_MODES = ("raft", "master_slave")  # Peer links: peer ports and the cluster secret.
 DURABILITIES = ("majority_fsync", "majority_memory")
+HA_MODES = ("async", "sync")
+RAFT_FIELDS = ("durability", "election_timeout_ms", "heartbeat_interval_ms", "preferred_leader")
+HA_FIELDS = ("ha_mode", "sync_timeout_ms")
+SYNC_TIMEOUT_MS_RANGE = (500, 60_000)
 MiB = 1024 * 1024
 
 
@@ -60,12 +65,18 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ReplicationConfig:
-    """How a replicated group agrees (Raft mode; DLedger's names where it has them)."""
+    """How a replicated group agrees: Raft fields (DLedger's names where it has them) and
+    master/slave fields (`ha_*`, RocketMQ's HA); each mode refuses the other's fields."""
 
     durability: str = "majority_fsync"
     election_timeout_ms: int = 800  # A follower waits [T, 2T) without a leader.
     heartbeat_interval_ms: int = 100
     preferred_leader: str = ""  # A node id; the leader hands over to it once caught up.
+    # master_slave: async acknowledges after the master's own flush (slaves follow); sync
+    # also waits for a slave to store the message, at most sync_timeout_ms (then the
+    # producer gets SLAVE_NOT_AVAILABLE while the message stays stored on the master).
+    ha_mode: str = "async"
+    sync_timeout_ms: int = 3_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +84,18 @@ class NodeConfig:
     id: str
     host: str
     port: int
-    peer_port: int | None = None  # Replication traffic (Raft), on the same host.
+    peer_port: int | None = None  # Replication traffic (Raft, master/slave), on the same host.
+    # Where the node binds for peer traffic when peers reach `peer_port` through a proxy or
+    # NAT (the chaos suite puts a fault-injecting proxy there); default: peer_port.
+    peer_listen_port: int | None = None
 
     @property
     def addr(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def peer_bind_port(self) -> int | None:
+        return self.peer_listen_port or self.peer_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +220,14 @@ def validate(config: ClusterConfig) -> None:
         n.addr for g in config.groups for n in g.nodes
     ]
     endpoints += [f"{n.host}:{n.peer_port}" for g in config.groups for n in g.nodes if n.peer_port]
+    endpoints += [
+        f"{n.host}:{n.peer_listen_port}"
+        for g in config.groups
+        for n in g.nodes
+        if n.peer_listen_port and n.peer_listen_port != n.peer_port
+    ]
     _unique(endpoints, "host:port")
-    if any(g.mode == "raft" for g in config.groups) and len(config.secret) < 16:
+    if any(g.mode in REPLICATED_MODES for g in config.groups) and len(config.secret) < 16:
         raise ConfigError("secret: replicated groups need a cluster secret of 16+ characters")
     for ns in config.namesrvs:
         if ns.broker_expiry_ms <= config.heartbeat_interval_ms:
@@ -225,6 +249,8 @@ def _validate_group(group: BrokerGroupConfig) -> None:
         raise ConfigError(f"{where}: standalone mode takes exactly one node")
     if group.mode == "raft":
         _validate_raft(where, group)
+    if group.mode == "master_slave":
+        _validate_master_slave(where, group)
     _validate_store(where, group.store, group.limits)
     if not 1 <= group.limits.default_queues <= 1024:
         raise ConfigError(f"{where}: default_queues must be within 1..1024")
@@ -248,6 +274,50 @@ def _validate_raft(where: str, group: BrokerGroupConfig) -> None:
         raise ConfigError(
             f"{where}: preferred_leader {replication.preferred_leader!r} not in {ids}"
         )
+
+
+def _validate_master_slave(where: str, group: BrokerGroupConfig) -> None:
+    replication = group.replication
+    if not 2 <= len(group.nodes) <= 9:
+        raise ConfigError(
+            f"{where}: a master/slave group takes 2..9 nodes (nodes[0] is the master, the "
+            "others its slaves)"
+        )
+    missing = [n.id for n in group.nodes if n.peer_port is None]
+    if missing:
+        raise ConfigError(f"{where}: nodes {missing} need a peer_port (replication traffic)")
+    if replication.ha_mode not in HA_MODES:
+        raise ConfigError(
+            f"{where}: replication.ha_mode must be one of {HA_MODES}, got {replication.ha_mode!r}"
+        )
+    low, high = SYNC_TIMEOUT_MS_RANGE
+    if not low <= replication.sync_timeout_ms <= high:
+        raise ConfigError(
+            f"{where}: replication.sync_timeout_ms must be within {low}..{high}, got "
+            f"{replication.sync_timeout_ms}"
+        )
+    sync = replication.ha_mode == "sync"
+    if sync and replication.sync_timeout_ms >= group.limits.send_timeout_ms:
+        raise ConfigError(
+            f"{where}: replication.sync_timeout_ms ({replication.sync_timeout_ms}) must be below "
+            f"limits.send_timeout_ms ({group.limits.send_timeout_ms}), so that a producer hears "
+            "SLAVE_NOT_AVAILABLE rather than a TIMEOUT"
+        )
+
+
+def _check_replication_fields(where: str, mode: str, raw: dict[str, Any]) -> None:
+    """Refuse a field of another mode (it would be ignored silently); an unknown mode is
+    reported by `validate`."""
+    if mode not in GROUP_MODES:
+        return
+    if mode == "master_slave":
+        foreign = sorted(set(raw) & set(RAFT_FIELDS))
+        if foreign:
+            raise ConfigError(f"{where}: {foreign} apply to raft groups, not master_slave")
+    else:
+        foreign = sorted(set(raw) & set(HA_FIELDS))
+        if foreign:
+            raise ConfigError(f"{where}: {foreign} apply to master_slave groups, not {mode}")
 
 
 def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> None:
@@ -286,6 +356,7 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
             host=str(n.get("host", "127.0.0.1")),
             port=_port(n),
             peer_port=_port(n, "peer_port") if "peer_port" in n else None,
+            peer_listen_port=_port(n, "peer_listen_port") if "peer_listen_port" in n else None,
         )
         for n in (_mapping(x, f"{name}.nodes[]") for x in _list(item, "nodes"))
     )
@@ -297,17 +368,16 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
         **_mapping(root.get("limits", {}), "limits"),
         **_mapping(item.get("limits", {}), "limits"),
     }
+    mode = str(item.get("mode", "standalone"))
+    replication_raw = _mapping(item.get("replication", {}), f"{name}.replication")
+    _check_replication_fields(f"{name}.replication", mode, replication_raw)
     return BrokerGroupConfig(
         name=name,
-        mode=str(item.get("mode", "standalone")),
+        mode=mode,
         nodes=nodes,
         store=_dataclass_from(StoreConfig, store_raw, f"{name}.store"),
         limits=_dataclass_from(LimitsConfig, limits_raw, f"{name}.limits"),
-        replication=_dataclass_from(
-            ReplicationConfig,
-            _mapping(item.get("replication", {}), f"{name}.replication"),
-            f"{name}.replication",
-        ),
+        replication=_dataclass_from(ReplicationConfig, replication_raw, f"{name}.replication"),
     )
 
 

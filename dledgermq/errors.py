@@ -138,6 +138,16 @@ class Unavailable(MQError):
     retryable = True
 
 
+class SlaveNotAvailable(MQError):
+    """Master/slave `ha_mode: sync`: no slave acknowledged the message in time. It IS stored
+    on the master (and visible to consumers) but not replicated, so a master power loss may
+    lose it (RocketMQ's SLAVE_NOT_AVAILABLE). Not retryable: a resend would store it twice.
+    """
+
+    code = "SLAVE_NOT_AVAILABLE"
+    status = 503
+
+
 ERRORS_BY_CODE: dict[str, type[MQError]] = {
     cls.code: cls
     for cls in (
@@ -160,6 +170,7 @@ ERRORS_BY_CODE: dict[str, type[MQError]] = {
         NotLeader,
         Timeout,
         Unavailable,
+        SlaveNotAvailable,
         CorruptData,
     )
 }

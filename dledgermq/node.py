@@ -1,10 +1,11 @@
 """Composition root: builds one broker (or NameServer) process and wires everything.
 
 Order matters and lives only here: open and recover the store, re-dispatch what the
-checkpoint does not cover (standalone only: in a Raft group the tail may be uncommitted,
-and the leader says how far to go), start actors (flusher, reput, writer, Raft node,
-ticker), then the asyncio loop with the HTTP API, the peer transport and NameServer
-registration; on SIGTERM/SIGINT stop in reverse so the last flush and checkpoint happen.
+checkpoint does not cover (standalone and master/slave: in a Raft group the tail may be
+uncommitted, and the leader says how far to go), start actors (flusher, reput, HA master,
+writer, Raft node or HA slave, ticker), then the asyncio loop with the HTTP API, the peer
+transport and NameServer registration; on SIGTERM/SIGINT stop in reverse so the last flush
+and checkpoint happen.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
+from dledgermq.ha_member import HAMember
 from dledgermq.raft_member import RaftMember, start_raft_member
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.disk import disk_used_ratio
@@ -69,13 +71,15 @@ class BrokerNode:
     reput: pykka.ActorRef[Any]
     writer: pykka.ActorRef[Any]
     raft: RaftMember | None = None
+    ha: HAMember | None = None
 
     def stop(self) -> None:
-        """The Raft node and the writer first (no new entries), then the flusher (last
-        fsync, pending confirms), then the ReputActor (last dispatch and a checkpoint
-        covered by that fsync)."""
+        """The Raft node or HA actor and the writer first (no new entries), then the
+        flusher (last fsync, pending confirms), then the ReputActor (last dispatch and a
+        checkpoint covered by that fsync)."""
         self.ticker.stop()
         first = [self.raft.node] if self.raft is not None and self.raft.node else []
+        first += [self.ha.actor] if self.ha is not None and self.ha.actor else []
         for ref in (*first, self.writer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
@@ -139,8 +143,10 @@ def recover_store(
             "rebuild them from the log that is left."
         )
     # A Raft node's tail may be uncommitted (to be truncated): it is dispatched once the
-    # leader says it committed. Standalone, everything the log kept was acknowledged.
-    while group.mode == "standalone" and dispatcher.dispatched_offset < commitlog.write_offset:
+    # leader says it committed. Standalone, everything the log kept was acknowledged; a
+    # master's log is its own writes (at worst not replicated), a slave's is all replicated.
+    whole_log = group.mode in ("standalone", "master_slave")
+    while whole_log and dispatcher.dispatched_offset < commitlog.write_offset:
         dispatcher.dispatch_upto(commitlog.write_offset)
     log.info(
         "recovered %s: commitlog [%d, %d), dispatched %d",
@@ -159,13 +165,15 @@ def start_actors(
     recovered: RecoveredStore,
     hooks: BrokerHooks,
 ) -> BrokerNode:
-    """Start flusher, reput and writer (in that order: each knows the ones before it)."""
+    """Start flusher, reput, (HA master,) writer, then the Raft node or HA slave (in that
+    order: each knows the ones before it)."""
     store = group.store
     layout = NodeLayout(config.node_dir(node.id))
     commitlog, syncer, dispatcher = recovered.commitlog, recovered.syncer, recovered.dispatcher
     marks = Watermarks(commitlog.write_offset)
     published = ReputPublished(marks)
     raft_mode = group.mode == "raft"
+    ha = HAMember(config, group, node) if group.mode == "master_slave" else None
     if raft_mode:  # Durability is the group's: fsync before counting toward a majority.
         sync_flush = group.replication.durability == "majority_fsync"
     else:
@@ -186,12 +194,17 @@ def start_actors(
         published=published,
         options=ReputOptions(store.checkpoint_interval_ms, group.limits.long_polls_max),
     )
+    # Read before the writer runs: from then on it owns the CommitLog.
+    log_end = commitlog.write_offset
+    slave_tail = ha.slave_tail(layout, commitlog) if ha is not None else None
+    ha_master = ha.start_master(layout, log_end, reput, hooks.on_fatal) if ha else None
     writer = CommitLogWriterActor.start(
         commitlog,
         on_fatal=hooks.on_fatal,
         reput=reput,
         flusher=flusher,
         marks=marks,
+        ha_master=ha_master,
         options=WriterOptions(
             sync_flush=sync_flush,
             file_reserved_ms=int(store.file_reserved_hours * 3_600_000),
@@ -200,8 +213,11 @@ def start_actors(
             disk_clean_ratio=store.disk_clean_ratio,
             disk_used_ratio=hooks.disk_used_ratio,
             hard_state_path=layout.hard_state if raft_mode else None,
+            ha_sync=ha is not None and ha.sync,
         ),
     )
+    if ha is not None and slave_tail is not None:
+        ha.start_slave(writer, reput, slave_tail, hooks.on_fatal)
     raft: RaftMember | None = None
     if raft_mode:
         raft = start_raft_member(
@@ -219,10 +235,13 @@ def start_actors(
         )
         assert raft.node is not None
         role, submit, raft_node = raft.role, _propose_to(raft.node), raft.node
+    elif ha is not None:  # A slave refuses writes through its role (broker_id > 0).
+        role, submit, raft_node = ha.role, _append_to(writer), None
     else:
         role = Published(ReplicaRole("standalone", "master", 0))
         submit, raft_node = _append_to(writer), None
-    ticker = Ticker([writer, flusher, reput, *([raft_node] if raft_node else [])], config.tick_ms)
+    timed = [raft_node] if raft_node else [ha.actor] if ha is not None and ha.actor else []
+    ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
     if not hooks.manual_ticks:
         ticker.start()
     context = BrokerContext(
@@ -236,8 +255,11 @@ def start_actors(
         role=role,
         raft=raft_node,
         raft_ids={n.id: group.raft_id(n.id) for n in group.nodes} if raft_mode else {},
+        ha_status=ha.status if ha is not None else None,
     )
-    return BrokerNode(context, ticker, flusher=flusher, reput=reput, writer=writer, raft=raft)
+    return BrokerNode(
+        context, ticker, flusher=flusher, reput=reput, writer=writer, raft=raft, ha=ha
+    )
 
 
 def _append_to(writer: pykka.ActorRef[Any]) -> SubmitEntry:
@@ -273,7 +295,7 @@ def run_broker(config: ClusterConfig, node_id: str) -> int:
     broker = open_broker(config, group, node)
     tune_gc()
     try:
-        asyncio.run(_serve_broker(config, node, broker.context, broker.raft))
+        asyncio.run(_serve_broker(config, node, broker.context, broker.raft, broker.ha))
     finally:
         broker.stop()
     log.info("broker %s stopped", node_id)
@@ -281,7 +303,11 @@ def run_broker(config: ClusterConfig, node_id: str) -> int:
 
 
 async def _serve_broker(
-    config: ClusterConfig, node: NodeConfig, context: BrokerContext, raft: RaftMember | None
+    config: ClusterConfig,
+    node: NodeConfig,
+    context: BrokerContext,
+    raft: RaftMember | None,
+    ha: HAMember | None = None,
 ) -> None:
     stop = _stop_on_signals()
     loop = asyncio.get_running_loop()
@@ -295,6 +321,8 @@ async def _serve_broker(
     if raft is not None:
         raft.on_role_changed = notify
         await raft.start_transport()
+    if ha is not None:
+        await ha.start_transport()
     runner = web.AppRunner(make_broker_app(context), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, node.host, node.port).start()
@@ -311,6 +339,8 @@ async def _serve_broker(
         await runner.cleanup()
         if raft is not None:
             await raft.stop_transport()
+        if ha is not None:
+            await ha.stop_transport()
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -91,7 +91,8 @@ class RaftMember:
 
     async def start_transport(self) -> None:
         """Listen and dial the peers (on the running loop); frames go to the Raft node."""
-        listen = self._peers[self.raft_id]
+        me = self._group.nodes[self.raft_id - 1]
+        listen = (me.host, me.peer_bind_port or self._peers[self.raft_id][1])
         self.transport = Transport(self.raft_id, listen, self._peers, self._secret, self._deliver)
         await self.transport.start()
 

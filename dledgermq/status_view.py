@@ -2,7 +2,9 @@
 
 Pure: takes the config and what each process answered (None when it did not), returns
 JSON-ready dicts and the text table. A Raft group's match indexes come from its leader
-(only the leader knows them); a node's lag is the leader's last index minus its match.
+(only the leader knows them); a node's lag is the leader's last index minus its match, in
+entries. A master/slave group's come from its master: a slave's match is its
+acknowledged CommitLog offset and its lag the bytes it is behind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ def group_summary(group: BrokerGroupConfig, statuses: dict[str, Status]) -> dict
         assert writer is not None
         matches[writer["node_id"]] = raft.get("persisted_index", 0)
     last = raft.get("last_index")
+    ha = (writer or {}).get("ha") or {}
+    if ha.get("slaves") is not None:
+        assert writer is not None
+        last = writer.get("write_offset")
+        matches[writer["node_id"]] = last
+        for slave in ha["slaves"]:
+            matches[slave["node_id"]] = slave["acked_offset"]
     nodes = []
     for node in group.nodes:
         status = statuses.get(node.id)
@@ -75,6 +84,8 @@ def render(namesrvs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
         head += f"={writer}"
         if group["mode"] == "raft":
             head += f" term={_dash(group['term'])} commit={_dash(group['commit_index'])}"
+        elif group["mode"] == "master_slave":
+            head += " (match = acknowledged offset, lag in bytes)"
         lines.append(head)
         lines.append(
             f"  {'NODE':6} {'ADDR':21} {'STATE':5} {'ROLE':13} {'MATCH':>8} {'LAG':>6} "

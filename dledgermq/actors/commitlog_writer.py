@@ -9,6 +9,12 @@ Replicated (`WriteRaw`): writes entries already encoded at their places (by the 
 node's `EntryLayout`), after cutting a divergent tail, saves the Raft hard state, and
 reports durability through the flusher so that reports keep the order of the requests.
 
+Master/slave: a master tells its HA master actor about every write (`Written`), and in
+`ha_mode: sync` hands the confirm to it (`AwaitSlave`) instead of confirming itself; the
+producer's reply is wrapped so that an entry no slave acknowledged in time is answered
+SLAVE_NOT_AVAILABLE. A slave appends what its master streamed (`AppendReplicated`) only
+if it continues this log exactly, and refuses it otherwise (peer input never stops us).
+
 Also enforces the disk high-water mark and retention.
 """
 
@@ -25,12 +31,14 @@ from typing import Any
 import pykka
 
 from dledgermq.actors.flusher import Flush, Truncated
+from dledgermq.actors.ha_master import AwaitSlave, SyncReply, Written
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import Appended, Confirm, DeleteBefore
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import WrittenEntry
+from dledgermq.broker.ha import LogMismatch, LogTail, check_continues, tail_after
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.disk import disk_used_ratio
@@ -61,6 +69,23 @@ class WriteRaw:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendReplicated:
+    """Append whole entries a master streamed for position `offset` (master/slave mode).
+
+    Written only if `offset` is where this log ends, the first entry follows its last one,
+    and `CommitLog.append_raw` accepts every record (CRC, place, order). Then
+    `on_stored(tail)` is called (on the flusher's thread) once written, and fsynced with
+    `fsync`; else `on_refused(reason)` at once, with nothing written.
+    """
+
+    offset: int
+    data: bytes
+    fsync: bool
+    on_stored: Callable[[LogTail], None]
+    on_refused: Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
 class WriterOptions:
     sync_flush: bool
     file_reserved_ms: int
@@ -70,10 +95,11 @@ class WriterOptions:
     # How full the CommitLog's disk is (0..1); injected so tests can fill a disk.
     disk_used_ratio: Callable[[Path], float] = disk_used_ratio
     hard_state_path: Path | None = None  # Raft mode: where `WriteRaw.hard_state` goes.
+    ha_sync: bool = False  # A master in ha_mode sync: a slave's ack gates the confirm.
 
 
 class CommitLogWriterActor(FailStopActor):
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the collaborators node.py wires in
         self,
         commitlog: CommitLog,
         *,
@@ -82,9 +108,12 @@ class CommitLogWriterActor(FailStopActor):
         marks: Watermarks,
         options: WriterOptions,
         on_fatal: FatalHandler = exit_process,
+        ha_master: pykka.ActorRef[Any] | None = None,
     ) -> None:
         super().__init__(on_fatal)
+        assert ha_master is not None or not options.ha_sync, "ha_sync needs the HA master"
         self._log = commitlog
+        self._ha_master = ha_master
         self._reput = reput
         self._flusher = flusher
         self._written = marks.written
@@ -101,6 +130,8 @@ class CommitLogWriterActor(FailStopActor):
                 self._append(drafts, reply)
             case WriteRaw() as raw:
                 self._write_raw(raw)
+            case AppendReplicated() as push:
+                self._append_replicated(push)
             case Tick(now_ms):
                 self._tick(now_ms)
             case _:
@@ -129,12 +160,24 @@ class CommitLogWriterActor(FailStopActor):
             return
         self._written.value = result.end_offset
         entry = WrittenEntry(before, drafts, result.positions, store_timestamp_ms)
-        tell(self._reput, Appended(result.start_offset, reply, entry))
-        if self._options.sync_flush:
-            confirm = Confirm(result.end_offset)
-            tell(self._flusher, Flush(result.end_offset, partial(tell, self._reput, confirm)))
+        gated = SyncReply(reply) if self._options.ha_sync else None
+        tell(self._reput, Appended(result.start_offset, gated or reply, entry))
+        if self._ha_master is not None:
+            tell(self._ha_master, Written(result.end_offset))
+        self._confirm(result.end_offset, gated)
+
+    def _confirm(self, end_offset: int, gated: SyncReply | None) -> None:
+        """Move the confirm offset over a new entry once it is flushed (sync flush) and, in
+        ha_mode sync (`gated`), acknowledged by a slave: the HA master confirms then."""
+        if gated is not None:
+            assert self._ha_master is not None
+            done = partial(tell, self._ha_master, AwaitSlave(end_offset, gated))
         else:
-            tell(self._reput, Confirm(result.end_offset))
+            done = partial(tell, self._reput, Confirm(end_offset))
+        if self._options.sync_flush:
+            tell(self._flusher, Flush(end_offset, done))
+        else:
+            done()
 
     def _write_raw(self, raw: WriteRaw) -> None:
         write = raw.write
@@ -153,6 +196,24 @@ class CommitLogWriterActor(FailStopActor):
             assert self._options.hard_state_path is not None, "hard state outside Raft mode"
             save_hard_state(self._options.hard_state_path, raw.hard_state)
         tell(self._flusher, Flush(self._log.write_offset if raw.fsync else 0, raw.on_durable))
+
+    def _append_replicated(self, push: AppendReplicated) -> None:
+        log = self._log
+        if self._disk_full:  # The slave keeps serving reads; the master sees it lag.
+            push.on_refused("disk usage is above the high-water mark")
+            return
+        try:
+            check_continues(
+                push.data, push.offset, write_offset=log.write_offset, last_index=log.last_index
+            )
+            result = log.append_raw(push.data)
+        except (LogMismatch, CorruptRecord, EntryTooLarge) as exc:
+            push.on_refused(str(exc))
+            return
+        self._written.value = log.write_offset
+        tail = tail_after(push.data, result.positions[-1], log.last_index)
+        upto = tail.end_offset if push.fsync else 0  # 0: answer in order, without an fsync.
+        tell(self._flusher, Flush(upto, partial(push.on_stored, tail)))
 
     def _tick(self, now_ms: int) -> None:
         if now_ms - self._last_disk_check_ms < DISK_CHECK_INTERVAL_MS:

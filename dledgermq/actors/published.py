@@ -46,8 +46,8 @@ class ReplicaRole:
     standalone broker), > 0 a replica that serves reads.
     """
 
-    mode: str  # "standalone" | "raft"
-    role: str  # "master" | "leader" | "follower" | "candidate" | "pre_candidate"
+    mode: str  # "standalone" | "raft" | "master_slave"
+    role: str  # "master" | "slave" | "leader" | "follower" | "candidate" | "pre_candidate"
     broker_id: int
     term: int = 0
     leader_node: str | None = None

@@ -28,6 +28,7 @@ from dledgermq.api.params import check_known, int_param, path_int, str_param
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, PullResult
 from dledgermq.broker.filter import parse_tag_expression
+from dledgermq.broker.ha import HAStatus
 from dledgermq.broker.produce import (
     MAX_INT64,
     ProduceLimits,
@@ -78,6 +79,7 @@ class BrokerContext:
     role: Published[ReplicaRole]
     raft: pykka.ActorRef[Any] | None = None
     raft_ids: dict[str, int] = field(default_factory=dict)  # Node id -> Raft id (the group).
+    ha_status: Published[HAStatus] | None = None  # master/slave groups: replication state.
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -220,6 +222,9 @@ async def status(request: web.Request) -> web.Response:
             "pending_proposals": state.pending_proposals,
             "match_index": {str(peer): index for peer, index in state.match_index.items()},
         }
+    # -- master/slave replication: a master's slaves (acked offset, lag), a slave's master --
+    ha = ctx.ha_status.value.to_wire(ctx.published.marks.written.value) if ctx.ha_status else None
+    # -- end of master/slave replication --
     return respond(
         request,
         {
@@ -234,6 +239,7 @@ async def status(request: web.Request) -> web.Response:
             "leader": role.leader_node,
             "leader_addr": role.leader_addr,
             "raft": raft,
+            "ha": ha,
             "flush": ctx.flush,
             "write_offset": ctx.published.marks.written.value,
             "flushed_offset": ctx.published.marks.flushed.value,

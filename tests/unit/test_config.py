@@ -66,3 +66,61 @@ brokers: [{name: b, nodes: [{id: n1, port: 9876}]}]
         parse_config(MINIMAL, base_dir=tmp_path).node("n9")
     with pytest.raises(ConfigError, match="not valid YAML"):
         parse_config("a: [", base_dir=tmp_path)
+
+
+MASTER_AND_SLAVE = (
+    "[{id: m, port: 10911, peer_port: 10912}, {id: s, port: 10921, peer_port: 10922}]"
+)
+
+
+def master_slave(
+    replication: str = "{}", nodes: str = MASTER_AND_SLAVE, secret: str = "0123456789abcdef"
+) -> str:
+    return f"""
+secret: {secret}
+namesrvs: [{{id: ns1, port: 9876}}]
+brokers:
+  - name: b
+    mode: master_slave
+    replication: {replication}
+    nodes: {nodes}
+"""
+
+
+def test_a_master_slave_group_defaults_to_async_replication(tmp_path: Path) -> None:
+    config = parse_config(master_slave(), base_dir=tmp_path)
+    group = config.groups[0]
+    assert (group.replication.ha_mode, group.replication.sync_timeout_ms) == ("async", 3000)
+    assert [n.id for n in group.nodes] == ["m", "s"]  # nodes[0] is the master
+    sync = parse_config(master_slave("{ha_mode: sync, sync_timeout_ms: 1000}"), base_dir=tmp_path)
+    assert sync.groups[0].replication.ha_mode == "sync"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (master_slave("{ha_mode: semi}"), "ha_mode must be one of"),
+        (master_slave("{sync_timeout_ms: 10}"), "sync_timeout_ms must be within"),
+        (master_slave("{sync_timeout_ms: -5}"), "sync_timeout_ms must be within"),
+        (master_slave("{ha_mode: sync, sync_timeout_ms: 5000}"), "below limits.send_timeout_ms"),
+        (master_slave("{durability: majority_memory}"), "apply to raft groups"),
+        (master_slave("{ha_mod: sync}"), "unknown field"),
+        (master_slave(nodes="[{id: m, port: 10911, peer_port: 10912}]"), "takes 2..9 nodes"),
+        (
+            master_slave(nodes="[{id: m, port: 10911, peer_port: 10912}, {id: s, port: 10921}]"),
+            "need a peer_port",
+        ),
+        (master_slave(secret="short"), "secret"),
+    ],
+)
+def test_bad_master_slave_settings_fail_with_the_field_named(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text, base_dir=tmp_path)
+
+
+def test_ha_settings_belong_to_master_slave_groups_only(tmp_path: Path) -> None:
+    text = MINIMAL.replace("nodes:", "replication: {ha_mode: sync}, nodes:")
+    with pytest.raises(ConfigError, match="apply to master_slave groups, not standalone"):
+        parse_config(text, base_dir=tmp_path)

@@ -1,0 +1,41 @@
+"""`python -m chaos run --scenario NAME [--duration S] [--seed N] [--out DIR]` (see runner.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from chaos.nemesis import KINDS
+from chaos.runner import print_summary, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("run", help="run one scenario and check its history")
+    one.add_argument(
+        "--scenario", default="smoke", help=f"smoke, mixed, or one of: {', '.join(KINDS)}"
+    )
+    one.add_argument("--duration", type=float, default=40.0, help="seconds of faults (10..7200)")
+    one.add_argument("--seed", type=int, default=1)
+    one.add_argument("--out", type=Path, help="keep the history, cluster file and logs here")
+    one.add_argument(
+        "--durability", default="majority_fsync", choices=["majority_fsync", "majority_memory"]
+    )
+    args = parser.parse_args(argv)
+    if not 10 <= args.duration <= 7200:
+        parser.error("--duration must be within 10..7200 seconds")
+    summary = run(
+        args.scenario,
+        duration_s=args.duration,
+        seed=args.seed,
+        out=args.out,
+        durability=args.durability,
+    )
+    print_summary(summary)
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

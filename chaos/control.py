@@ -1,0 +1,232 @@
+"""A throw-away Raft cluster for one chaos run, and the handles the nemesis pulls.
+
+Writes a cluster file in a temporary directory (free loopback ports; each node listens for
+peer traffic on a private port behind a `chaos.proxy.NodeProxy`), starts every process
+with `launcher.start_process` (PID files in the run directory), and offers kill, pause,
+resume, restart, power loss and partitions. Every process it started is stopped by PID in
+`stop()`, also after a failure. Broker processes journal their syncs
+(`DLEDGERMQ_SYNC_JOURNAL`) so that `power_loss` can cut what never reached the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from pathlib import Path
+from typing import Any
+
+from chaos.power_loss import apply_power_loss
+from chaos.proxy import Links, NodeProxy
+from dledgermq import launcher
+from dledgermq.config import ClusterConfig, load_config
+from dledgermq.launcher import fetch_status
+
+BROKER = "broker-a"
+SYNC_JOURNAL_ENV = "DLEDGERMQ_SYNC_JOURNAL"
+CLUSTER_FILE = """
+cluster: Chaos
+data_dir: ./data
+secret: chaos-run-secret-0123456789
+heartbeat_interval_ms: 1000
+tick_ms: 20
+namesrvs: [{{id: ns1, port: {ns}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
+store:
+  segment_size_bytes: 1048576
+  checkpoint_interval_ms: 500
+  cq_units_per_file: 10000
+  index_slots_per_file: 4096
+  index_entries_per_file: 16384
+limits:
+  send_timeout_ms: 3000
+  max_long_poll_ms: 2000
+  max_message_bytes: 65536
+  max_batch_bytes: 262144
+brokers:
+  - name: broker-a
+    mode: raft
+    replication:
+      durability: {durability}
+      election_timeout_ms: 500
+      heartbeat_interval_ms: 50
+    nodes:
+{nodes}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChaosCluster:
+    def __init__(
+        self, directory: Path, *, nodes: int = 3, durability: str = "majority_fsync"
+    ) -> None:
+        self.directory = directory
+        self.node_ids = [f"n{i}" for i in range(1, nodes + 1)]
+        public = {n: free_port() for n in self.node_ids}
+        private = {n: free_port() for n in self.node_ids}
+        lines = "\n".join(
+            f"      - {{id: {n}, port: {free_port()}, peer_port: {public[n]}, "
+            f"peer_listen_port: {private[n]}}}"
+            for n in self.node_ids
+        )
+        path = directory / "cluster.yml"
+        path.write_text(CLUSTER_FILE.format(ns=free_port(), durability=durability, nodes=lines))
+        self.path = path
+        self.config: ClusterConfig = load_config(path)
+        self.group = self.config.groups[0]
+        self.addrs = {n.id: n.addr for n in self.group.nodes}
+        self.links = Links()
+        self._proxies = [
+            NodeProxy(
+                self.group.raft_id(n),
+                ("127.0.0.1", public[n]),
+                ("127.0.0.1", private[n]),
+                self.links,
+            )
+            for n in self.node_ids
+        ]
+        self._processes = {p.id: p for p in launcher.all_processes(self.config)}
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.paused: set[str] = set()
+        self.down: set[str] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_thread.start()
+        for proxy in self._proxies:
+            self._run(proxy.start())
+        os.environ[SYNC_JOURNAL_ENV] = str(self.directory / "{node}.sync-journal")
+        for process_id in self._processes:
+            self._spawn(process_id)
+        self.wait_for_leader(timeout_s=30)
+
+    def stop(self) -> None:
+        """Stop every process this run started, by PID (resume paused ones first)."""
+        for process_id in self._processes:
+            pid = launcher.read_pid(self.config, process_id)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                launcher.stop_pid(pid)
+        for proxy in self._proxies:
+            with contextlib.suppress(Exception):
+                self._run(proxy.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    def _spawn(self, process_id: str) -> None:
+        launcher.start_process(self.config, self._processes[process_id])
+
+    # -- observing ------------------------------------------------------------------------
+
+    @property
+    def namesrv(self) -> str:
+        return self.config.namesrv_addrs[0]
+
+    def statuses(self) -> dict[str, dict[str, Any] | None]:
+        return {
+            n: None if n in self.down or n in self.paused else fetch_status(a, timeout_s=0.5)
+            for n, a in self.addrs.items()
+        }
+
+    def leader(self) -> str | None:
+        for node, status in self.statuses().items():
+            if status and status.get("role") == "leader":
+                return node
+        return None
+
+    def wait_for_leader(self, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            time.sleep(0.05)  # Polling other processes; nothing to await on.
+        raise TimeoutError(f"no leader within {timeout_s:.0f}s")
+
+    def converged(self) -> bool:
+        """Every node up and agreeing on term, commit index and dispatched offset."""
+        seen = self.statuses().values()
+        keys = {
+            (s["term"], s["raft"]["commit_index"], s["dispatched_offset"]) if s else None
+            for s in seen
+        }
+        return None not in keys and len(keys) == 1
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def pid(self, node: str) -> int | None:
+        return launcher.read_pid(self.config, node)
+
+    def kill(self, node: str) -> None:
+        pid = self.pid(node)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid)
+        self.down.add(node)
+        self.paused.discard(node)
+
+    def power_loss(self, node: str) -> dict[str, int]:
+        """Kill `node` and drop every CommitLog byte it had not synced."""
+        self.kill(node)
+        journal = self.directory / f"{node}.sync-journal"
+        return apply_power_loss(journal, self.config.node_dir(node) / "commitlog")
+
+    def restart(self, node: str) -> None:
+        if node in self.down:
+            self._spawn(node)
+            self.down.discard(node)
+
+    def pause(self, node: str) -> None:
+        pid = self.pid(node)
+        if pid is not None and node not in self.down:
+            os.kill(pid, signal.SIGSTOP)
+            self.paused.add(node)
+
+    def resume(self, node: str) -> None:
+        pid = self.pid(node)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.paused.discard(node)
+
+    def cut(self, links: Iterable[tuple[str, str]]) -> None:
+        """Cut exactly these (src, dst) node links; heal every other one."""
+        ids = {n: self.group.raft_id(n) for n in self.node_ids}
+        cut = {(ids[a], ids[b]) for a, b in links}
+        self._loop.call_soon_threadsafe(self.links.set_cut, cut)
+
+    def heal_all(self) -> None:
+        """End every fault: heal links, resume paused nodes, restart dead ones."""
+        self.cut(())
+        for node in list(self.paused):
+            self.resume(node)
+        for node in list(self.down):
+            self.restart(node)
+
+
+def _wait_dead(pid: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.01)  # The kernel reaps asynchronously; nothing to await on.
