@@ -29,11 +29,11 @@ def group_summary(group: BrokerGroupConfig, statuses: dict[str, Status]) -> dict
                 matches[node.id] = match
         assert writer is not None
         matches[writer["node_id"]] = raft.get("persisted_index", 0)
-    last = raft.get("last_index")
+    last: int | None = raft.get("last_index")
     ha = (writer or {}).get("ha") or {}
     if ha.get("slaves") is not None:
         assert writer is not None
-        last = writer.get("write_offset")
+        last = int(writer["write_offset"])
         matches[writer["node_id"]] = last
         for slave in ha["slaves"]:
             matches[slave["node_id"]] = slave["acked_offset"]
