@@ -231,6 +231,7 @@ def start_actors(
             hard_state_path=layout.hard_state,
             writer=writer,
             reput=reput,
+            disk_full=marks.disk_full,
             on_fatal=hooks.on_fatal,
         )
         assert raft.node is not None

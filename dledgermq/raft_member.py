@@ -151,6 +151,7 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
     hard_state_path: Path,
     writer: pykka.ActorRef[Any],
     reput: pykka.ActorRef[Any],
+    disk_full: Published[bool],
     on_fatal: FatalHandler,
 ) -> RaftMember:
     """Rebuild the entry layout from the log, start the Raft node (not yet networked)."""
@@ -161,7 +162,9 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
         start_offset=log_start,
     )
     fsync = group.replication.durability == "majority_fsync"
-    raft_log = CommitLogRaftLog(layout, reader, writer=writer, reput=reput, fsync=fsync)
+    raft_log = CommitLogRaftLog(
+        layout, reader, writer=writer, reput=reput, fsync=fsync, disk_full=disk_full
+    )
     stored = load_hard_state(hard_state_path)
     hard_state = HardState(stored.term, stored.vote) if stored is not None else HardState()
     member = RaftMember(group, raft_id, raft_log, config.secret.encode())

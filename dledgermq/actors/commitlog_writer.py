@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -120,6 +121,11 @@ class CommitLogWriterActor(FailStopActor):
         self._checkpointed = marks.checkpointed
         self._options = options
         self._disk_full = False
+        self._disk_full_mark = marks.disk_full
+        # Raft writes that arrived while the disk was full, kept in order until it is not:
+        # refusing one would break the order of durability reports, and writing it could
+        # fail the process. Meanwhile this node acknowledges nothing (it holds no vote).
+        self._held_raw: deque[WriteRaw] = deque()
         self._last_disk_check_ms = -DISK_CHECK_INTERVAL_MS
         self._last_retention_ms = 0
         marks.written.value = commitlog.write_offset
@@ -129,7 +135,10 @@ class CommitLogWriterActor(FailStopActor):
             case Append(drafts, reply):
                 self._append(drafts, reply)
             case WriteRaw() as raw:
-                self._write_raw(raw)
+                if self._disk_full or self._held_raw:
+                    self._held_raw.append(raw)
+                else:
+                    self._write_raw(raw)
             case AppendReplicated() as push:
                 self._append_replicated(push)
             case Tick(now_ms):
@@ -221,6 +230,9 @@ class CommitLogWriterActor(FailStopActor):
         self._last_disk_check_ms = now_ms
         ratio = self._options.disk_used_ratio(self._log.directory)
         self._disk_full = ratio >= self._options.disk_high_water_ratio
+        self._disk_full_mark.value = self._disk_full
+        while self._held_raw and not self._disk_full:
+            self._write_raw(self._held_raw.popleft())
         force = ratio >= self._options.disk_clean_ratio
         if force or now_ms - self._last_retention_ms >= self._options.retention_check_interval_ms:
             self._last_retention_ms = now_ms

@@ -26,12 +26,14 @@ class Watermarks:
     written: CommitLogWriterActor (end of the last appended entry);
     flushed: FlusherActor (everything below is fsynced);
     dispatched: ReputActor (everything below is in the ConsumeQueues and visible);
-    checkpointed: ReputActor (recovery replays the log from here, so it must stay).
+    checkpointed: ReputActor (recovery replays the log from here, so it must stay);
+    disk_full: CommitLogWriterActor (above the high-water mark: new writes are refused).
     """
 
-    __slots__ = ("checkpointed", "dispatched", "flushed", "written")
+    __slots__ = ("checkpointed", "disk_full", "dispatched", "flushed", "written")
 
     def __init__(self, start_offset: int) -> None:
+        self.disk_full: Published[bool] = Published(False)
         self.written: Published[int] = Published(start_offset)
         self.flushed: Published[int] = Published(start_offset)
         self.dispatched: Published[int] = Published(start_offset)

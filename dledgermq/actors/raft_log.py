@@ -5,6 +5,7 @@
 - `prepare`: a leader's proposal (`ProposedBatch`) is encoded as records at its CommitLog
   place (`EntryLayout`); the producer's reply waits in a `CommittedReply`, which registers
   the entry with the ReputActor once it commits (so the answer carries queue offsets);
+  above the disk's high-water mark it is refused with DISK_FULL before anything happens;
 - `persist`: a Ready's truncation and entries become one `WriteRaw` for the writer, whose
   flusher reports `Persisted` back in request order (fsync first in `majority_fsync`);
 - `on_commit`: the confirm offset becomes the end of the committed, locally durable entry;
@@ -24,12 +25,13 @@ from typing import Any
 import pykka
 
 from dledgermq.actors.commitlog_writer import WriteRaw
+from dledgermq.actors.published import Published
 from dledgermq.actors.raft_node import Persisted, PersistRequest
 from dledgermq.actors.reput import Appended, Confirm
 from dledgermq.actors.supervisor import tell
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import WrittenEntry
-from dledgermq.errors import InvalidMessage, MessageTooLarge
+from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.raft.log import RaftLog
 from dledgermq.raft.types import Entry, Index, Term
 from dledgermq.store.entry_layout import EntryLayout
@@ -80,8 +82,10 @@ class CommitLogRaftLog:
         writer: pykka.ActorRef[Any],
         reput: pykka.ActorRef[Any],
         fsync: bool,
+        disk_full: Published[bool] | None = None,
     ) -> None:
         self.layout = layout
+        self._disk_full = disk_full
         self._reader = reader
         self._writer = writer
         self._reput = reput
@@ -94,6 +98,8 @@ class CommitLogRaftLog:
         self, payload: object, reply: ReplyTo[Any], term: Term, index: Index
     ) -> tuple[object, ReplyTo[Index]]:
         assert isinstance(payload, ProposedBatch), type(payload)
+        if self._disk_full is not None and self._disk_full.value:
+            raise DiskFull("disk usage is above the high-water mark; writes are refused")
         try:
             encoded = self.layout.encode_batch(
                 payload.drafts,

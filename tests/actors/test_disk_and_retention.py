@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from dledgermq.actors.commitlog_writer import Append
+from dledgermq.actors.commitlog_writer import Append, WriteRaw
 from dledgermq.actors.reput import Read
 from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.layout import NodeLayout
@@ -24,6 +25,9 @@ from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
 from dledgermq.errors import DiskFull, OffsetOutOfRange
 from dledgermq.node import BrokerHooks, open_broker
+from dledgermq.store.commitlog import CommitLogReader
+from dledgermq.store.entry_index import decode_position
+from dledgermq.store.entry_layout import EntryLayout
 from dledgermq.store.record import MessageDraft
 from tests.conftest import wait_until
 from tests.support import TINY_SEGMENTS, ThreadReply
@@ -115,3 +119,37 @@ def test_expired_segments_are_deleted_and_pulls_below_them_are_moved(
 def wait_for_range(broker, done) -> tuple[int, int]:
     """The ReputActor applies DeleteBefore after the writer's tick: poll its answer."""
     return wait_until(lambda: done(r := read(broker, lambda d: d.queue_range("T", 0))) and r)
+
+
+def test_replicated_writes_wait_while_the_disk_is_full_then_go_on_in_order(
+    broker, disk: Disk, config: ClusterConfig
+) -> None:
+    """A Raft write is never refused (that would break the order of durability reports)
+    nor attempted on a full disk: it waits, unacknowledged, until space returns."""
+    log_end = broker.context.published.marks.written.value
+    segment = config.groups[0].store.segment_size_bytes
+    reader = CommitLogReader(NodeLayout(config.node_dir("n1")).commitlog, segment)
+    layout = EntryLayout.rebuild(
+        reader.iter_records(0, log_end, decode_position), segment, start_offset=0
+    )
+    reader.close()
+    disk.ratio = 0.95
+    broker.ticker.tick_once(now_ms=10_000)
+    wait_until(lambda: broker.context.published.marks.disk_full.value, timeout_s=10)
+    durable: list[int] = []
+    last = layout.entries.last_index
+    for index in (last + 1, last + 2):
+        data = layout.encode_batch(
+            [MessageDraft("T", 0, b"raft")], term=1, index=index, store_timestamp_ms=1
+        ).data
+        write = layout.lay_out(None, [(1, index, data)])
+        broker.writer.tell(WriteRaw(write, None, True, partial(durable.append, index)))
+    broker.ticker.tick_once(now_ms=10_500)  # within the check interval: still full
+    with pytest.raises(DiskFull):  # the writer's answer: it handled everything told before
+        send(broker, b"refused")
+    assert durable == []
+    assert broker.context.published.marks.written.value == log_end
+    disk.ratio = 0.10
+    broker.ticker.tick_once(now_ms=20_000)
+    wait_until(lambda: durable == [last + 1, last + 2], timeout_s=10)
+    assert broker.context.published.marks.written.value == layout.end_offset

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from dledgermq.actors.commitlog_writer import WriteRaw
+from dledgermq.actors.published import Published
 from dledgermq.actors.raft_log import CommitLogRaftLog, ProposedBatch
 from dledgermq.actors.raft_node import Persisted, PersistRequest
 from dledgermq.actors.reput import Appended, Confirm
-from dledgermq.errors import MessageTooLarge
+from dledgermq.errors import DiskFull, MessageTooLarge
 from dledgermq.raft.types import NOOP, Entry, HardState
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
 from dledgermq.store.entry_index import EntryIndex, decode_position
@@ -42,7 +43,7 @@ class Recorder:
 
 
 def make(
-    tmp_path: Path, layout: EntryLayout | None = None
+    tmp_path: Path, layout: EntryLayout | None = None, *, disk_full: bool = False
 ) -> tuple[CommitLogRaftLog, Recorder, Recorder, Recorder]:
     writer, reput, node = Recorder(), Recorder(), Recorder()
     raft_log = CommitLogRaftLog(
@@ -51,6 +52,7 @@ def make(
         writer=writer,  # type: ignore[arg-type]
         reput=reput,  # type: ignore[arg-type]
         fsync=True,
+        disk_full=Published(disk_full),
     )
     raft_log.node = node  # type: ignore[assignment]
     return raft_log, writer, reput, node
@@ -88,6 +90,13 @@ def test_a_batch_that_cannot_fit_a_segment_is_refused_before_replication(tmp_pat
         raft_log.prepare(
             ProposedBatch((MessageDraft("T", 0, b"x" * SEGMENT),), 1), ThreadReply(), 1, 1
         )
+    assert writer.told == []
+
+
+def test_a_proposal_is_refused_while_the_disk_is_full(tmp_path: Path) -> None:
+    raft_log, writer, _, _ = make(tmp_path, disk_full=True)  # the writer's flag is set
+    with pytest.raises(DiskFull):
+        raft_log.prepare(ProposedBatch((MessageDraft("T", 0, b"x"),), 1), ThreadReply(), 1, 1)
     assert writer.told == []
 
 
