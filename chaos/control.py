@@ -29,6 +29,7 @@ from dledgermq.launcher import fetch_status
 
 BROKER = "broker-a"
 SYNC_JOURNAL_ENV = "DLEDGERMQ_SYNC_JOURNAL"
+DISK_FULL_MARKER_ENV = "DLEDGERMQ_DISK_FULL_MARKER"
 CLUSTER_FILE = """
 cluster: Chaos
 data_dir: ./data
@@ -107,6 +108,7 @@ class ChaosCluster:
         for proxy in self._proxies:
             self._run(proxy.start())
         os.environ[SYNC_JOURNAL_ENV] = str(self.directory / "{node}.sync-journal")
+        os.environ[DISK_FULL_MARKER_ENV] = str(self.directory / "{node}.disk-full")
         for process_id in self._processes:
             self._spawn(process_id)
         self.wait_for_leader(timeout_s=30)
@@ -205,6 +207,14 @@ class ChaosCluster:
                 os.kill(pid, signal.SIGCONT)
         self.paused.discard(node)
 
+    def fill_disk(self, node: str, full: bool) -> None:
+        """Make `node`'s disk probe report a full disk (within its one-second probe)."""
+        marker = self.directory / f"{node}.disk-full"
+        if full:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
     def cut(self, links: Iterable[tuple[str, str]]) -> None:
         """Cut exactly these (src, dst) node links; heal every other one."""
         ids = {n: self.group.raft_id(n) for n in self.node_ids}
@@ -214,6 +224,8 @@ class ChaosCluster:
     def heal_all(self) -> None:
         """End every fault: heal links, resume paused nodes, restart dead ones."""
         self.cut(())
+        for node in self.node_ids:
+            self.fill_disk(node, full=False)
         for node in list(self.paused):
             self.resume(node)
         for node in list(self.down):

@@ -19,10 +19,11 @@ Ops (Jepsen's invoke / ok / fail / info, plus reads and faults):
 The fail/info rule: an error is a `SendFail` only when the client can prove nothing was
 stored, because the checker treats a failed message that is read later as a bug
 (`failed_seen`). `classify_send_error` holds that rule: only rejections that happen before
-any append (validation, unknown topic or queue, no route) are definite. NOT_LEADER is not:
+any append (validation, unknown topic or queue, no route, a full disk: the broker checks
+its high-water mark before it appends or proposes) are definite. NOT_LEADER is not:
 a leader that loses its term fails every pending proposal with NOT_LEADER, and the entry may
 still commit under the next leader (see `dledgermq/actors/raft_node.py`). SLAVE_NOT_AVAILABLE
-is stored on the master. TIMEOUT, BUSY, DISK_FULL, UNAVAILABLE and unknown codes are info.
+is stored on the master. TIMEOUT, BUSY, UNAVAILABLE and unknown codes are info.
 
 Order: the position of an op in the history is its real-time order. The `Recorder` reads
 the clock and appends under one lock, so `t` never decreases along the history.
@@ -53,6 +54,7 @@ DEFINITE_SEND_ERRORS = frozenset(
         "NO_PERMISSION",
         "NO_ROUTE",
         "BROKER_NOT_FOUND",
+        "DISK_FULL",
     }
 )
 

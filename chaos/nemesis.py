@@ -10,7 +10,8 @@ duration; the runner then heals everything anyway.
 Faults: kill (SIGKILL, restart after the window), pause (SIGSTOP/SIGCONT), power loss
 (SIGKILL + drop every unsynced CommitLog byte, on one node or all), partitions through the
 proxies (isolate a node, majority/minority, ring, flapping), and pause-kill (pause a
-minority so it misses writes, power-loss a majority member, resume, restart).
+minority so it misses writes, power-loss a majority member, resume, restart), and a full
+disk on the leader (proposals refused) or on a follower (its writes wait for space).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ KINDS = (
     "power-loss-leader",
     "power-loss-all",
     "pause-kill",
+    "disk-full-leader",
+    "disk-full-follower",
 )
 
 
@@ -169,6 +172,16 @@ class Nemesis(threading.Thread):
         self._cluster.resume(victim)
         self._halt.wait(0.5)
         self._cluster.restart(target)
+
+    def _disk_full_leader(self, step: Step, target: str, others: list[str]) -> None:
+        """The leader refuses proposals (DISK_FULL) until space returns; nothing lost."""
+        self._cluster.fill_disk(target, full=True)
+        self._hold(step)
+        self._cluster.fill_disk(target, full=False)
+
+    def _disk_full_follower(self, step: Step, target: str, others: list[str]) -> None:
+        """A follower holds its writes; the leader and the other follower go on."""
+        self._disk_full_leader(step, others[0], [])
 
     def _partitioned(self, step: Step, links: set[tuple[str, str]]) -> None:
         self._cluster.cut(links)

@@ -9,7 +9,7 @@ workload, heal every fault (links, paused and dead nodes), wait until the group 
 leader and every node agrees on commit index and dispatched offset, drain every queue
 from every node, and check the history (`checker.py`). Prints a summary table and one
 JSON line; the exit code is 0 only if the checker found nothing. The history (JSONL),
-the cluster file and the node logs are kept in `--out` when given.
+the cluster file, the node logs and a timeline picture (`plot.py`) are kept in `--out`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from chaos import checker
 from chaos.control import ChaosCluster
 from chaos.history import Recorder
 from chaos.nemesis import Nemesis, scenario
+from chaos.plot import plot
 from chaos.workload import (
     ORDERED,
     PLAIN,
@@ -135,7 +136,10 @@ def _wait_converged(cluster: ChaosCluster) -> None:
 
 def _keep(tmp: Path, out: Path, recorder: Recorder) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    recorder.snapshot().dump(out / "history.jsonl")
+    history = recorder.snapshot()
+    history.dump(out / "history.jsonl")
+    if not plot(history, out / "timeline.png", title=out.name):
+        print("no timeline.png: matplotlib is not installed (pip install '.[bench]')")
     shutil.copy(tmp / "cluster.yml", out / "cluster.yml")
     run_dir = tmp / "data" / "run"
     if run_dir.exists():

@@ -25,6 +25,7 @@ from dledgermq.config import ClusterConfig, ConfigError, load_config
 from dledgermq.errors import MQError
 
 SYNC_JOURNAL_ENV = "DLEDGERMQ_SYNC_JOURNAL"
+DISK_FULL_MARKER_ENV = "DLEDGERMQ_DISK_FULL_MARKER"
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -219,15 +220,28 @@ def cluster_status(args: argparse.Namespace) -> int:
 
 
 def run_broker_command(args: argparse.Namespace) -> int:
-    from dledgermq.node import run_broker
+    from dledgermq.node import BrokerHooks, run_broker
+    from dledgermq.store.disk import disk_used_ratio
     from dledgermq.store.errors import StoreDamaged
     from dledgermq.store.fileio import enable_sync_journal
 
+    # Fault injection, switched on only by the chaos runner's environment: a sync journal
+    # to simulate power loss (chaos/power_loss.py), a marker file that makes the disk
+    # probe report a full disk.
     journal = os.environ.get(SYNC_JOURNAL_ENV)
-    if journal:  # Set only by the chaos runner, to simulate power loss (chaos/power_loss.py).
+    if journal:
         enable_sync_journal(Path(journal.replace("{node}", args.node)))
+    full_marker = os.environ.get(DISK_FULL_MARKER_ENV)
+    hooks = BrokerHooks()
+    if full_marker:
+        marker = Path(full_marker.replace("{node}", args.node))
+
+        def probe(path: Path) -> float:
+            return 1.0 if marker.exists() else disk_used_ratio(path)
+
+        hooks = BrokerHooks(disk_used_ratio=probe)
     try:
-        return run_broker(load_config(args.config), args.node)
+        return run_broker(load_config(args.config), args.node, hooks)
     except StoreDamaged as exc:
         raise CliError(str(exc)) from exc
 

@@ -290,10 +290,10 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
 
 
-def run_broker(config: ClusterConfig, node_id: str) -> int:
+def run_broker(config: ClusterConfig, node_id: str, hooks: BrokerHooks | None = None) -> int:
     """Run one broker node until SIGTERM/SIGINT; returns the process exit code."""
     group, node = config.node(node_id)
-    broker = open_broker(config, group, node)
+    broker = open_broker(config, group, node, hooks=hooks)
     tune_gc()
     try:
         asyncio.run(_serve_broker(config, node, broker.context, broker.raft, broker.ha))
