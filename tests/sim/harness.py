@@ -1,21 +1,24 @@
-"""Deterministic simulation of a Raft group: N `RaftCore`s, a network, a disk per node.
+"""Deterministic simulation of a Raft group: N nodes, a network, a disk per node.
 
-Goal: drive the real core the way the broker's RaftNode driver will (Ready in, persist,
-send, persist-before-send, on_persisted), under faults, with no threads, no wall clock
-and no global random, so one seed always replays the same run (TigerBeetle's VOPR, etcd's
+Goal: drive the real core *through the real driver* (`raft/driver.py`, the code inside
+the broker's RaftNodeActor: persist requests, persist-before-send, held acknowledgements,
+proposals answered at commit) under faults, with no threads, no wall clock and no global
+random, so one seed always replays the same run (TigerBeetle's VOPR, etcd's
 `raft_test.go` network).
 
 Method: time is a tick counter. Each `tick()`:
-1. every live node's disk completes the writes that are due (in order): they become
-   durable, their `messages_after_persist` are released to the network, and the core hears
-   `on_persisted` for the durable log's last entry;
+1. every live node's disk completes the persist requests that are due (in order): they
+   become durable and the driver hears `persisted(seq, ...)`, which releases the messages
+   it held back;
 2. the network delivers every message that is due (seeded delay, so reordering falls out;
-   seeded drop and duplication; partitions, also one-way, drop at delivery);
-3. every live core ticks, then its `Ready` is drained: checkers look at it, `messages` go
-   to the network, and the writes plus `messages_after_persist` go to the disk.
+   seeded drop and duplication; partitions, also one-way, drop at delivery); each is
+   stepped into its node's driver;
+3. every live driver ticks.
+The driver drains the core after every input; the checkers see every `Ready` before the
+driver acts on it (`DriverIO.on_ready`).
 
-A crash drops the node's unfinished writes (and whatever it would have sent after them)
-and rebuilds the core on restart from the durable hard state and log only.
+A crash drops the node's unfinished writes (and whatever the driver held back for them)
+and rebuilds the driver and core on restart from the durable hard state and log only.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from dledgermq.errors import MQError
 from dledgermq.raft.config import RaftConfig
 from dledgermq.raft.core import RaftCore
+from dledgermq.raft.driver import DriverIO, PersistRequest, RaftDriver
 from dledgermq.raft.log import RaftLog
 from dledgermq.raft.messages import (
     AppendEntriesResponse,
@@ -37,7 +42,15 @@ from dledgermq.raft.messages import (
     RequestVoteResponse,
 )
 from dledgermq.raft.ready import Ready
-from dledgermq.raft.types import Entry, HardState, NodeId, ProposalRejected, Role
+from dledgermq.raft.types import (
+    Entry,
+    HardState,
+    Index,
+    NodeId,
+    ProposalRejected,
+    RejectReason,
+    Role,
+)
 
 from .checkers import SafetyChecker, SafetyViolation
 
@@ -148,14 +161,12 @@ class SimNetwork:
 @dataclass
 class _Write:
     done_tick: int
-    truncate_from: int | None
-    entries: list[Entry]
-    hard_state: HardState | None
-    after_persist: list[Message]
+    request: PersistRequest
 
 
 class SimDisk:
-    """One node's durable state; writes become durable in order after a seeded delay."""
+    """One node's durable state; persist requests become durable in order after a seeded
+    delay (the driver's storage)."""
 
     def __init__(self, rng: random.Random, options: DiskOptions) -> None:
         self._rng = rng
@@ -163,50 +174,37 @@ class SimDisk:
         self.hard_state = HardState()
         self.log: list[Entry] = []  # durable entries; entry i sits at position i - 1
         self._pending: deque[_Write] = deque()
+        self.now = 0
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def submit(self, now: int, ready: Ready) -> list[Message]:
-        """Queue the writes of `ready`; return the after-persist messages free to go now."""
-        if not ready.must_persist and not self._pending:
-            return ready.messages_after_persist
-        if not ready.must_persist and not ready.messages_after_persist:
-            return []
-        done = now
-        if ready.must_persist:
-            done += self._rng.randint(self.options.delay_ticks_min, self.options.delay_ticks_max)
+    def persist(self, request: PersistRequest) -> None:
+        done = self.now + self._rng.randint(
+            self.options.delay_ticks_min, self.options.delay_ticks_max
+        )
         if self._pending:
             done = max(done, self._pending[-1].done_tick)
-        self._pending.append(
-            _Write(
-                done,
-                ready.truncate_from,
-                ready.entries_to_persist,
-                ready.hard_state,
-                ready.messages_after_persist,
-            )
-        )
-        return []
+        self._pending.append(_Write(done, request))
 
-    def complete(self, now: int) -> list[_Write]:
-        """Make every write due by `now` durable, in order; return them."""
-        done = []
+    def complete(self, now: int) -> int | None:
+        """Make every request due by `now` durable, in order; the last seq made durable."""
+        seq = None
         while self._pending and self._pending[0].done_tick <= now:
-            write = self._pending.popleft()
-            if write.truncate_from is not None:
-                del self.log[write.truncate_from - 1 :]
-            if write.entries:
-                assert write.entries[0].index == len(self.log) + 1, (
-                    write.entries[0],
+            request = self._pending.popleft().request
+            if request.truncate_from is not None:
+                del self.log[request.truncate_from - 1 :]
+            if request.entries:
+                assert request.entries[0].index == len(self.log) + 1, (
+                    request.entries[0],
                     len(self.log),
                 )
-                self.log.extend(write.entries)
-            if write.hard_state is not None:
-                self.hard_state = write.hard_state
-            done.append(write)
-        return done
+                self.log.extend(request.entries)
+            if request.hard_state is not None:
+                self.hard_state = request.hard_state
+            seq = request.seq
+        return seq
 
     def crash(self) -> int:
         """Lose every write that is not durable yet; return how many were lost."""
@@ -229,17 +227,50 @@ class Proposal:
     dropped: bool = False
 
 
+class ProposalReply:
+    """The driver's answer to one proposal: `ok(index)` = acknowledged to the client."""
+
+    def __init__(self, cluster: SimCluster, proposal: Proposal) -> None:
+        self._cluster = cluster
+        self.proposal = proposal
+        self.rejected: MQError | None = None
+
+    def ok(self, value: Index) -> None:
+        proposal = self.proposal
+        assert value == proposal.index, (value, proposal)
+        proposal.acked_tick = self._cluster.now
+        self._cluster.checker.on_ack(proposal.term, proposal.index, proposal.payload)
+
+    def fail(self, error: BaseException) -> None:
+        assert isinstance(error, MQError), error
+        self.rejected = error
+        self.proposal.dropped = True  # outcome unknown: it may or may not commit
+
+
+class _TransferReply:
+    started = False
+
+    def ok(self, value: bool) -> None:
+        self.started = value
+
+    def fail(self, error: BaseException) -> None:
+        self.started = False
+
+
 @dataclass
 class SimNode:
     node_id: NodeId
     disk: SimDisk
-    core: RaftCore | None
+    driver: RaftDriver | None
     incarnation: int = 0
-    pending: list[Proposal] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
-        return self.core is not None
+        return self.driver is not None
+
+    @property
+    def core(self) -> RaftCore | None:
+        return self.driver.core if self.driver is not None else None
 
 
 def _must_wait_for_persist(message: Message) -> bool:
@@ -284,16 +315,16 @@ class SimCluster:
     def tick(self) -> None:
         self.now += 1
         for node in self.nodes.values():
+            node.disk.now = self.now
             if node.alive:
                 self._complete_writes(node)
         for message in self.network.due(self.now):
-            node = self.nodes[message.dst]
-            if node.core is not None:
-                node.core.step(message)
+            driver = self.nodes[message.dst].driver
+            if driver is not None:
+                driver.step(message)
         for node in self.nodes.values():
-            if node.core is not None:
-                node.core.tick()
-                self._drain(node)
+            if node.driver is not None:
+                node.driver.tick()
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
@@ -308,35 +339,24 @@ class SimCluster:
         return predicate()
 
     def _complete_writes(self, node: SimNode) -> None:
-        writes = node.disk.complete(self.now)
-        if not writes:
+        seq = node.disk.complete(self.now)
+        if seq is None:
             return
-        for write in writes:
-            for message in write.after_persist:
-                self.network.send(self.now, message)
-        assert node.core is not None
-        if node.disk.log:
-            last = node.disk.log[-1]
-            node.core.on_persisted(last.term, last.index)
+        assert node.driver is not None
+        last = node.disk.log[-1] if node.disk.log else Entry(0, 0, None)
+        node.driver.persisted(seq, last.term, last.index)
 
-    def _drain(self, node: SimNode) -> None:
-        core = node.core
-        assert core is not None
-        ready = core.ready()
+    def _observe(self, node_id: NodeId, core: RaftCore, ready: Ready) -> None:
+        """Every Ready of every node, before its driver acts on it."""
         for message in ready.messages:
             assert not _must_wait_for_persist(message), f"sent before persist: {message}"
-        self.checker.on_ready(node.node_id, core, ready)
+        self.checker.on_ready(node_id, core, ready)
         self._check_commit_is_durable(core, ready)
-        self._track_proposals(node, core, ready)
-        for message in ready.messages:
-            self.network.send(self.now, message)
-        for message in node.disk.submit(self.now, ready):
-            self.network.send(self.now, message)
         self._trace.update(
             b"%d %d %s %d %d %d %d %d;"
             % (
                 self.now,
-                node.node_id,
+                node_id,
                 ready.role.value.encode(),
                 ready.term,
                 ready.commit_index,
@@ -365,31 +385,13 @@ class SimCluster:
                 f"{durable} of {len(self.nodes)} disks"
             )
 
-    def _track_proposals(self, node: SimNode, core: RaftCore, ready: Ready) -> None:
-        if not node.pending:
-            return
-        still = []
-        for proposal in node.pending:
-            if ready.role is not Role.LEADER or ready.term != proposal.term:
-                proposal.dropped = True  # outcome unknown: it may or may not commit
-            elif ready.commit_index >= proposal.index:
-                assert core.log.term_at(proposal.index) == proposal.term, proposal
-                proposal.acked_tick = self.now
-                self.checker.on_ack(proposal.term, proposal.index, proposal.payload)
-            else:
-                still.append(proposal)
-        node.pending = still
-
     # -- faults --------------------------------------------------------------------------
 
     def crash(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
         assert node.alive, node_id
         lost = node.disk.crash()
-        node.core = None
-        for proposal in node.pending:
-            proposal.dropped = True
-        node.pending = []
+        node.driver = None  # its pending proposals are never answered: outcome unknown
         self.note(f"crash {node_id} (lost {lost} writes)")
 
     def restart(self, node_id: NodeId) -> None:
@@ -401,12 +403,19 @@ class SimCluster:
     def _start(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
         node.incarnation += 1
-        node.core = RaftCore(
-            self.raft.config(node_id, self.ids),
+        config = self.raft.config(node_id, self.ids)
+        core = RaftCore(
+            config,
             random.Random(self._rng.getrandbits(64)),
             hard_state=node.disk.hard_state,
             log=RaftLog(list(node.disk.log)),
         )
+        io = DriverIO(
+            persist=node.disk.persist,
+            send=lambda message: self.network.send(self.now, message),
+            on_ready=lambda c, ready: self._observe(node_id, c, ready),
+        )
+        node.driver = RaftDriver(core, io, pending_proposals_max=config.pending_proposals_max)
 
     def partition(self, *groups: Sequence[NodeId]) -> None:
         self.network.partition(groups)
@@ -434,15 +443,19 @@ class SimCluster:
         if leader is None:
             return None
         node = self.nodes[leader]
-        assert node.core is not None
+        assert node.driver is not None
+        core = node.driver.core
         if payload is None:
             self._payload_seq += 1
             payload = b"s%d-p%d" % (self.seed, self._payload_seq)
-        result = node.core.propose(payload)
-        if isinstance(result, ProposalRejected):
-            return result
-        proposal = Proposal(payload, leader, node.incarnation, node.core.term, result, self.now)
-        node.pending.append(proposal)
+        proposal = Proposal(
+            payload, leader, node.incarnation, core.term, core.last_index + 1, self.now
+        )
+        reply = ProposalReply(self, proposal)
+        node.driver.propose(payload, reply)
+        if reply.rejected is not None and core.last_index < proposal.index:
+            reason = RejectReason(reply.rejected.details["reason"])
+            return ProposalRejected(reason, core.leader_id)
         self.proposals.append(proposal)
         return proposal
 
@@ -450,11 +463,12 @@ class SimCluster:
         leader = self.leader()
         if leader is None:
             return False
-        core = self.nodes[leader].core
-        assert core is not None
-        started = core.transfer_leadership(to)
-        self.note(f"transfer {leader}->{to}: {started}")
-        return started
+        driver = self.nodes[leader].driver
+        assert driver is not None
+        answer = _TransferReply()
+        driver.transfer(to, answer)
+        self.note(f"transfer {leader}->{to}: {answer.started}")
+        return answer.started
 
     # -- observing -----------------------------------------------------------------------
 
