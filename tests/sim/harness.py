@@ -67,10 +67,13 @@ class NetOptions:
 
 @dataclass
 class DiskOptions:
-    """Ticks between handing a write to the disk and it being durable."""
+    """Ticks between handing a write to the disk and it being durable; how often a crash
+    tears the oldest unfinished write (its cut and a prefix of its entries reached the
+    disk, its hard state did not: the order the broker's writer writes them in)."""
 
     delay_ticks_min: int = 0
     delay_ticks_max: int = 0
+    torn_write_rate: float = 0.0
 
 
 @dataclass
@@ -207,8 +210,15 @@ class SimDisk:
         return seq
 
     def crash(self) -> int:
-        """Lose every write that is not durable yet; return how many were lost."""
+        """Lose every write that is not durable yet (maybe keeping part of the oldest);
+        return how many were lost."""
         lost = len(self._pending)
+        if self._pending and self._rng.random() < self.options.torn_write_rate:
+            request = self._pending[0].request
+            if request.truncate_from is not None:
+                del self.log[request.truncate_from - 1 :]
+            kept = self._rng.randint(0, len(request.entries))
+            self.log.extend(request.entries[:kept])
         self._pending.clear()
         return lost
 

@@ -53,7 +53,9 @@ def build_cluster(seed: int) -> SimCluster:
         delay_ticks_min=1,
         delay_ticks_max=rng.choice((1, 2, 3)),
     )
-    disk = DiskOptions(delay_ticks_min=0, delay_ticks_max=rng.choice((0, 1, 3, 8)))
+    disk = DiskOptions(
+        delay_ticks_min=0, delay_ticks_max=rng.choice((0, 1, 3, 8)), torn_write_rate=0.5
+    )
     # Raft needs broadcast time << election timeout (§5.6). A vote's round trip holds two
     # fsyncs (the candidate's vote, the voter's grant); with 8-tick fsyncs it reaches 22
     # ticks, and T = 10 gives endless split votes (found by seed 10846).
