@@ -21,9 +21,10 @@ given (the broker encodes records at their CommitLog place) and keeps the reply 
 under (term, index): `reply.ok(index)` once the commit index covers it and the log still
 holds that term there (a leader counts itself only up to its persisted index, so it
 acknowledges only what a majority made durable; `ok` comes before the `on_commit` that
-covers the entry, which the broker relies on to register the reply first). When the node leaves that term or stops
-leading, the reply fails with `NotLeader` (the entry may still commit under the new
-leader: the outcome is unknown to the client). During a transfer a proposal gets `Busy`.
+covers the entry, which the broker relies on to register the reply first). When the node
+leaves that term or stops leading, the reply fails with `NotLeader` (the entry may still
+commit under the new leader: the outcome is unknown to the client). During a transfer a
+proposal gets `Busy`.
 Pending replies are capped at `pending_proposals_max` (Busy beyond).
 
 Callbacks after a drain: `on_commit(index, term)` when the committed and locally durable
@@ -117,7 +118,9 @@ class RaftDriver:
         self.core = core
         self._io = io
         self._pending_max = pending_proposals_max
-        self._pending: dict[tuple[Term, Index], Reply[Index]] = {}
+        # (term, index, reply) in proposal order, which is index order: settling looks only
+        # at the front, so a drain costs what it settles, not the number pending.
+        self._pending: deque[tuple[Term, Index, Reply[Index]]] = deque()
         self._held: deque[tuple[int, list[Message]]] = deque()
         self._requested_seq = 0  # The seq of the latest persist request.
         self._durable_seq = 0
@@ -158,7 +161,7 @@ class RaftDriver:
             case ProposalRejected(reason):
                 reply.fail(Busy("too many uncommitted entries", reason=reason.value))
             case int(index):
-                self._pending[(core.term, index)] = reply
+                self._pending.append((core.term, index, reply))
         self._drain()
 
     def persisted(self, seq: int, last_term: Term, last_index: Index) -> None:
@@ -225,18 +228,21 @@ class RaftDriver:
         self._report(ready)
 
     def _settle_proposals(self, ready: Ready) -> None:
-        if not self._pending:
-            return
+        pending, core_log = self._pending, self.core.log
         leading = ready.role is Role.LEADER
-        core_log = self.core.log
-        for key in list(self._pending):
-            term, index = key
+        while pending:
+            term, index, reply = pending[0]
             if core_log.term_at(index) != term:
-                self._pending.pop(key).fail(self._not_leader("entry truncated"))
+                pending.popleft()
+                reply.fail(self._not_leader("entry truncated"))
             elif ready.commit_index >= index:
-                self._pending.pop(key).ok(index)
+                pending.popleft()
+                reply.ok(index)
             elif not leading or term != ready.term:
-                self._pending.pop(key).fail(self._not_leader("leadership lost"))
+                pending.popleft()
+                reply.fail(self._not_leader("leadership lost"))
+            else:
+                break  # Everything after it is of this term and not committed either.
 
     def _report(self, ready: Ready) -> None:
         role = (ready.role, ready.term, ready.leader_id)
