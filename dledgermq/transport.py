@@ -21,7 +21,9 @@ hello cannot be replayed. (Frames themselves are not encrypted or authenticated 
 one: someone able to rewrite traffic on the cluster's network could still inject them.)
 
 Delivery is at-most-once per frame and in order per peer while a connection lasts.
-A full queue drops the new frame (``send`` returns False); frames queued while a peer is
+A full queue (``send_queue_max`` frames or ``send_queue_max_bytes`` bytes, whichever comes
+first: AppendEntries and HA pushes carry megabytes) drops the new frame (``send`` returns
+False); frames queued while a peer is
 down stay queued and go out after the reconnect; frames that fail mid-write are dropped,
 never resent. Raft repairs every loss with its next heartbeat or append.
 
@@ -78,6 +80,7 @@ BACKOFF_JITTER_S = 0.05
 # Shorter-lived links (e.g. rejected handshakes) keep backing off, so no busy redial.
 HEALTHY_LINK_S = 1.0
 BATCH_MAX_FRAMES = 128
+SEND_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 # An inbound link with no frame for this long is closed (a dead peer's half-open socket
 # would otherwise hold a task and a socket until stop); Raft traffic is never this quiet
 # on a live link, and a quiet peer simply redials.
@@ -139,6 +142,7 @@ class _PeerLink:
         self.peer_id = peer_id
         self.address = address
         self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
         self.wake = asyncio.Event()
 
 
@@ -155,19 +159,21 @@ class Transport:
         *,
         send_queue_max: int = 4096,
         frame_max_bytes: int = FRAME_MAX_BYTES,
+        send_queue_max_bytes: int = SEND_QUEUE_MAX_BYTES,
     ) -> None:
         if not 0 <= node_id < 2**64 or not all(0 <= p < 2**64 for p in peers):
             raise ValueError("node ids must fit in 8 unsigned bytes")
         if not secret:
             raise ValueError("the cluster secret must not be empty")
-        if send_queue_max < 1 or frame_max_bytes < 1:
-            raise ValueError("send_queue_max and frame_max_bytes must be positive")
+        if send_queue_max < 1 or frame_max_bytes < 1 or send_queue_max_bytes < 1:
+            raise ValueError("queue and frame limits must be positive")
         self.node_id = node_id
         self._listen = listen
         self._secret = secret
         self._on_message = on_message
         self._queue_max = send_queue_max
         self._frame_max = frame_max_bytes
+        self._queue_max_bytes = send_queue_max_bytes
         self._links = {p: _PeerLink(p, a) for p, a in peers.items() if p != node_id}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -215,6 +221,7 @@ class Transport:
         for link in self._links.values():
             self.dropped += len(link.queue)
             link.queue.clear()
+            link.queued_bytes = 0
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -240,7 +247,11 @@ class Transport:
             )
             self.dropped += 1
             return False
+        if link.queue and link.queued_bytes + len(frame) > self._queue_max_bytes:
+            self.dropped += 1  # One frame always fits, so a big one cannot starve a link.
+            return False
         link.queue.append(frame)
+        link.queued_bytes += len(frame)
         link.wake.set()
         return True
 
@@ -345,6 +356,7 @@ class Transport:
                 continue
             count = min(len(link.queue), BATCH_MAX_FRAMES)
             batch = [link.queue.popleft() for _ in range(count)]
+            link.queued_bytes -= sum(len(frame) for frame in batch)
             try:
                 writer.writelines(batch)
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)

@@ -403,3 +403,15 @@ async def test_a_listener_that_hangs_up_before_its_challenge_is_redialled(net) -
     _, b_inbox = await cluster.start(2)
     assert a.send(2, {"seq": 1})
     await b_inbox.wait_count(1, 1)
+
+
+async def test_queue_is_bounded_in_bytes_as_well_as_frames(net) -> None:
+    cluster = net(1, 2)
+    a, _ = cluster.make(1, send_queue_max_bytes=10_000)  # never started: nothing drains
+    big = {"data": b"x" * 4_000}
+    assert a.send(2, big)
+    assert a.send(2, big)
+    assert not a.send(2, big)  # a third would pass 10,000 bytes
+    assert a.dropped == 1
+    lonely, _ = cluster.make(2, send_queue_max_bytes=100)
+    assert lonely.send(1, big)  # one frame always fits, however large
