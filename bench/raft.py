@@ -34,6 +34,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from dledgermq.config import load_config
+from dledgermq.launcher import read_pid
+
 CLUSTER = """
 cluster: BenchRaft
 data_dir: ./data
@@ -110,9 +113,12 @@ class RaftCluster:
     def down(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError):
             cli("cluster", "down", str(self.path))
+        config = load_config(self.path)
         for pid_file in self.run_dir.glob("*.pid"):
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            pid = read_pid(config, pid_file.stem)  # still ours (not a reused PID)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ which link (src -> dst) a connection carries before it forwards a single frame.
 cut link is accepted and then black-holed (read and discarded, nothing forwarded), which
 is what a dropped packet looks like to the dialer: a handshake that never completes. A
 partition of A from B cuts both (A, B) and (B, A); asymmetric cuts are possible too.
-Loopback only; every task is owned and cancelled by `stop()`.
+Loopback only; `stop()` closes the listener and every connection, then waits (bounded)
+for their tasks to end.
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ import pykka
 
 from dledgermq.actors.published import Published, ReplicaRole
 from dledgermq.actors.raft_log import CommitLogRaftLog
-from dledgermq.actors.raft_node import Inbound, RaftIO, RaftNodeActor
+from dledgermq.actors.raft_node import Inbound, RaftNodeActor
 from dledgermq.actors.supervisor import FatalHandler, tell
 from dledgermq.codec import CodecError, decode_message, encode_message
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.raft.config import RaftConfig
+from dledgermq.raft.driver import DriverIO
 from dledgermq.raft.messages import Message
 from dledgermq.raft.types import HardState, NodeId, Role, Term
 from dledgermq.store.entry_index import decode_position
@@ -69,8 +70,8 @@ class RaftMember:
     ) -> pykka.ActorRef[Any]:
         """Start the Raft node on the log; entries ending by `applied_offset` (dispatched,
         so known committed) start out compacted."""
-        io = RaftIO(
-            storage=self.raft_log,
+        io = DriverIO(
+            persist=self.raft_log.persist,
             send=self._send,
             on_commit=self.raft_log.on_commit,
             on_role_change=self._role_changed,

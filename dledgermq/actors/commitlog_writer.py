@@ -191,6 +191,10 @@ class CommitLogWriterActor(FailStopActor):
     def _write_raw(self, raw: WriteRaw) -> None:
         write = raw.write
         if write.cut_offset is not None:
+            # Earlier requests may still wait for the flusher: make them durable before
+            # any of it is cut, so that their durability reports (and the acknowledgements
+            # they release) are true when they are answered.
+            self._log.sync()
             self._log.truncate(write.cut_offset)
             self._written.value = write.cut_offset
             tell(self._flusher, Truncated(write.cut_offset))

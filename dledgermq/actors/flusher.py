@@ -62,7 +62,9 @@ class FlusherActor(FailStopActor):
             case Flush(upto, on_done):
                 if self._flushed.value < upto:
                     self._sync()
-                assert self._flushed.value >= upto, (self._flushed.value, upto)
+                # Still below `upto` only if a Raft follower cut the log below it since the
+                # request: the writer made everything durable before that cut, so the
+                # request was met then (and what was cut is no longer ours to report).
                 if on_done is not None:
                     on_done()
             case Truncated(offset):
@@ -81,7 +83,9 @@ class FlusherActor(FailStopActor):
 
     def _sync(self) -> None:
         target = self._written.value
-        self._syncer.sync(self._flushed.value, target)
+        # `written` may be below `flushed` for a moment after a cut (its `Truncated` is
+        # still queued): sync from the lower one, and never claim what is not written.
+        self._syncer.sync(min(self._flushed.value, target), target)
         self.fsyncs += 1
         self._flushed.value = target
 

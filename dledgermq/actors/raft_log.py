@@ -1,6 +1,6 @@
 """The CommitLog as the Raft log: the broker's side of a RaftNodeActor.
 
-`CommitLogRaftLog` plugs into `RaftIO` and runs on the Raft node's thread only:
+`CommitLogRaftLog` plugs into the driver's `DriverIO` and runs on the Raft node's thread only:
 
 - `prepare`: a leader's proposal (`ProposedBatch`) is encoded as records at its CommitLog
   place (`EntryLayout`); the producer's reply waits in a `CommittedReply`, which registers
@@ -17,6 +17,7 @@ Owns: the `EntryLayout`, a `CommitLogReader`. Must not: write files (the writer 
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +41,7 @@ from dledgermq.store.hard_state import StoredHardState
 from dledgermq.store.reader import CommitLogReader
 from dledgermq.store.record import MessageDraft
 
+log = logging.getLogger(__name__)
 COLD_READ_BYTES_MAX = 4 * 1024 * 1024
 
 
@@ -92,7 +94,7 @@ class CommitLogRaftLog:
         self._fsync = fsync
         self.node: pykka.ActorRef[Any] | None = None  # Set once the Raft node started.
 
-    # -- RaftIO ---------------------------------------------------------------------------
+    # -- DriverIO ---------------------------------------------------------------------------
 
     def prepare(
         self, payload: object, reply: ReplyTo[Any], term: Term, index: Index
@@ -140,11 +142,16 @@ class CommitLogRaftLog:
         return self.layout.entries.term_at(index)
 
     def entries(self, lo: Index, hi: Index) -> tuple[Entry, ...]:
-        """Read committed entries back (stops early at a byte budget or a retired segment)."""
+        """Read committed entries back from `lo` (stops early at a byte budget or a retired
+        segment; nothing when `lo` itself is no longer held: the leader must not get a
+        slice that starts elsewhere)."""
         spans = self.layout.entries
         out: list[Entry] = []
         total = 0
-        for index in range(max(lo, spans.base_index + 1), hi):
+        if lo <= spans.base_index:
+            log.warning("entry %d was retired: a follower that needs it must be re-seeded", lo)
+            return ()
+        for index in range(lo, hi):
             start, end = spans.span(index)
             try:
                 data = self._reader.read_bytes(start, end - start)

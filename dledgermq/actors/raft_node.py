@@ -10,18 +10,17 @@ Owns: the driver. Must not: block, do I/O itself, or `.get()` another actor.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.raft.config import RaftConfig
 from dledgermq.raft.core import RaftCore
-from dledgermq.raft.driver import DriverIO, PersistRequest, Prepare, RaftDriver, RaftStatus
+from dledgermq.raft.driver import DriverIO, PersistRequest, RaftDriver, RaftStatus
 from dledgermq.raft.log import RaftLog
 from dledgermq.raft.messages import Message
 from dledgermq.raft.types import HardState, Index, NodeId, Role, Term
@@ -33,10 +32,8 @@ __all__ = [
     "PersistRequest",
     "Persisted",
     "Propose",
-    "RaftIO",
     "RaftNodeActor",
     "RaftStatus",
-    "RaftStorage",
     "Status",
     "Tick",
     "TransferLeadership",
@@ -85,52 +82,19 @@ class Status:
     reply: ReplyTo[RaftStatus]
 
 
-# -- collaborators ------------------------------------------------------------------------
-
-
-class RaftStorage(Protocol):
-    """The durable log and hard state (the CommitLog writer and flusher in the broker).
-
-    `persist` must not block; the storage makes requests durable in seq order and then
-    tells the actor `Persisted(seq, last_term, last_index)` (one answer may cover several).
-    """
-
-    def persist(self, request: PersistRequest) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RaftIO:
-    """The node's collaborators; every callable is called on the actor's thread.
-
-    Args:
-        storage: makes `PersistRequest`s durable, answers `Persisted`.
-        send: hands a message to the network (must not block).
-        on_commit: `(index, term)` when the committed and locally durable prefix grows.
-        on_role_change: `(role, term, leader_id)` when any of them changed.
-        prepare, compact_keep, preferred_leader: see `raft/driver.py`.
-    """
-
-    storage: RaftStorage
-    send: Callable[[Message], None]
-    on_commit: Callable[[Index, Term], None] | None = None
-    on_role_change: Callable[[Role, Term, NodeId | None], None] | None = None
-    prepare: Prepare | None = None
-    compact_keep: int | None = None
-    preferred_leader: NodeId | None = None
-
-
 class RaftNodeActor(FailStopActor):
     def __init__(
         self,
         config: RaftConfig,
-        io: RaftIO,
+        io: DriverIO,
         *,
         hard_state: HardState,
         log: RaftLog,
         rng: random.Random | None = None,
         on_fatal: FatalHandler = exit_process,
     ) -> None:
-        """Start from the durable `hard_state` and `log` (everything in it is durable)."""
+        """Start from the durable `hard_state` and `log` (everything in it is durable).
+        `io` is called on this actor's thread; its storage answers with `Persisted`."""
         super().__init__(on_fatal)
         core = RaftCore(config, rng or random.Random(), hard_state=hard_state, log=log)
         on_role_change = io.on_role_change
@@ -142,15 +106,7 @@ class RaftNodeActor(FailStopActor):
 
         self._driver = RaftDriver(
             core,
-            DriverIO(
-                persist=io.storage.persist,
-                send=io.send,
-                on_commit=io.on_commit,
-                on_role_change=role_changed,
-                prepare=io.prepare,
-                compact_keep=io.compact_keep,
-                preferred_leader=io.preferred_leader,
-            ),
+            dataclasses.replace(io, on_role_change=role_changed),
             pending_proposals_max=config.pending_proposals_max,
         )
 

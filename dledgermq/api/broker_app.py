@@ -222,9 +222,8 @@ async def status(request: web.Request) -> web.Response:
             "pending_proposals": state.pending_proposals,
             "match_index": {str(peer): index for peer, index in state.match_index.items()},
         }
-    # -- master/slave replication: a master's slaves (acked offset, lag), a slave's master --
+    # Master/slave: a master's slaves (acknowledged offset, lag), a slave's master.
     ha = ctx.ha_status.value.to_wire(ctx.published.marks.written.value) if ctx.ha_status else None
-    # -- end of master/slave replication --
     return respond(
         request,
         {

@@ -44,7 +44,7 @@ from typing import Protocol, TypeVar
 
 from dledgermq.errors import Busy, MQError, NotLeader
 from dledgermq.raft.core import RaftCore
-from dledgermq.raft.messages import Message
+from dledgermq.raft.messages import AppendEntriesResponse, Message
 from dledgermq.raft.ready import Ready
 from dledgermq.raft.types import (
     Entry,
@@ -220,12 +220,29 @@ class RaftDriver:
             self._io.send(message)
         if ready.messages_after_persist:
             if self._requested_seq > self._durable_seq:
-                self._held.append((self._requested_seq, list(ready.messages_after_persist)))
+                self._hold(ready.messages_after_persist)
             else:
                 for message in ready.messages_after_persist:
                     self._io.send(message)
         self._settle_proposals(ready)
         self._report(ready)
+
+    def _hold(self, messages: list[Message]) -> None:
+        """Hold `messages` until the latest persist request is durable. Answers to the same
+        leader waiting on the same request keep only the newest (each heartbeat brings
+        one, and a slow or full disk must not make them pile up): dropping an older one
+        is like losing it on the network, which Raft repairs."""
+        if not self._held or self._held[-1][0] != self._requested_seq:
+            self._held.append((self._requested_seq, []))
+        batch = self._held[-1][1]
+        for message in messages:
+            if isinstance(message, AppendEntriesResponse):
+                batch[:] = [
+                    m
+                    for m in batch
+                    if not (isinstance(m, AppendEntriesResponse) and m.dst == message.dst)
+                ]
+            batch.append(message)
 
     def _settle_proposals(self, ready: Ready) -> None:
         pending, core_log = self._pending, self.core.log

@@ -39,7 +39,13 @@ from dledgermq.store.record import (
     encode_entry,
 )
 from dledgermq.store.recovery import Recovery, create_segment, delete_segments, recover
-from dledgermq.store.segment import SegmentScan, scan_segment, segment_path, segment_start
+from dledgermq.store.segment import (
+    SegmentScan,
+    place_entry,
+    scan_segment,
+    segment_path,
+    segment_start,
+)
 from dledgermq.store.syncer import CommitLogSyncer
 
 __all__ = [
@@ -151,7 +157,7 @@ class CommitLog:
             start_offset=self._write_offset,
             store_timestamp_ms=store_timestamp_ms,
         )
-        if not self._fits(len(data)):
+        if self._place(len(data)) != self._write_offset:
             self._roll()
             data, positions = encode_entry(
                 drafts,
@@ -192,26 +198,25 @@ class CommitLog:
         start = positions[0][0] if positions else self._write_offset
         return AppendResult(start, self._write_offset, positions)
 
-    def _fits(self, size: int) -> bool:
-        """Whether `size` bytes fit in the active segment, keeping room for a BLANK."""
-        if size + BLANK_SIZE > self._segment_size:
+    def _place(self, size: int, end: int | None = None) -> int:
+        """Where an entry of `size` bytes goes after `end` (default: the log's end).
+
+        Raises:
+            EntryTooLarge: the entry plus padding room exceeds a whole segment.
+        """
+        start = place_entry(self._write_offset if end is None else end, size, self._segment_size)
+        if start is None:
             raise EntryTooLarge(
                 f"entry of {size} bytes cannot fit a {self._segment_size}-byte segment"
             )
-        used = self._write_offset - self._segments[-1]
-        return used + size + BLANK_SIZE <= self._segment_size
+        return start
 
     def _place_raw(self, planned: int, entry: _RawEntry) -> int:
         """Check a replicated entry sits where this log would put it; return its end."""
-        size = entry.end - entry.begin
-        if size + BLANK_SIZE > self._segment_size:
-            raise EntryTooLarge(f"entry of {size} bytes cannot fit a segment")
-        start = segment_start(planned, self._segment_size)
-        fits = planned - start + size + BLANK_SIZE <= self._segment_size
-        expected = planned if fits else start + self._segment_size
+        expected = self._place(entry.end - entry.begin, planned)
         if entry.offset != expected:
             raise CorruptRecord(f"entry at {entry.offset}, but the log continues at {expected}")
-        return entry.offset + size
+        return entry.end - entry.begin + entry.offset
 
     def _roll(self) -> None:
         """Seal the active segment with a BLANK, make it durable, start the next one."""

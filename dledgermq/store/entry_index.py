@@ -109,13 +109,13 @@ class EntryIndex:
         """The last entry that ends at or before `offset` (the base if none does)."""
         return self.base_index + bisect.bisect_right(self._ends, offset)
 
-    def truncate_from(self, index: int) -> int:
-        """Forget entries >= index; returns the commitlog offset to cut the log at."""
+    def truncate_from(self, index: int) -> None:
+        """Forget entries >= index (the log is then cut at the new `end_offset`: the end of
+        the entry before, not the start of the first dropped one, which may sit after a
+        segment's padding)."""
         assert self.base_index < index <= self.last_index + 1, (index, self.base_index)
         keep = index - self.base_index - 1
-        cut = self._starts[keep] if keep < len(self._starts) else self.end_offset
         del self._terms[keep:], self._starts[keep:], self._ends[keep:]
-        return cut
 
     def compact(self, upto: int) -> None:
         """Forget entries <= upto (they become the base)."""

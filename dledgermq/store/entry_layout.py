@@ -22,7 +22,6 @@ import msgpack
 from dledgermq.store.entry_index import EntryIndex, EntryPosition
 from dledgermq.store.errors import CorruptRecord, EntryTooLarge
 from dledgermq.store.record import (
-    BLANK_SIZE,
     F_INDEX,
     F_OFFSET,
     F_TERM,
@@ -32,7 +31,7 @@ from dledgermq.store.record import (
     encode_entry,
     encoded_size,
 )
-from dledgermq.store.segment import segment_start
+from dledgermq.store.segment import place_entry
 
 __all__ = ["NOOP_TOPIC", "EncodedEntry", "EntryLayout", "LogWrite"]
 
@@ -81,20 +80,17 @@ class EntryLayout:
         return self.entries.end_offset
 
     def place(self, size: int) -> int:
-        """Where an entry of `size` bytes starts if appended now.
+        """Where an entry of `size` bytes starts if appended now (`segment.place_entry`).
 
         Raises:
             EntryTooLarge: it cannot fit a whole segment (with room for a BLANK).
         """
-        if size + BLANK_SIZE > self._segment_size:
+        start = place_entry(self.entries.end_offset, size, self._segment_size)
+        if start is None:
             raise EntryTooLarge(
                 f"entry of {size} bytes cannot fit a {self._segment_size}-byte segment"
             )
-        end = self.entries.end_offset
-        start = segment_start(end, self._segment_size)
-        if end - start + size + BLANK_SIZE <= self._segment_size:
-            return end
-        return start + self._segment_size
+        return start
 
     def encode_batch(
         self, drafts: Sequence[MessageDraft], *, term: int, index: int, store_timestamp_ms: int

@@ -49,6 +49,19 @@ def segment_start(offset: int, segment_size_bytes: int) -> int:
     return offset - offset % segment_size_bytes
 
 
+def place_entry(end: int, size: int, segment_size_bytes: int) -> int | None:
+    """Where an entry of `size` bytes goes when the log ends at `end`: there if it fits in
+    that segment with room left for the closing BLANK, else at the next segment's start.
+    None when it could not fit even a whole segment. The one placement rule: the writer,
+    a follower checking the leader's bytes and the Raft layout must all agree on it."""
+    if size + BLANK_SIZE > segment_size_bytes:
+        return None
+    start = segment_start(end, segment_size_bytes)
+    if end - start + size + BLANK_SIZE <= segment_size_bytes:
+        return end
+    return start + segment_size_bytes
+
+
 def list_segments(directory: Path, segment_size_bytes: int) -> list[int]:
     """Sorted start offsets of the segment files in `directory` (other files are ignored).
 

@@ -24,7 +24,6 @@ from dledgermq.actors.raft_node import (
     Persisted,
     PersistRequest,
     Propose,
-    RaftIO,
     RaftNodeActor,
     RaftStatus,
     Status,
@@ -32,6 +31,7 @@ from dledgermq.actors.raft_node import (
 )
 from dledgermq.actors.supervisor import tell
 from dledgermq.raft.config import RaftConfig
+from dledgermq.raft.driver import DriverIO
 from dledgermq.raft.log import RaftLog
 from dledgermq.raft.messages import Message
 from dledgermq.raft.types import Entry, HardState, NodeId, Role
@@ -136,8 +136,8 @@ class Cluster:
             config = RaftConfig(i, self.ids, pending_proposals_max=pending_proposals_max)
             ref = RaftNodeActor.start(
                 config,
-                RaftIO(
-                    self.storage[i],
+                DriverIO(
+                    self.storage[i].persist,
                     self.net.send,
                     on_commit=lambda index, _term, i=i: self.commits[i].append(index),
                 ),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from dledgermq.actors.flusher import Flush, FlusherActor, FlusherOptions
+from dledgermq.actors.flusher import Flush, FlusherActor, FlusherOptions, Truncated
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.ticker import Tick
 from tests.conftest import wait_until
@@ -73,5 +73,40 @@ def test_async_mode_flushes_on_ticks_only_when_something_was_written() -> None:
         flusher.tell(Tick(1_100))
         wait_until(lambda: flushed.value == 50, what="tick flush")
         assert syncer.calls == [(0, 50)]
+    finally:
+        flusher.stop()
+
+
+class CountingSyncer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def sync(self, start: int, end: int) -> None:
+        assert start <= end, (start, end)
+        self.calls.append((start, end))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_flush_past_a_log_the_follower_cut_meanwhile_is_answered() -> None:
+    """Regression (review): a Raft follower's writer ran ahead and cut its log below an
+    earlier request's offset before the flusher reached it; the flusher asserted. The
+    writer syncs before every cut, so the early request was met; what follows the cut is
+    synced once `Truncated` lowered the watermark."""
+    syncer = CountingSyncer()
+    marks = Watermarks(0)
+    flusher = FlusherActor.start(
+        syncer, marks=marks, options=FlusherOptions(interval_ms=None, start_offset=0)
+    )
+    try:
+        done: list[int] = []
+        marks.written.value = 600  # wrote to 1000, synced, cut at 400, wrote to 600
+        flusher.tell(Flush(1000, lambda: done.append(1000)))  # asked before the cut
+        flusher.tell(Truncated(400))
+        flusher.tell(Flush(600, lambda: done.append(600)))
+        wait_until(lambda: done == [1000, 600])
+        assert marks.flushed.value == 600
+        assert syncer.calls[-1] == (400, 600)  # the bytes after the cut were synced
     finally:
         flusher.stop()

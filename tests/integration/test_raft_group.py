@@ -299,3 +299,8 @@ def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft:
     assert_every_ack_on_every_node(raft, "U", acked)
     bodies = set(read_all(nodes(raft)[old], "U").values())
     assert not bodies & {b.encode() for b in doomed}, "an uncommitted entry survived"
+    # The doomed entries were in the old leader's log; now its whole log is the group's.
+    ends = {
+        (s["raft"]["last_index"], s["write_offset"]) for s in statuses(raft).values() if s
+    }
+    assert len(ends) == 1, f"the rejoined node's log differs: {ends}"
