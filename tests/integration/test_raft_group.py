@@ -34,6 +34,7 @@ import pytest
 from dledgermq.client import SyncProducer
 from dledgermq.config import load_config
 from dledgermq.launcher import fetch_status
+from dledgermq.store.record import HEADER_SIZE
 from dledgermq.store.segment import segment_path
 from tests.conftest import wait_until
 from tests.integration.conftest import Cluster, free_port
@@ -300,7 +301,35 @@ def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft:
     bodies = set(read_all(nodes(raft)[old], "U").values())
     assert not bodies & {b.encode() for b in doomed}, "an uncommitted entry survived"
     # The doomed entries were in the old leader's log; now its whole log is the group's.
-    ends = {
-        (s["raft"]["last_index"], s["write_offset"]) for s in statuses(raft).values() if s
-    }
+    ends = {(s["raft"]["last_index"], s["write_offset"]) for s in statuses(raft).values() if s}
     assert len(ends) == 1, f"the rejoined node's log differs: {ends}"
+
+
+def test_a_flipped_bit_on_one_node_is_refused_there_and_served_by_the_others(
+    raft: Cluster,
+) -> None:
+    raft.json("topic", "create", "B", "--queues", str(QUEUES))
+    boss = leader(raft)
+    assert boss is not None
+    sent = post(f"http://{nodes(raft)[boss]}/topics/B/messages", {"messages": [{"body": "x" * 64}]})
+    [result] = sent["results"]
+    wait_until(lambda: converged(raft), timeout_s=30)
+    victim = next(n for n in nodes(raft) if n != boss)
+    segment = raft.config.groups[0].store.segment_size_bytes
+    offset = result["commitlog_offset"]
+    path = segment_path(raft.config.node_dir(victim) / "commitlog", offset - offset % segment)
+    with path.open("r+b") as file:  # flip one bit past the header (all of it is under the CRC)
+        file.seek(offset % segment + HEADER_SIZE + 40)
+        byte = file.read(1)
+        file.seek(-1, 1)
+        file.write(bytes([byte[0] ^ 0x10]))
+    queue, queue_offset = result["queue_id"], result["queue_offset"]
+    pull = f"/topics/B/queues/{queue}/messages?offset={queue_offset}&max=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(f"http://{nodes(raft)[victim]}{pull}")
+    assert refused.value.code == 500
+    assert json.loads(refused.value.read())["code"] == "CORRUPT_DATA"
+    for node in nodes(raft):
+        if node != victim:
+            [message] = get(f"http://{nodes(raft)[node]}{pull}")["messages"]
+            assert message["body"] == "x" * 64
