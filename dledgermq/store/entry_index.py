@@ -131,9 +131,9 @@ class EntryIndex:
     def rebuild(cls, records: Iterable[EntryPosition], *, start_offset: int = 0) -> EntryIndex:
         """Index complete entries from a scan of the log (records in log order).
 
-        The first entry seen may begin after `start_offset` (retired segments before it):
-        it becomes the first held entry and the index before it the base, whose term is
-        then unknown here (0) and must come from elsewhere (a snapshot, later).
+        When retention retired the log's beginning (`start_offset` > 0), the first entry
+        left becomes the base: its term and end are known, the term of the one before it
+        is not, and an entry below the retained log could not be sent anyway.
         """
         entries: EntryIndex | None = None
         first_record: EntryPosition | None = None
@@ -142,9 +142,12 @@ class EntryIndex:
             if not record.is_entry_end:
                 continue
             index, term = record.index, record.term
-            if entries is None:
-                entries = cls(index - 1, 0, start_offset)
-            entries.append(index, term, first_record.commitlog_offset, record.end_offset)
+            if entries is None and start_offset > 0:
+                entries = cls(index, term, record.end_offset)
+            else:
+                if entries is None:
+                    entries = cls(index - 1, 0, start_offset)
+                entries.append(index, term, first_record.commitlog_offset, record.end_offset)
             first_record = None
         assert first_record is None, "a scan must end on an entry boundary"
         return entries if entries is not None else cls(0, 0, start_offset)

@@ -80,7 +80,9 @@ def test_compaction_keeps_the_base_term_and_end(tmp_path: Path) -> None:
     log.close()
 
 
-def test_rebuild_after_retired_segments_starts_at_the_first_whole_entry(tmp_path: Path) -> None:
+def test_rebuild_after_retired_segments_makes_the_first_entry_left_the_base(
+    tmp_path: Path,
+) -> None:
     log, built = write(tmp_path, 60)
     log.delete_expired(0, 0, force=True, max_files=2)
     reader = CommitLogReader(tmp_path, SEGMENT)
@@ -88,9 +90,11 @@ def test_rebuild_after_retired_segments_starts_at_the_first_whole_entry(tmp_path
         reader.iter_records(log.min_offset, log.write_offset, decode_position),
         start_offset=log.min_offset,
     )
-    first = rebuilt.base_index + 1
-    assert rebuilt.span(first)[0] >= log.min_offset
-    assert as_list(rebuilt) == [row for row in as_list(built) if row[0] >= first]
+    base = rebuilt.base_index
+    assert built.span(base)[0] == log.min_offset  # the first entry of the first segment left
+    assert rebuilt.term_at(base) == built.term_at(base)  # its term is known, not 0
+    assert rebuilt.end_of(base) == built.span(base)[1]
+    assert as_list(rebuilt) == [row for row in as_list(built) if row[0] > base]
     reader.close()
     log.close()
 
