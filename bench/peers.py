@@ -231,6 +231,8 @@ class NatsCluster:
         self.nodes = [f"n{i}" for i in (1, 2, 3)]
         self.ports = {n: (free_port(), free_port(), free_port()) for n in self.nodes}
         self.url = ""  # client URL of the server leading the stream, once started
+        self.procs: dict[str, subprocess.Popen] = {}  # the live process of each node
+        self.env: dict[str, str] = {}
 
     def urls(self) -> list[str]:
         return [f"nats://127.0.0.1:{self.ports[n][0]}" for n in self.nodes]
@@ -239,10 +241,9 @@ class NatsCluster:
         if not installed("nats"):
             raise PeerMissing("nats-server is not installed")
         _require_client("nats", "nats-py")
-        binary = shutil.which("nats-server") or "nats-server"
         # Three Go runtimes on two shared cores: one P each, or their idle spinning costs
         # about three times the CPU per message (measured here); an explicit value wins.
-        env = {**os.environ, "GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")}
+        self.env = {**os.environ, "GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")}
         for node in self.nodes:
             port, http, route = self.ports[node]
             routes = ", ".join(
@@ -259,17 +260,36 @@ class NatsCluster:
                     store=self.dir / node / "js",
                 )
             )
-            self.owned.spawn([binary, "-c", str(config)], self.dir / f"{node}.log", env=env)
+            self._spawn(node)
         deadline = time.monotonic() + timeout_s
         for node in self.nodes:
             self._wait_healthy(node, deadline)
         leader = asyncio.run(self._create_stream(deadline))
         self.url = f"nats://127.0.0.1:{self.ports[leader][0]}"
 
+    def _spawn(self, node: str) -> None:
+        binary = shutil.which("nats-server") or "nats-server"
+        config = self.dir / f"{node}.conf"
+        log = self.dir / f"{node}.log"
+        self.procs[node] = self.owned.spawn([binary, "-c", str(config)], log, env=self.env)
+
+    def kill(self, node: str) -> None:
+        """SIGKILL one node (the failover scenario): our own child, by its PID."""
+        proc = self.procs[node]
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def restart(self, node: str, timeout_s: float = 30.0) -> None:
+        """Start a killed node again on its ports and store; returns once it is healthy."""
+        self.owned.procs.remove(self.procs[node])
+        self._spawn(node)
+        self._wait_healthy(node, time.monotonic() + timeout_s)
+
     def _wait_healthy(self, node: str, deadline: float) -> None:
         url = f"http://127.0.0.1:{self.ports[node][1]}/healthz"
         while time.monotonic() < deadline:
-            for name, proc in zip(self.nodes, self.owned.procs, strict=True):
+            for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     log = self.dir / f"{name}.log"
                     raise PeerUnavailable(f"nats-server {name} exited: {_log_tail(log)}")

@@ -9,6 +9,15 @@ systems never share the cores with each other, only with the load client:
 2. pipelined: many in flight (dledgermq: `bench.load` batches of 100 x 16 requests;
    NATS: 256 async publishes pending; RabbitMQ: 256 publishers awaiting confirms; NATS
    was best at 256-1024 here, RabbitMQ flat at 64-256, their Python clients the limit).
+3. consume: a backlog of `count` messages is produced (pipelined), then read as fast as
+   possible (dledgermq: HTTP pulls of every queue; NATS: a pull consumer; RabbitMQ:
+   basic_consume with a prefetch of 1,000); e2e: `e2e_rate` msgs/s for `e2e_seconds`,
+   each body stamped with `time.monotonic_ns()` at send, latency taken on delivery
+   (same host, same clock; dledgermq consumes by long-poll pulls of every queue);
+4. failover (once per system and run): SIGKILL the leader (dledgermq: the Raft leader
+   node; NATS: the nats-server leading the stream) under one-at-a-time publish `kills`
+   times, restarting it after each; kill -> next acknowledged send that started after
+   the kill. RabbitMQ is one node: not applicable.
 Progress goes to stderr, one JSON line per measurement to stdout, then a summary line;
 `bench/results/peers.md` (and PNG charts if matplotlib is importable) at the end.
 """
@@ -24,6 +33,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +41,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import aggregate, clients, peers
-from bench.aggregate import ONE_AT_A_TIME, PIPELINED, SCENARIOS, Record
-from bench.raft import load, raft_cluster
+from bench.aggregate import (
+    ALIASES,
+    CONSUME,
+    E2E,
+    FAILOVER,
+    NOT_APPLICABLE,
+    ONE_AT_A_TIME,
+    PIPELINED,
+    SCENARIOS,
+    SIZELESS,
+    Record,
+)
+from bench.raft import RaftCluster, cli, load, raft_cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEMS = ("dledgermq", "nats", "rabbitmq")
@@ -50,6 +71,10 @@ class Settings:
     inflight: int = 256
     batch: int = 100
     concurrency: int = 16
+    e2e_rate: float = 500.0
+    e2e_seconds: float = 10.0
+    kills: int = 5
+    pause_s: float = 2.0
     systems: tuple[str, ...] = SYSTEMS
     scenarios: tuple[str, ...] = SCENARIOS
     out: Path = RESULTS
@@ -57,12 +82,21 @@ class Settings:
 
     def messages(self, scenario: str, size: int) -> int:
         """Messages per measurement: bounded by count and by bytes (16 KiB fills disks)."""
-        count = self.count if scenario == PIPELINED else min(self.count, self.latency_count)
+        if scenario == E2E:
+            return max(1, int(self.e2e_rate * self.e2e_seconds))
+        if scenario == FAILOVER:
+            return self.kills
+        big = scenario in (PIPELINED, CONSUME)
+        count = self.count if big else min(self.count, self.latency_count)
         return max(1, min(count, int(self.max_mb * 1e6 // size)))
 
     def inflight_of(self, system: str, scenario: str) -> str:
-        if scenario == ONE_AT_A_TIME:
+        if scenario in (ONE_AT_A_TIME, FAILOVER):
             return "1"
+        if scenario == E2E:
+            return f"{self.e2e_rate:g}/s"
+        if scenario == CONSUME:
+            return "256 per pull" if system != "rabbitmq" else "prefetch 1000"
         if system == "dledgermq":
             return f"{self.batch}x{self.concurrency}"
         return str(self.inflight)
@@ -82,9 +116,16 @@ def emit(record: Record) -> None:
 @contextlib.contextmanager
 def open_dledgermq(settings: Settings) -> Iterator[Measure]:
     with raft_cluster("majority_fsync") as cluster:
-        leader = cluster.nodes[cluster.leader()]
 
         def measure(scenario: str, size: int, count: int) -> dict[str, Any]:
+            leader = cluster.nodes[cluster.leader()]  # It moves in the failover scenario.
+            if scenario == CONSUME:
+                return dledgermq_consume(leader, size, count, settings)
+            if scenario == E2E:
+                run = clients.dledgermq_e2e(leader, f"E2E{size}", size, settings.e2e_rate, count)
+                return asyncio.run(asyncio.wait_for(run, settings.duration_s + 60))
+            if scenario == FAILOVER:
+                return aggregate.failover_summary(dledgermq_failover(cluster, count, settings))
             if scenario == ONE_AT_A_TIME:
                 shape = ("--batch", "1", "--concurrency", "1")
             else:
@@ -106,6 +147,59 @@ def open_dledgermq(settings: Settings) -> Iterator[Measure]:
         yield measure
 
 
+def dledgermq_consume(leader: str, size: int, count: int, settings: Settings) -> dict[str, Any]:
+    """A fresh topic per size, so the backlog read is exactly the one just produced."""
+    topic = ("--topic", f"Consume{size}")
+    bounds = ("--count", str(count), "--duration", str(settings.duration_s))
+    shape = ("--batch", str(settings.batch), "--concurrency", str(settings.concurrency))
+    load(leader, *topic, *shape, *bounds, "--size", str(size))
+    result = load(leader, *topic, *bounds, "--consume")
+    return {
+        "messages": result["messages"],
+        "seconds": result["seconds"],
+        "msgs_per_s": result["msgs_per_s"],
+        "mb_per_s": round(result["msgs_per_s"] * size / 1e6, 2),
+    }
+
+
+def dledgermq_failover(cluster: RaftCluster, kills: int, settings: Settings) -> list[float]:
+    """As `bench.raft failover`: the client finds the new leader itself; restart after."""
+    from dledgermq.client import SyncProducer
+
+    cli("topic", "create", "Failover", "--config", str(cluster.path))
+    acks: list[tuple[float, float]] = []
+    stop = threading.Event()
+    producer = SyncProducer([cluster.namesrv], send_timeout_s=1.0, retries=20)
+    producer.start()
+
+    def sender() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            with contextlib.suppress(Exception):
+                producer.send("Failover", b"x" * 128)
+                acks.append((started, time.monotonic()))
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    gaps = []
+    try:
+        for _ in range(kills):
+            time.sleep(settings.pause_s)  # Steady load between kills.
+            victim = cluster.leader()
+            killed_at = time.monotonic()
+            os.kill(cluster.pid(victim), signal.SIGKILL)
+            deadline = killed_at + 60
+            while not (acks and acks[-1][0] > killed_at) and time.monotonic() < deadline:
+                time.sleep(0.005)  # Polling the sender's progress.
+            gaps.append(clients.first_ack_after(acks[-200:], killed_at))
+            cli("cluster", "up", str(cluster.path), "--detach")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        producer.close()
+    return gaps
+
+
 @contextlib.contextmanager
 def open_peer(
     kind: type[peers.NatsCluster] | type[peers.RabbitMQ], settings: Settings
@@ -116,6 +210,21 @@ def open_peer(
     with peers.running(kind) as peer:
 
         def measure(scenario: str, size: int, count: int) -> dict[str, Any]:
+            nats = kind is peers.NatsCluster
+            if scenario == CONSUME:
+                consume = clients.nats_consume if nats else clients.rabbitmq_consume
+                run = consume(peer.url, size, count, settings.duration_s)
+                return asyncio.run(asyncio.wait_for(run, 2 * bound_s))
+            if scenario == E2E:
+                e2e = clients.nats_e2e if nats else clients.rabbitmq_e2e
+                run = e2e(peer.url, size, settings.e2e_rate, count)
+                return asyncio.run(asyncio.wait_for(run, settings.duration_s + 60))
+            if scenario == FAILOVER:
+                if not nats:
+                    return {NOT_APPLICABLE: "n/a (one node)"}
+                run = clients.nats_failover(peer, count, settings.pause_s)
+                gaps = asyncio.run(asyncio.wait_for(run, count * (settings.pause_s + 120)))
+                return aggregate.failover_summary(gaps)
             inflight = 1 if scenario == ONE_AT_A_TIME else settings.inflight
             run = publish(peer.url, size, count, settings.duration_s, inflight)
             return asyncio.run(asyncio.wait_for(run, bound_s))
@@ -180,9 +289,12 @@ def measure_system(
             )
             for size in settings.sizes:
                 for scenario in settings.scenarios:
+                    if scenario in SIZELESS and size != settings.sizes[0]:
+                        continue
                     count = settings.messages(scenario, size)
                     label = f"[run {run + 1}/{settings.runs}] {system} {size} B {scenario}"
-                    progress(f"{label}: {count} messages ...")
+                    unit = "kills" if scenario == FAILOVER else "messages"
+                    progress(f"{label}: {count} {unit} ...")
                     record = {**base, "scenario": scenario, "size": size}
                     record["inflight"] = settings.inflight_of(system, scenario)
                     try:
@@ -211,7 +323,13 @@ def measure_system(
 def _brief(record: Record) -> str:
     if record.get("skipped"):
         return f"FAILED {record['skipped']}"
-    text = f"{record['msgs_per_s']:,.0f} msgs/s, {record['mb_per_s']} MB/s"
+    if record.get(NOT_APPLICABLE):
+        return record[NOT_APPLICABLE]
+    if "kills" in record:
+        median, worst = record.get("median_s"), record.get("max_s")
+        misses = record.get("misses", 0)
+        return f"{record['kills']} kills (+{misses} missed), median {median} s, max {worst} s"
+    text = f"{record['msgs_per_s']:,.0f} msgs/s, {record.get('mb_per_s')} MB/s"
     if "p99_ms" in record:
         text += f", p50 {record['p50_ms']} ms, p99 {record['p99_ms']} ms"
     if record.get("errors"):
@@ -241,6 +359,17 @@ def environment_notes(settings: Settings, load_before: float) -> list[str]:
         f"Messages per measurement: pipelined {settings.count:,}, one at a time "
         f"{min(settings.count, settings.latency_count):,}, at most {settings.max_mb:.0f} MB; "
         f"each measurement bounded by {settings.duration_s:.0f} s.",
+        f"Consume: a backlog of up to {settings.count:,} messages, produced pipelined, then "
+        "read from the start (dledgermq: `bench.load --consume`, 256 per pull on each of 8 "
+        "queues; NATS: one pull consumer, fetches of 256, one cumulative ack per fetch; "
+        "RabbitMQ: basic_consume, prefetch 1,000, ack multiple every 100).",
+        f"End to end: {settings.e2e_rate:g} msgs/s offered for {settings.e2e_seconds:g} s "
+        "(sends not waiting for each other's acks), body stamped with time.monotonic_ns() at "
+        "send, latency at delivery in the consumer (same host, same clock); a message not "
+        f"delivered within {clients.DRAIN_S:g} s of the last send counts as an error.",
+        f"Failover: {settings.kills} SIGKILLs of the leader per run, {settings.pause_s:g} s of "
+        "one-at-a-time publishing before each, the killed process restarted after each; "
+        "time from the kill to the first ack of a send started after it.",
         *(f"Acknowledgement, {k}: {v}" for k, v in SEMANTICS.items() if k in settings.systems),
         *(f"Set-up, {kind.name}: {kind.tuning}" for kind in (peers.NatsCluster, peers.RabbitMQ)),
         "All load clients are Python asyncio (bench.load with aiohttp, nats-py, aio-pika), "
@@ -281,6 +410,16 @@ def summary(records: list[Record]) -> Record:
     }
 
 
+def parse_scenarios(text: str) -> tuple[str, ...]:
+    """`--scenarios one,e2e`: short names allowed, run in the suite's order (failover
+    last, since it moves the leader and restarts nodes)."""
+    wanted = {ALIASES.get(s.strip(), s.strip()) for s in text.split(",") if s.strip()}
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return tuple(s for s in SCENARIOS if s in wanted)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C: neither the per-measurement handlers nor asyncio's
     transport error handling swallow a KeyboardInterrupt, so it reaches `main`."""
@@ -307,8 +446,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--inflight", type=int, default=256, help="peers, pipelined")
     parser.add_argument("--batch", type=int, default=100, help="dledgermq, pipelined")
     parser.add_argument("--concurrency", type=int, default=16, help="dledgermq, pipelined")
+    parser.add_argument("--e2e-rate", type=float, default=500.0, help="msgs/s offered, e2e")
+    parser.add_argument("--e2e-seconds", type=float, default=10.0, help="seconds, e2e")
+    parser.add_argument("--kills", type=int, default=5, help="leader kills, failover")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds before each kill")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated: one (or one_at_a_time), pipelined, consume, e2e, failover",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     settings = Settings(
@@ -321,8 +468,12 @@ def main(argv: list[str]) -> None:
         inflight=args.inflight,
         batch=args.batch,
         concurrency=args.concurrency,
+        e2e_rate=args.e2e_rate,
+        e2e_seconds=args.e2e_seconds,
+        kills=args.kills,
+        pause_s=args.pause,
         systems=tuple(s for s in args.systems.split(",") if s),
-        scenarios=tuple(s for s in args.scenarios.split(",") if s),
+        scenarios=parse_scenarios(args.scenarios),
         out=args.out,
         argv=["run", *argv],
     )
@@ -333,6 +484,10 @@ def main(argv: list[str]) -> None:
     assert set(settings.systems) <= set(SYSTEMS)
     assert "dledgermq" in settings.systems
     assert set(settings.scenarios) <= set(SCENARIOS)
+    assert 0 < settings.e2e_rate <= 20_000
+    assert 0 < settings.e2e_seconds <= 120
+    assert 1 <= settings.kills <= 50
+    assert 0 <= settings.pause_s <= 30
     signal.signal(signal.SIGTERM, _terminate)
     load_before = os.getloadavg()[0]
     try:

@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 
 from bench.aggregate import (
+    CONSUME,
+    E2E,
+    FAILOVER,
     ONE_AT_A_TIME,
     PIPELINED,
+    TITLES,
+    e2e_summary,
+    failover_summary,
     measured,
     median_ratios,
     medians,
@@ -16,6 +22,7 @@ from bench.aggregate import (
     render_markdown,
     summarize,
 )
+from bench.clients import first_ack_after
 
 
 def rec(run: int, system: str, scenario: str, msgs: float, size: int = 1024, **extra) -> dict:
@@ -158,3 +165,124 @@ def test_markdown_of_nothing_measured_still_renders():
     text = render_markdown([{"system": "nats", "skipped": "x"}])
     assert "- nats: x" in text
     assert "## pipelined" not in text
+
+
+# --- scenarios 3 and 4: consume, end to end, failover ------------------------------------
+
+
+def test_e2e_summary_counts_undelivered_messages_as_errors():
+    latencies = [0.002] * 99 + [0.050]
+    figures = e2e_summary(latencies, sent=110, size=1024, elapsed_s=1.0)
+    assert figures["messages"] == 100
+    assert figures["sent"] == 110
+    assert figures["errors"] == 10
+    assert figures["p50_ms"] == 2.0
+    assert figures["p99_ms"] == 50.0
+
+
+def test_e2e_summary_never_reports_negative_errors():
+    assert e2e_summary([0.001, 0.001], sent=1, size=8, elapsed_s=1.0)["errors"] == 0
+
+
+def test_e2e_summary_reports_send_to_ack_percentiles_apart():
+    figures = e2e_summary([0.030] * 10, sent=10, size=8, elapsed_s=1.0, acks_s=[0.002] * 10)
+    assert figures["p50_ms"] == 30.0
+    assert figures["ack_p50_ms"] == 2.0
+    assert figures["ack_p99_ms"] == 2.0
+
+
+def test_failover_summary_median_max_and_unrecovered_kill():
+    figures = failover_summary([1.2, 0.8, 3.0, 1.0, 0.9])
+    assert figures == {
+        "kills": 5,
+        "misses": 0,
+        "median_s": 1.0,
+        "max_s": 3.0,
+        "gaps_s": [1.2, 0.8, 3.0, 1.0, 0.9],
+    }
+    stuck = failover_summary([1.0, float("inf"), 2.0])
+    assert stuck["median_s"] == 2.0
+    assert stuck["max_s"] == float("inf")
+    assert failover_summary([]) == {"kills": 0, "misses": 0, "gaps_s": []}
+
+
+def test_failover_summary_counts_kills_that_missed_the_leader_apart():
+    # 1 ms cannot be an election: that kill hit a node no longer leading.
+    figures = failover_summary([4.7, 0.001, 4.9, 4.3])
+    assert figures["kills"] == 3
+    assert figures["misses"] == 1
+    assert figures["median_s"] == 4.7
+    assert figures["max_s"] == 4.9
+    assert figures["gaps_s"] == [4.7, 0.001, 4.9, 4.3]
+
+
+def test_first_ack_after_ignores_sends_started_before_the_kill():
+    acks = [(0.0, 0.5), (0.9, 1.6), (1.1, 1.4), (1.2, 1.3)]  # (started, acknowledged)
+    # The send started at 0.9 was answered after the kill at 1.0, but it does not count.
+    assert first_ack_after(acks, killed_at=1.0) == pytest.approx(0.3)
+    assert first_ack_after(acks, killed_at=2.0) == float("inf")
+
+
+def test_new_scenarios_get_medians_ratios_and_tables():
+    records = [
+        rec(0, "dledgermq", CONSUME, 40_000.0),
+        rec(0, "nats", CONSUME, 20_000.0),
+        rec(0, "dledgermq", E2E, 500.0, p50_ms=3.0, p99_ms=9.0, p999_ms=12.0),
+        rec(0, "nats", E2E, 500.0, p50_ms=1.0, p99_ms=3.0, p999_ms=4.0),
+        {
+            "run": 0,
+            "system": "dledgermq",
+            "scenario": FAILOVER,
+            "size": 1024,
+            "kills": 5,
+            "misses": 0,
+            "median_s": 1.5,
+            "max_s": 2.5,
+        },
+        {
+            "run": 0,
+            "system": "nats",
+            "scenario": FAILOVER,
+            "size": 1024,
+            "kills": 5,
+            "misses": 1,
+            "median_s": 3.0,
+            "max_s": 6.0,
+        },
+        {
+            "run": 0,
+            "system": "rabbitmq",
+            "scenario": FAILOVER,
+            "size": 1024,
+            "not_applicable": "n/a (one node)",
+        },
+    ]
+    ratios = median_ratios(records)
+    assert ratios[(CONSUME, 1024, "nats")] == {"msgs_per_s": 2.0}
+    assert ratios[(E2E, 1024, "nats")] == {"p99_ms": 3.0}
+    assert ratios[(FAILOVER, 1024, "nats")] == {"median_s": 0.5}
+    assert medians(records)[(FAILOVER, 1024, "dledgermq")]["max_s"] == 2.5
+    lines = render_markdown(records).splitlines()
+    failover = lines[lines.index(f"## {TITLES[FAILOVER]}") :]
+    assert "| 1 KiB | nats | 5 | 1 | 3.00 | 6.00 | 0.50 | 1 |" in failover
+    assert "| - | rabbitmq | n/a (one node) | - | - | - | - | - |" in failover
+    consume = lines[lines.index(f"## {TITLES[CONSUME]}") :]
+    assert "| 1 KiB | nats | 20,000 | 20.5 | 2.00 | 1 |" in consume
+
+
+def test_scenario_selection_accepts_short_names_and_keeps_suite_order():
+    from bench.suite import parse_scenarios
+
+    assert parse_scenarios("failover,one,e2e") == (ONE_AT_A_TIME, E2E, FAILOVER)
+    assert parse_scenarios("pipelined,consume") == (PIPELINED, CONSUME)
+    with pytest.raises(SystemExit):
+        parse_scenarios("one,bogus")
+
+
+def test_e2e_and_failover_counts_are_bounded_by_their_own_settings():
+    from bench.suite import Settings
+
+    settings = Settings(count=100_000, e2e_rate=500.0, e2e_seconds=10.0, kills=5)
+    assert settings.messages(E2E, 1024) == 5_000
+    assert settings.messages(FAILOVER, 1024) == 5
+    assert settings.messages(CONSUME, 16384) == 31_250  # the 512 MB cap
