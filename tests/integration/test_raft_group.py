@@ -199,8 +199,7 @@ def test_leader_kill_fails_over_and_every_ack_survives_on_every_node(raft: Clust
     raft.json("topic", "create", "F", "--queues", str(QUEUES))
     with Sender(raft, "F") as sender:
         wait_until(lambda: len(sender.acked) >= 50, timeout_s=30)
-        old = leader(raft)
-        assert old is not None
+        old = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
         os.kill(raft.pid(old), signal.SIGKILL)
         killed_at, acked_at_kill = time.monotonic(), len(sender.acked)
         # (An answer the old leader sent just before dying may still count as the next
@@ -229,11 +228,11 @@ def test_leader_transfer_moves_leadership_without_losing_acks(raft: Cluster) -> 
     raft.json("topic", "create", "L", "--queues", str(QUEUES))
     with Sender(raft, "L") as sender:
         wait_until(lambda: len(sender.acked) >= 30, timeout_s=30)
-        old = leader(raft)
+        old = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
         target = next(n for n in nodes(raft) if n != old)
         moved = raft.json("admin", "leader-transfer", "broker-a", "--to", target)
         assert moved["node_id"] == target
-        assert leader(raft) == target
+        wait_until(lambda: leader(raft) == target, timeout_s=10, what=f"{target} leading")
         done = len(sender.acked)
         wait_until(lambda: len(sender.acked) >= done + 30, timeout_s=30)
     assert_every_ack_on_every_node(raft, "L", sender.acked)
@@ -244,7 +243,7 @@ def test_leader_transfer_moves_leadership_without_losing_acks(raft: Cluster) -> 
 
 def test_a_write_to_a_follower_is_refused_with_the_leaders_address(raft: Cluster) -> None:
     raft.json("topic", "create", "W", "--queues", str(QUEUES))
-    boss = leader(raft)
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
     follower = next(n for n in nodes(raft) if n != boss)
     payload = {"messages": [{"body": "x"}]}
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -260,8 +259,7 @@ def test_a_write_to_a_follower_is_refused_with_the_leaders_address(raft: Cluster
 
 def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft: Cluster) -> None:
     raft.json("topic", "create", "U", "--queues", str(QUEUES))
-    old = leader(raft)
-    assert old is not None
+    old = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
     followers = [n for n in nodes(raft) if n != old]
     before = post(f"http://{nodes(raft)[old]}/topics/U/messages", {"messages": [{"body": "ok"}]})
     for node in followers:
@@ -294,8 +292,7 @@ def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft:
     for node in followers:
         os.kill(raft.pid(node), signal.SIGKILL)
     raft.cli("cluster", "up", str(raft.path), "--detach")  # the two followers only
-    wait_until(lambda: leader(raft, among=set(followers)) is not None, timeout_s=30)
-    new = leader(raft, among=set(followers))
+    new = wait_until(lambda: leader(raft, among=set(followers)), timeout_s=30, what="a leader")
     after = post(f"http://{nodes(raft)[new]}/topics/U/messages", {"messages": [{"body": "new"}]})
     os.kill(raft.pid(old), signal.SIGKILL)
     raft.cli("cluster", "up", str(raft.path), "--detach")  # the old leader rejoins
@@ -315,8 +312,7 @@ def test_a_flipped_bit_on_one_node_is_refused_there_and_served_by_the_others(
     raft: Cluster,
 ) -> None:
     raft.json("topic", "create", "B", "--queues", str(QUEUES))
-    boss = leader(raft)
-    assert boss is not None
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
     sent = post(f"http://{nodes(raft)[boss]}/topics/B/messages", {"messages": [{"body": "x" * 64}]})
     [result] = sent["results"]
     wait_until(lambda: converged(raft), timeout_s=30)
