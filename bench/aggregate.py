@@ -273,3 +273,10 @@ def _size(size: int) -> str:
     if size % 1024 == 0:
         return f"{size // 1024} KiB"
     return f"{size} B"
+
+
+def first_ack_after(acks: list[tuple[float, float]], killed_at: float) -> float:
+    """Kill -> the first acknowledgement of a send that *started* after the kill (an
+    answer already on its way from the old leader does not count); inf if none."""
+    after = [done for started, done in acks if started > killed_at]
+    return min(after) - killed_at if after else float("inf")

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.aggregate import e2e_summary, summarize
+from bench.aggregate import e2e_summary, first_ack_after, summarize
 from bench.peers import QUEUE, STREAM, SUBJECT, NatsCluster
 
 # An acknowledgement still missing this long after the last send counts as an error.
@@ -360,13 +360,6 @@ async def rabbitmq_e2e(url: str, size: int, rate: float, count: int) -> dict[str
 
 
 # --- scenario 4: failover, NATS (dledgermq's is in bench.suite, next to its cluster) ------
-
-
-def first_ack_after(acks: list[tuple[float, float]], killed_at: float) -> float:
-    """Kill -> the first acknowledgement of a send that *started* after the kill (an
-    answer already on its way from the old leader does not count); inf if none."""
-    after = [done for started, done in acks if started > killed_at]
-    return min(after) - killed_at if after else float("inf")
 
 
 async def nats_failover(cluster: NatsCluster, kills: int, pause_s: float) -> list[float]:

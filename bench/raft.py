@@ -31,9 +31,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench.aggregate import first_ack_after
 from dledgermq.config import load_config
 from dledgermq.launcher import read_pid
 
@@ -179,47 +180,56 @@ def latency(args: argparse.Namespace) -> None:
     print(json.dumps({"bench": "raft_latency", "median": summary}))
 
 
-def failover(args: argparse.Namespace) -> None:
+def measure_failover(
+    cluster: RaftCluster, kills: int, pause_s: float, on_kill: Callable[[dict], None] | None = None
+) -> list[float]:
+    """SIGKILL the leader `kills` times under one-at-a-time sends through the Python client
+    (which finds the new leader itself), restarting the victim after each; per kill, the
+    seconds to the first acknowledgement of a send that *started* after the kill (an answer
+    already on its way from the old leader does not count)."""
     from dledgermq.client import SyncProducer
 
+    cli("topic", "create", "Failover", "--config", str(cluster.path))
+    acks: list[tuple[float, float]] = []  # (started, acknowledged) per send
+    stop = threading.Event()
+    producer = SyncProducer([cluster.namesrv], send_timeout_s=1.0, retries=20)
+    producer.start()
+
+    def sender() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            with contextlib.suppress(Exception):
+                producer.send("Failover", b"x" * 128)
+                acks.append((started, time.monotonic()))
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    gaps: list[float] = []
+    try:
+        for kill in range(kills):
+            time.sleep(pause_s)  # Steady load between kills (the quantity measured).
+            victim = cluster.leader()
+            killed_at = time.monotonic()
+            os.kill(cluster.pid(victim), signal.SIGKILL)
+            deadline = killed_at + 60
+            while not (acks and acks[-1][0] > killed_at) and time.monotonic() < deadline:
+                time.sleep(0.005)  # Polling the sender's progress.
+            gaps.append(first_ack_after(acks[-200:], killed_at))
+            if on_kill is not None:
+                on_kill({"kill": kill, "victim": victim, "first_ack_s": round(gaps[-1], 3)})
+            cli("cluster", "up", str(cluster.path), "--detach")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        producer.close()
+    return gaps
+
+
+def failover(args: argparse.Namespace) -> None:
     with raft_cluster("majority_fsync", election_ms=args.election_ms) as cluster:
-        cli("topic", "create", "Failover", "--config", str(cluster.path))
-        # (started, acknowledged) per send; the failover time of a kill is measured to the
-        # first acknowledgement of a send that started after it (an answer that was
-        # already on its way from the old leader does not count).
-        acks: list[tuple[float, float]] = []
-        stop = threading.Event()
-        producer = SyncProducer([cluster.namesrv], send_timeout_s=1.0, retries=20)
-        producer.start()
-
-        def sender() -> None:
-            while not stop.is_set():
-                started = time.monotonic()
-                with contextlib.suppress(Exception):
-                    producer.send("Failover", b"x" * 128)
-                    acks.append((started, time.monotonic()))
-
-        thread = threading.Thread(target=sender, daemon=True)
-        thread.start()
-        gaps = []
-        try:
-            for kill in range(args.kills):
-                time.sleep(args.pause_s)  # Steady load between kills (the quantity measured).
-                victim = cluster.leader()
-                killed_at = time.monotonic()
-                os.kill(cluster.pid(victim), signal.SIGKILL)
-                deadline = killed_at + 60
-                while not (acks and acks[-1][0] > killed_at) and time.monotonic() < deadline:
-                    time.sleep(0.005)  # Polling the sender's progress.
-                after = [done for started, done in acks[-50:] if started > killed_at]
-                gap = after[0] - killed_at if after else float("inf")
-                gaps.append(gap)
-                print(json.dumps({"kill": kill, "victim": victim, "first_ack_s": round(gap, 3)}))
-                cli("cluster", "up", str(cluster.path), "--detach")
-        finally:
-            stop.set()
-            thread.join(timeout=30)
-            producer.close()
+        gaps = measure_failover(
+            cluster, args.kills, args.pause_s, lambda row: print(json.dumps(row), flush=True)
+        )
     print(
         json.dumps(
             {

@@ -33,7 +33,6 @@ import platform
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from bench.aggregate import (
     SIZELESS,
     Record,
 )
-from bench.raft import RaftCluster, cli, load, raft_cluster
+from bench.raft import load, measure_failover, raft_cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEMS = ("dledgermq", "nats", "rabbitmq")
@@ -125,7 +124,9 @@ def open_dledgermq(settings: Settings) -> Iterator[Measure]:
                 run = clients.dledgermq_e2e(leader, f"E2E{size}", size, settings.e2e_rate, count)
                 return asyncio.run(asyncio.wait_for(run, settings.duration_s + 60))
             if scenario == FAILOVER:
-                return aggregate.failover_summary(dledgermq_failover(cluster, count, settings))
+                return aggregate.failover_summary(
+                    measure_failover(cluster, count, settings.pause_s)
+                )
             if scenario == ONE_AT_A_TIME:
                 shape = ("--batch", "1", "--concurrency", "1")
             else:
@@ -160,44 +161,6 @@ def dledgermq_consume(leader: str, size: int, count: int, settings: Settings) ->
         "msgs_per_s": result["msgs_per_s"],
         "mb_per_s": round(result["msgs_per_s"] * size / 1e6, 2),
     }
-
-
-def dledgermq_failover(cluster: RaftCluster, kills: int, settings: Settings) -> list[float]:
-    """As `bench.raft failover`: the client finds the new leader itself; restart after."""
-    from dledgermq.client import SyncProducer
-
-    cli("topic", "create", "Failover", "--config", str(cluster.path))
-    acks: list[tuple[float, float]] = []
-    stop = threading.Event()
-    producer = SyncProducer([cluster.namesrv], send_timeout_s=1.0, retries=20)
-    producer.start()
-
-    def sender() -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            with contextlib.suppress(Exception):
-                producer.send("Failover", b"x" * 128)
-                acks.append((started, time.monotonic()))
-
-    thread = threading.Thread(target=sender, daemon=True)
-    thread.start()
-    gaps = []
-    try:
-        for _ in range(kills):
-            time.sleep(settings.pause_s)  # Steady load between kills.
-            victim = cluster.leader()
-            killed_at = time.monotonic()
-            os.kill(cluster.pid(victim), signal.SIGKILL)
-            deadline = killed_at + 60
-            while not (acks and acks[-1][0] > killed_at) and time.monotonic() < deadline:
-                time.sleep(0.005)  # Polling the sender's progress.
-            gaps.append(clients.first_ack_after(acks[-200:], killed_at))
-            cli("cluster", "up", str(cluster.path), "--detach")
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        producer.close()
-    return gaps
 
 
 @contextlib.contextmanager

@@ -82,13 +82,23 @@ brokers: [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]
     return path
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    path = write_cluster_file(tmp_path)
+@contextlib.contextmanager
+def started(path: Path) -> Iterator[Cluster]:
+    """`cluster up --detach` of a cluster file; on the way out, resume any node a test
+    paused, `cluster down`, and SIGKILL whatever PID is left, also on failure."""
     running = Cluster(path, load_config(path))
     running.cli("cluster", "up", str(path), "--detach")
     try:
         yield running
     finally:
+        for pid_file in running.config.run_dir.glob("*.pid"):
+            with contextlib.suppress(ValueError, ProcessLookupError, OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGCONT)
         running.cli("cluster", "down", str(path), check=False)
         running.kill_all()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with started(write_cluster_file(tmp_path)) as running:
+        yield running

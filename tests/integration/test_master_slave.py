@@ -24,10 +24,9 @@ from typing import Any
 
 import pytest
 
-from dledgermq.config import load_config
 from dledgermq.launcher import fetch_status
 from tests.conftest import wait_until
-from tests.integration.conftest import Cluster, free_port
+from tests.integration.conftest import Cluster, free_port, started
 from tests.support import SMALL_STORE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -60,14 +59,8 @@ brokers:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Cluster]:
-    path = write_master_slave_cluster(tmp_path)
-    running = Cluster(path, load_config(path))
-    running.cli("cluster", "up", str(path), "--detach")
-    try:
+    with started(write_master_slave_cluster(tmp_path)) as running:
         yield running
-    finally:
-        running.cli("cluster", "down", str(path), check=False)
-        running.kill_all()
 
 
 def post(url: str, payload: dict[str, Any]) -> dict[str, Any]:

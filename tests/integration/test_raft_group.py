@@ -32,12 +32,11 @@ from typing import Any
 import pytest
 
 from dledgermq.client import SyncProducer
-from dledgermq.config import load_config
 from dledgermq.launcher import fetch_status
 from dledgermq.store.record import HEADER_SIZE
 from dledgermq.store.segment import segment_path
 from tests.conftest import wait_until
-from tests.integration.conftest import Cluster, free_port
+from tests.integration.conftest import Cluster, free_port, started
 from tests.support import SMALL_STORE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -70,17 +69,8 @@ brokers:
 
 @pytest.fixture
 def raft(tmp_path: Path) -> Iterator[Cluster]:
-    path = write_raft_cluster(tmp_path)
-    running = Cluster(path, load_config(path))
-    running.cli("cluster", "up", str(path), "--detach")
-    try:
+    with started(write_raft_cluster(tmp_path)) as running:
         yield running
-    finally:
-        for pid_file in running.config.run_dir.glob("*.pid"):  # resume paused nodes first
-            with contextlib.suppress(ValueError, ProcessLookupError, OSError):
-                os.kill(int(pid_file.read_text()), signal.SIGCONT)
-        running.cli("cluster", "down", str(path), check=False)
-        running.kill_all()
 
 
 def nodes(cluster: Cluster) -> dict[str, str]:

@@ -14,6 +14,7 @@ from bench.aggregate import (
     TITLES,
     e2e_summary,
     failover_summary,
+    first_ack_after,
     measured,
     median_ratios,
     medians,
@@ -22,7 +23,6 @@ from bench.aggregate import (
     render_markdown,
     summarize,
 )
-from bench.clients import first_ack_after
 
 
 def rec(run: int, system: str, scenario: str, msgs: float, size: int = 1024, **extra) -> dict:
