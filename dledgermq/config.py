@@ -46,6 +46,9 @@ class StoreConfig:
     retention_check_interval_ms: int = 10_000
     disk_high_water_ratio: float = 0.90
     disk_clean_ratio: float = 0.85
+    # Background CRC re-verification of the committed CommitLog (replicated groups repair
+    # what it finds from a peer); 0 turns it off.
+    scrub_bytes_per_s: int = 4 * MiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.raft_log import ProposedBatch
 from dledgermq.actors.raft_node import Propose
+from dledgermq.actors.repair import Damaged, RepairActor, RepairOptions, RepairStats
 from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
@@ -79,6 +81,7 @@ class BrokerNode:
         checkpoint covered by that fsync)."""
         self.ticker.stop()
         first = [self.raft.node] if self.raft is not None and self.raft.node else []
+        first += [self.raft.repair] if self.raft is not None and self.raft.repair else []
         first += [self.ha.actor] if self.ha is not None and self.ha.actor else []
         for ref in (*first, self.writer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
@@ -219,6 +222,7 @@ def start_actors(
     if ha is not None and slave_tail is not None:
         ha.start_slave(writer, reput, slave_tail, hooks.on_fatal)
     raft: RaftMember | None = None
+    repair_stats: Published[RepairStats] | None = None
     if raft_mode:
         raft = start_raft_member(
             config,
@@ -236,12 +240,26 @@ def start_actors(
         )
         assert raft.node is not None
         role, submit, raft_node = raft.role, _propose_to(raft.node), raft.node
+        repair = _start_repair(
+            group,
+            layout,
+            log_start=commitlog.min_offset,
+            marks=marks,
+            writer=writer,
+            raft=raft,
+            hooks=hooks,
+        )
+        if repair is not None:
+            repair_stats, raft.repair = repair
+            report = partial(_report_damage, raft.repair)
+            dispatcher.on_damaged = raft.raft_log.on_damaged = report
     elif ha is not None:  # A slave refuses writes through its role (broker_id > 0).
         role, submit, raft_node = ha.role, _append_to(writer), None
     else:
         role = Published(ReplicaRole("standalone", "master", 0))
         submit, raft_node = _append_to(writer), None
     timed = [raft_node] if raft_node else [ha.actor] if ha is not None and ha.actor else []
+    timed += [raft.repair] if raft is not None and raft.repair is not None else []
     ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
     if not hooks.manual_ticks:
         ticker.start()
@@ -257,10 +275,46 @@ def start_actors(
         raft=raft_node,
         raft_ids={n.id: group.raft_id(n.id) for n in group.nodes} if raft_mode else {},
         ha_status=ha.status if ha is not None else None,
+        repair=repair_stats,
     )
     return BrokerNode(
         context, ticker, flusher=flusher, reput=reput, writer=writer, raft=raft, ha=ha
     )
+
+
+def _start_repair(  # noqa: PLR0913 - the collaborators start_actors built
+    group: BrokerGroupConfig,
+    layout: NodeLayout,
+    *,
+    log_start: int,
+    marks: Watermarks,
+    writer: pykka.ActorRef[Any],
+    raft: RaftMember,
+    hooks: BrokerHooks,
+) -> tuple[Published[RepairStats], pykka.ActorRef[Any]] | None:
+    """The RepairActor of a Raft node (None in a group of one: no peer has a copy)."""
+    peers = tuple(i for i in range(1, len(group.nodes) + 1) if i != raft.raft_id)
+    if not peers:
+        return None
+    store = group.store
+    stats: Published[RepairStats] = Published(RepairStats())
+    actor = RepairActor.start(
+        CommitLogReader(layout.commitlog, store.segment_size_bytes),
+        log_start=log_start,
+        dispatched=marks.dispatched,
+        writer=writer,
+        send=raft.send_repair,
+        options=RepairOptions(
+            store.segment_size_bytes, peers, scrub_bytes_per_s=store.scrub_bytes_per_s
+        ),
+        stats=stats,
+        on_fatal=hooks.on_fatal,
+    )
+    return stats, actor
+
+
+def _report_damage(repair: pykka.ActorRef[Any], offset: int) -> None:
+    tell(repair, Damaged(offset))
 
 
 def _append_to(writer: pykka.ActorRef[Any]) -> SubmitEntry:

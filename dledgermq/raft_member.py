@@ -20,7 +20,9 @@ import pykka
 from dledgermq.actors.published import Published, ReplicaRole
 from dledgermq.actors.raft_log import CommitLogRaftLog
 from dledgermq.actors.raft_node import Inbound, RaftNodeActor
+from dledgermq.actors.repair import PeerFrame
 from dledgermq.actors.supervisor import FatalHandler, tell
+from dledgermq.broker.repair import RepairFrame, decode_repair, encode_repair, is_repair_frame
 from dledgermq.codec import CodecError, decode_message, encode_message
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.raft.config import RaftConfig
@@ -51,6 +53,7 @@ class RaftMember:
         # Called on the Raft node's thread after a role change (node.py: re-register).
         self.on_role_changed: Callable[[], None] = lambda: None
         self.node: pykka.ActorRef[Any] | None = None
+        self.repair: pykka.ActorRef[Any] | None = None  # Gets the repair frames, if set.
         self.transport: Transport | None = None
         self._group = group
         self._secret = secret
@@ -102,6 +105,9 @@ class RaftMember:
             await self.transport.stop()
 
     def _deliver(self, src: int, payload: dict[Any, Any]) -> None:
+        if is_repair_frame(payload):
+            self._deliver_repair(src, payload)
+            return
         try:
             message = decode_message(payload, src=src, dst=self.raft_id)
         except CodecError as exc:
@@ -109,6 +115,20 @@ class RaftMember:
             return
         assert self.node is not None
         tell(self.node, Inbound(message))
+
+    def _deliver_repair(self, src: int, payload: dict[Any, Any]) -> None:
+        try:
+            frame = decode_repair(payload)
+        except ValueError as exc:
+            log.warning("dropping a repair frame from peer %d: %s", src, exc)
+            return
+        if self.repair is not None:
+            tell(self.repair, PeerFrame(src, frame))
+
+    def send_repair(self, peer: int, frame: RepairFrame) -> bool:
+        """On the repair actor's thread; False while no transport runs."""
+        transport = self.transport
+        return transport is not None and transport.post(peer, encode_repair(frame))
 
     def _send(self, message: Message) -> None:
         """On the Raft node's thread; frames are dropped until the transport runs."""

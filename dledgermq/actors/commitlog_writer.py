@@ -87,6 +87,16 @@ class AppendReplicated:
 
 
 @dataclass(frozen=True, slots=True)
+class RepairRecord:
+    """Overwrite the damaged record at `offset` with a peer's verified copy, fdatasync, then
+    call `on_done(written)` (False: retention removed the segment meanwhile)."""
+
+    offset: int
+    data: bytes
+    on_done: Callable[[bool], None]
+
+
+@dataclass(frozen=True, slots=True)
 class WriterOptions:
     sync_flush: bool
     file_reserved_ms: int
@@ -141,6 +151,8 @@ class CommitLogWriterActor(FailStopActor):
                     self._write_raw(raw)
             case AppendReplicated() as push:
                 self._append_replicated(push)
+            case RepairRecord(offset, data, on_done):
+                on_done(self._log.repair(offset, data))
             case Tick(now_ms):
                 self._tick(now_ms)
             case _:

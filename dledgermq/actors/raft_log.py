@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -39,7 +40,7 @@ from dledgermq.store.entry_layout import EntryLayout
 from dledgermq.store.errors import EntryTooLarge, OffsetGone
 from dledgermq.store.hard_state import StoredHardState
 from dledgermq.store.reader import CommitLogReader
-from dledgermq.store.record import MessageDraft
+from dledgermq.store.record import MessageDraft, first_damaged
 
 log = logging.getLogger(__name__)
 COLD_READ_BYTES_MAX = 4 * 1024 * 1024
@@ -93,6 +94,8 @@ class CommitLogRaftLog:
         self._reput = reput
         self._fsync = fsync
         self.node: pykka.ActorRef[Any] | None = None  # Set once the Raft node started.
+        # Told the offset of a record a cold read found damaged (node.py: repair).
+        self.on_damaged: Callable[[int], None] = lambda offset: None
 
     # -- DriverIO ---------------------------------------------------------------------------
 
@@ -156,6 +159,11 @@ class CommitLogRaftLog:
             try:
                 data = self._reader.read_bytes(start, end - start)
             except OffsetGone:
+                break
+            damaged = first_damaged(data, start)
+            if damaged is not None:  # Never sent: the follower waits for the repair.
+                log.error("entry %d: the record at %d is damaged", index, damaged)
+                self.on_damaged(damaged)
                 break
             term = spans.term_at(index)
             assert term is not None

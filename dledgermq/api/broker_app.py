@@ -20,6 +20,7 @@ from aiohttp import web
 from dledgermq import bridge
 from dledgermq.actors.published import Published, ReplicaRole
 from dledgermq.actors.raft_node import RaftStatus, Status, TransferLeadership
+from dledgermq.actors.repair import RepairStats
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
@@ -80,6 +81,7 @@ class BrokerContext:
     raft: pykka.ActorRef[Any] | None = None
     raft_ids: dict[str, int] = field(default_factory=dict)  # Node id -> Raft id (the group).
     ha_status: Published[HAStatus] | None = None  # master/slave groups: replication state.
+    repair: Published[RepairStats] | None = None  # Raft groups: damaged records and repairs.
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -239,6 +241,7 @@ async def status(request: web.Request) -> web.Response:
             "leader_addr": role.leader_addr,
             "raft": raft,
             "ha": ha,
+            "repair": ctx.repair.value.to_wire() if ctx.repair is not None else None,
             "flush": ctx.flush,
             "write_offset": ctx.published.marks.written.value,
             "flushed_offset": ctx.published.marks.flushed.value,

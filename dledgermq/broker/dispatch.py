@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -130,6 +131,8 @@ class Dispatcher:
                 rebuild them (retention removed its beginning).
         """
         self.broker_hash = broker_hash(broker_name)
+        # Told the commitlog offset of a record that failed its checks (node.py: repair).
+        self.on_damaged: Callable[[int], None] = lambda offset: None
         self._layout = layout
         self._options = options
         self._reader = reader
@@ -443,6 +446,7 @@ class Dispatcher:
             return None
         except CorruptRecord as exc:
             log.error("corrupt record at commitlog offset %d: %s", offset, exc)
+            self.on_damaged(offset)
             raise CorruptData(
                 f"the record at commitlog offset {offset} fails its checks ({exc}); "
                 "it is not served",

@@ -267,6 +267,31 @@ class CommitLog:
         self._write_offset = offset
         self._last_term, self._last_index = last
 
+    def repair(self, offset: int, data: bytes) -> bool:
+        """Write a verified copy of a damaged record over it, in place, and fdatasync.
+
+        The caller checked the copy (`broker.repair.check_repair`); this only makes sure it
+        stays inside the written log and one segment. The segment keeps its mtime, so a
+        repair does not postpone its retention.
+
+        Returns:
+            False if retention deleted the segment meanwhile (nothing left to repair).
+        """
+        start = segment_start(offset, self._segment_size)
+        if start not in self._segments:
+            return False
+        assert offset + len(data) <= min(self._write_offset, start + self._segment_size)
+        path = segment_path(self._directory, start)
+        stat = path.stat()
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            write_all(fd, data, offset - start)
+            fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        return True
+
     def _scan(self, start: int, *, limit: int | None = None) -> SegmentScan:
         """Verify the segment at `start` from its beginning (up to `limit`)."""
         fd = os.open(segment_path(self._directory, start), os.O_RDONLY)

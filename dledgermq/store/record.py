@@ -55,6 +55,7 @@ __all__ = [
     "encode_entry",
     "encode_record",
     "encoded_size",
+    "first_damaged",
     "peek_header",
     "read_blank",
 ]
@@ -303,6 +304,19 @@ def check_record(
     if zlib.crc32(view[pos + CRC_START : pos + size]) != header[F_CRC]:
         raise CorruptRecord(f"CRC mismatch at {pos}")
     return header
+
+
+def first_damaged(data: bytes | bytearray | memoryview, start_offset: int) -> int | None:
+    """The log offset of the first record in `data` (records only, e.g. one entry read back
+    from `start_offset`) that fails `check_record`; None if all pass."""
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        try:
+            pos += check_record(view, pos, start_offset + pos)[F_SIZE]
+        except CorruptRecord:
+            return start_offset + pos
+    return None
 
 
 class RecordMeta(NamedTuple):

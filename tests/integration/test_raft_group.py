@@ -298,7 +298,7 @@ def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft:
     assert len(ends) == 1, f"the rejoined node's log differs: {ends}"
 
 
-def test_a_flipped_bit_on_one_node_is_refused_there_and_served_by_the_others(
+def test_a_flipped_bit_on_one_node_is_never_served_and_is_repaired_from_a_peer(
     raft: Cluster,
 ) -> None:
     raft.json("topic", "create", "B", "--queues", str(QUEUES))
@@ -309,19 +309,36 @@ def test_a_flipped_bit_on_one_node_is_refused_there_and_served_by_the_others(
     victim = next(n for n in nodes(raft) if n != boss)
     segment = raft.config.groups[0].store.segment_size_bytes
     offset = result["commitlog_offset"]
+
+    def record_bytes(node: str) -> bytes:
+        path = segment_path(raft.config.node_dir(node) / "commitlog", offset - offset % segment)
+        with path.open("rb") as file:
+            file.seek(offset % segment)
+            return file.read(HEADER_SIZE + 64)
+
+    intact = record_bytes(boss)
     path = segment_path(raft.config.node_dir(victim) / "commitlog", offset - offset % segment)
     with path.open("r+b") as file:  # flip one bit past the header (all of it is under the CRC)
         file.seek(offset % segment + HEADER_SIZE + 40)
         byte = file.read(1)
         file.seek(-1, 1)
         file.write(bytes([byte[0] ^ 0x10]))
+    assert record_bytes(victim) != intact
     queue, queue_offset = result["queue_id"], result["queue_offset"]
     pull = f"/topics/B/queues/{queue}/messages?offset={queue_offset}&max=1"
+    # The read finds the damage: refused, never served; the node then repairs the record
+    # from a peer's copy, and serves it.
     with pytest.raises(urllib.error.HTTPError) as refused:
         get(f"http://{nodes(raft)[victim]}{pull}")
     assert refused.value.code == 500
     assert json.loads(refused.value.read())["code"] == "CORRUPT_DATA"
+    repair = wait_until(
+        lambda: (s := get(f"http://{nodes(raft)[victim]}/status")["repair"])["repaired"] and s,
+        timeout_s=30,
+        what="the repair",
+    )
+    assert (repair["found"], repair["repaired"], repair["outstanding"]) == (1, 1, [])
+    assert record_bytes(victim) == intact
     for node in nodes(raft):
-        if node != victim:
-            [message] = get(f"http://{nodes(raft)[node]}{pull}")["messages"]
-            assert message["body"] == "x" * 64
+        [message] = get(f"http://{nodes(raft)[node]}{pull}")["messages"]
+        assert message["body"] == "x" * 64
