@@ -42,12 +42,18 @@ from dledgermq.broker.layout import NodeLayout
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.ha_member import HAMember
 from dledgermq.raft_member import RaftMember, start_raft_member
+from dledgermq.startup_repair import repair_at_start
+from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.disk import disk_used_ratio
-from dledgermq.store.errors import StoreDamaged
+from dledgermq.store.entry_index import decode_position
+from dledgermq.store.entry_layout import EntryLayout
+from dledgermq.store.errors import CorruptCheckpoint, CorruptRecord, DamagedRecord, StoreDamaged
 from dledgermq.store.record import MessageDraft
 
 log = logging.getLogger(__name__)
+# Damaged records repaired one by one before the node starts (each then recovers again).
+STARTUP_REPAIRS_MAX = 100
 REGISTER_RETRY_S = 2.0
 REGISTER_TIMEOUT_S = 5.0
 GC_GEN0_THRESHOLD = 50_000
@@ -95,6 +101,7 @@ class RecoveredStore:
     commitlog: CommitLog
     syncer: CommitLogSyncer
     dispatcher: Dispatcher
+    entries: EntryLayout | None  # Raft mode: every entry of the log (a full CRC scan).
 
 
 def open_broker(
@@ -117,15 +124,36 @@ def recover_store(
 
     Raises:
         StoreDamaged: the files contradict each other beyond what the log can repair.
+        DamagedRecord: a fsynced record fails its checks (a replica repairs it, then
+            recovers again); nothing was changed or started.
     """
     store = group.store
     layout = NodeLayout(config.node_dir(node.id))
-    commitlog = CommitLog.open(layout.commitlog, store.segment_size_bytes)
+    floor = durable_floor(layout)
+    try:
+        commitlog = CommitLog.open(layout.commitlog, store.segment_size_bytes, floor)
+    except DamagedRecord as damage:
+        if group.mode == "raft" and len(group.nodes) > 1:
+            raise  # A peer has a copy.
+        raise StoreDamaged(
+            f"{damage}: fsynced CommitLog data below the checkpoint at {floor} is damaged or "
+            "missing, and there is no replica to repair it from. Restore the node's files."
+        ) from damage
+    reader = CommitLogReader(layout.commitlog, store.segment_size_bytes)
+    entries = None
+    if group.mode == "raft":
+        try:
+            entries = rebuild_entries(
+                reader, commitlog.min_offset, commitlog.write_offset, store.segment_size_bytes
+            )
+        except DamagedRecord:
+            reader.close()
+            commitlog.close()
+            raise
     syncer = CommitLogSyncer(layout.commitlog, store.segment_size_bytes)
     # What recovery kept may sit only in the page cache (a killed process): make it durable
     # before it counts as flushed.
     syncer.sync(commitlog.min_offset, commitlog.write_offset)
-    reader = CommitLogReader(layout.commitlog, store.segment_size_bytes)
     dispatcher = Dispatcher(
         group.name,
         layout,
@@ -158,7 +186,35 @@ def recover_store(
         commitlog.write_offset,
         dispatcher.dispatched_offset,
     )
-    return RecoveredStore(commitlog, syncer, dispatcher)
+    return RecoveredStore(commitlog, syncer, dispatcher, entries)
+
+
+def durable_floor(layout: NodeLayout) -> int:
+    """Where the log is known fsynced: the checkpoint (0 if it is missing or damaged)."""
+    try:
+        checkpoint = load_checkpoint(layout.checkpoint)
+    except CorruptCheckpoint:
+        return 0
+    return 0 if checkpoint is None else checkpoint.dispatched_offset
+
+
+def rebuild_entries(
+    reader: CommitLogReader, start: int, end: int, segment_size: int
+) -> EntryLayout:
+    """Every entry's place, from a scan that verifies every record.
+
+    Raises:
+        DamagedRecord: where a record fails its checks.
+    """
+    try:
+        return EntryLayout.rebuild(
+            reader.iter_records(start, end, decode_position), segment_size, start_offset=start
+        )
+    except CorruptRecord as exc:
+        damaged = reader.find_damage(start, end)
+        if damaged is None:  # Records intact but not a log (entries out of order).
+            raise StoreDamaged(f"the CommitLog's entries do not form a log: {exc}") from exc
+        raise DamagedRecord(damaged, str(exc)) from exc
 
 
 def start_actors(
@@ -229,8 +285,7 @@ def start_actors(
             group,
             node,
             reader=CommitLogReader(layout.commitlog, store.segment_size_bytes),
-            log_start=commitlog.min_offset,
-            log_end=commitlog.write_offset,
+            entries=recovered.entries,
             applied_offset=dispatcher.dispatched_offset,
             hard_state_path=layout.hard_state,
             writer=writer,
@@ -347,7 +402,7 @@ def tune_gc() -> None:
 def run_broker(config: ClusterConfig, node_id: str, hooks: BrokerHooks | None = None) -> int:
     """Run one broker node until SIGTERM/SIGINT; returns the process exit code."""
     group, node = config.node(node_id)
-    broker = open_broker(config, group, node, hooks=hooks)
+    broker = _open_repaired(config, group, node, hooks)
     tune_gc()
     try:
         asyncio.run(_serve_broker(config, node, broker.context, broker.raft, broker.ha))
@@ -355,6 +410,31 @@ def run_broker(config: ClusterConfig, node_id: str, hooks: BrokerHooks | None = 
         broker.stop()
     log.info("broker %s stopped", node_id)
     return 0
+
+
+def _open_repaired(
+    config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig, hooks: BrokerHooks | None
+) -> BrokerNode:
+    """`open_broker`, first repairing damaged records from peers (Raft groups), bounded."""
+    for _ in range(STARTUP_REPAIRS_MAX):
+        try:
+            return open_broker(config, group, node, hooks=hooks)
+        except DamagedRecord as damage:  # Only a Raft node raises it.
+            if len(group.nodes) < 2:
+                raise StoreDamaged(f"{damage}; no replica has a copy") from damage
+            log.error("%s: repairing it from a peer before starting", damage)
+            layout = NodeLayout(config.node_dir(node.id))
+            asyncio.run(
+                repair_at_start(
+                    config,
+                    group,
+                    node,
+                    directory=layout.commitlog,
+                    offset=damage.offset,
+                    committed_end=durable_floor(layout),
+                )
+            )
+    raise StoreDamaged(f"more than {STARTUP_REPAIRS_MAX} damaged records at start-up")
 
 
 async def _serve_broker(

@@ -29,7 +29,6 @@ from dledgermq.raft.config import RaftConfig
 from dledgermq.raft.driver import DriverIO
 from dledgermq.raft.messages import Message
 from dledgermq.raft.types import HardState, NodeId, Role, Term
-from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout
 from dledgermq.store.hard_state import load_hard_state
 from dledgermq.store.reader import CommitLogReader
@@ -166,8 +165,7 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
     node: NodeConfig,
     *,
     reader: CommitLogReader,
-    log_start: int,
-    log_end: int,
+    entries: EntryLayout | None,
     applied_offset: int,
     hard_state_path: Path,
     writer: pykka.ActorRef[Any],
@@ -175,13 +173,10 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
     disk_full: Published[bool],
     on_fatal: FatalHandler,
 ) -> RaftMember:
-    """Rebuild the entry layout from the log, start the Raft node (not yet networked)."""
+    """Start the Raft node on the log's entries (`node.recover_store`), not yet networked."""
     raft_id = group.raft_id(node.id)
-    layout = EntryLayout.rebuild(
-        reader.iter_records(log_start, log_end, decode_position),
-        group.store.segment_size_bytes,
-        start_offset=log_start,
-    )
+    assert entries is not None, "recovery rebuilds the entries of a Raft node's log"
+    layout = entries
     fsync = group.replication.durability == "majority_fsync"
     raft_log = CommitLogRaftLog(
         layout, reader, writer=writer, reput=reput, fsync=fsync, disk_full=disk_full
@@ -196,11 +191,10 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
         on_fatal=on_fatal,
     )
     log.info(
-        "raft node %s (id %d): log [%d, %d), entries up to %d, term %d",
+        "raft node %s (id %d): log ending at %d, entries up to %d, term %d",
         node.id,
         raft_id,
-        log_start,
-        log_end,
+        layout.entries.end_offset,
         layout.entries.last_index,
         hard_state.term,
     )

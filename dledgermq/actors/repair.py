@@ -197,22 +197,11 @@ class RepairActor(FailStopActor):
             pos = segment_start(pos, self._options.segment_size) + self._options.segment_size
             self._log_start = max(self._log_start, pos)
         except CorruptRecord:
-            damaged = self._next_record_at(pos)
+            damaged = self._reader.past_padding(pos)
             self._damaged(damaged)
             # While it waits for a copy, scrub on from the next segment.
             pos = segment_start(damaged, self._options.segment_size) + self._options.segment_size
         self._cursor = pos
-
-    def _next_record_at(self, pos: int) -> int:
-        """The damaged place after `pos`, the end of the last good record (iteration skips
-        intact padding, so the damage is at the next segment if padding is at `pos`)."""
-        seg = self._options.segment_size
-        try:
-            if record_size_at(self._reader.read_bytes(pos, BLANK_SIZE), pos, seg) == BLANK_SIZE:
-                return segment_start(pos, seg) + seg
-        except (OffsetGone, CorruptRecord):
-            pass
-        return pos
 
     # -- repairing ---------------------------------------------------------------------------
 

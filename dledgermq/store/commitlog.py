@@ -96,10 +96,14 @@ class CommitLog:
         self.recovery = recovery
 
     @classmethod
-    def open(cls, directory: Path, segment_size_bytes: int) -> CommitLog:
-        """Open (creating if needed) and recover the log in `directory`."""
+    def open(cls, directory: Path, segment_size_bytes: int, durable_floor: int = 0) -> CommitLog:
+        """Open (creating if needed) and recover the log in `directory`.
+
+        Raises:
+            DamagedRecord: below `durable_floor` (see `recover`).
+        """
         assert segment_size_bytes >= HEADER_SIZE + 2 * BLANK_SIZE, segment_size_bytes
-        segments, recovery = recover(directory, segment_size_bytes)
+        segments, recovery = recover(directory, segment_size_bytes, durable_floor)
         return cls(directory, segment_size_bytes, segments, recovery)
 
     # -- properties ----------------------------------------------------------------------
@@ -280,16 +284,8 @@ class CommitLog:
         start = segment_start(offset, self._segment_size)
         if start not in self._segments:
             return False
-        assert offset + len(data) <= min(self._write_offset, start + self._segment_size)
-        path = segment_path(self._directory, start)
-        stat = path.stat()
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            write_all(fd, data, offset - start)
-            fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert offset + len(data) <= self._write_offset, (offset, self._write_offset)
+        write_in_place(self._directory, self._segment_size, offset, data)
         return True
 
     def _scan(self, start: int, *, limit: int | None = None) -> SegmentScan:
@@ -338,6 +334,23 @@ class CommitLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def write_in_place(directory: Path, segment_size: int, offset: int, data: bytes) -> None:
+    """pwrite `data` at `offset` inside its existing segment file and fdatasync it, keeping
+    the file's mtime (retention goes by it)."""
+    start = segment_start(offset, segment_size)
+    assert offset + len(data) <= start + segment_size, "a record never spans segments"
+    path = segment_path(directory, start)
+    stat = path.stat()
+    assert offset + len(data) <= start + stat.st_size, "repairs only overwrite"
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        write_all(fd, data, offset - start)
+        fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _split_entries(

@@ -38,3 +38,12 @@ class StoreDamaged(RuntimeError):
 
 class CorruptHardState(ValueError):
     """The Raft term/vote file is damaged: the node must not guess its term."""
+
+
+class DamagedRecord(CorruptRecord):
+    """A record in the durable part of the log fails its checks: not a torn write (that
+    would be cut) but damage, which a replica can repair from a peer's copy."""
+
+    def __init__(self, offset: int, why: str) -> None:
+        super().__init__(f"damaged record at commitlog offset {offset}: {why}")
+        self.offset = offset

@@ -21,11 +21,13 @@ from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.fileio import read_at_most
 from dledgermq.store.record import (
     BLANK_SIZE,
+    F_SIZE,
     HEADER_SIZE,
     MAGIC_BLANK,
     MAGIC_MESSAGE,
     MAX_RECORD_SIZE,
     Record,
+    check_record,
     decode_record,
     peek_header,
 )
@@ -169,6 +171,25 @@ class CommitLogReader:
             yield decode(view, at, expected_offset=pos)
             pos += size
 
+    def find_damage(self, start: int, end: int) -> int | None:
+        """Offset of the first record (or padding) in [start, end) that fails its checks."""
+        pos = start
+        try:
+            for pos in self.iter_records(start, end, _end_of_checked):  # noqa: B007
+                pass
+        except CorruptRecord:
+            return self.past_padding(pos)
+        return None
+
+    def past_padding(self, pos: int) -> int:
+        """`pos`, or the next segment's start if intact padding closes the segment there."""
+        seg_end = segment_start(pos, self._segment_size) + self._segment_size
+        try:
+            magic, size = peek_header(self._read(pos, BLANK_SIZE), 0)
+        except (OffsetGone, CorruptRecord):
+            return pos
+        return seg_end if magic == MAGIC_BLANK and size == seg_end - pos else pos
+
     def _chunk(self, pos: int, seg_end: int, need: int) -> memoryview:
         """At least `need` bytes at `pos`, up to a chunk, never past the segment end."""
         size = min(max(READ_CHUNK_BYTES, need), seg_end - pos)
@@ -180,3 +201,8 @@ class CommitLogReader:
     def close(self) -> None:
         """Close every cached fd."""
         self._files.close()
+
+
+def _end_of_checked(buf: bytes | bytearray | memoryview, pos: int, *, expected_offset: int) -> int:
+    """`iter_records` decoder that only verifies: the record's end offset."""
+    return expected_offset + int(check_record(buf, pos, expected_offset)[F_SIZE])

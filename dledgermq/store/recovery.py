@@ -4,7 +4,10 @@ Runs once, before the `CommitLog` exists, on a directory nobody else writes. It 
 last segment; only while the scanned segments hold no complete entry does it step back one
 segment (an empty or fully torn newest segment). Every segment before the active one was
 sealed and fdatasynced before its successor was created, so the scan never needs to go
-further back to trust what it keeps. It must not guess: whatever fails a check is cut.
+further back to trust what it keeps. Whatever fails a check above the durable floor (the
+dispatch checkpoint, at least the active segment's start) is taken for a torn write and
+cut; below it, it is damage, reported (`DamagedRecord`) for a replica to repair from a
+peer's copy, never cut.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dledgermq.store.errors import DamagedRecord
 from dledgermq.store.fileio import fsync, fsync_dir
+from dledgermq.store.record import MAX_RECORD_SIZE, first_damaged
 from dledgermq.store.segment import SegmentScan, list_segments, scan_segment, segment_path
 
 
@@ -69,11 +74,28 @@ def _scan_chain(
         k += 1
 
 
-def recover(directory: Path, segment_size: int) -> tuple[list[int], Recovery]:
+def _damaged_from(path: Path, start: int, valid_end: int) -> int:
+    """The first record at or after `valid_end` (an entry end) that fails its checks."""
+    with path.open("rb") as file:
+        file.seek(valid_end - start)
+        data = file.read(MAX_RECORD_SIZE)
+    damaged = first_damaged(data, valid_end)
+    return valid_end if damaged is None else damaged
+
+
+def recover(
+    directory: Path, segment_size: int, durable_floor: int = 0
+) -> tuple[list[int], Recovery]:
     """Recover `directory` in place.
+
+    `durable_floor`: the log below it is known fsynced (the dispatch checkpoint), so a bad
+    record there is damage, not a torn write: it is reported instead of cut.
 
     Returns:
         The segment starts left on disk (the last is where writing resumes) and a report.
+
+    Raises:
+        DamagedRecord: a record below `durable_floor` fails its checks (nothing changed).
     """
     directory.mkdir(parents=True, exist_ok=True)
     segments = list_segments(directory, segment_size)
@@ -81,12 +103,16 @@ def recover(directory: Path, segment_size: int) -> tuple[list[int], Recovery]:
         os.close(create_segment(directory, 0))
         return [0], Recovery(0, 0, 0, 0, 0, [], "empty")
     first = len(segments) - 1
+    # Sealed segments were fdatasynced before their successor was created.
+    durable_floor = max(durable_floor, segments[first])
     while True:
         k, entries, scan = _scan_chain(directory, segment_size, segments, first)
         if entries or first == 0:
             break
         first -= 1
     path = segment_path(directory, segments[k])
+    if not scan.sealed and scan.valid_end < durable_floor:
+        raise DamagedRecord(_damaged_from(path, segments[k], scan.valid_end), scan.stop)
     size = path.stat().st_size
     if scan.sealed:
         # Crashed between sealing the last segment and creating the next: finish the roll.

@@ -33,6 +33,7 @@ import pytest
 
 from dledgermq.client import SyncProducer
 from dledgermq.launcher import fetch_status
+from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.record import HEADER_SIZE
 from dledgermq.store.segment import segment_path
 from tests.conftest import wait_until
@@ -342,3 +343,37 @@ def test_a_flipped_bit_on_one_node_is_never_served_and_is_repaired_from_a_peer(
     for node in nodes(raft):
         [message] = get(f"http://{nodes(raft)[node]}{pull}")["messages"]
         assert message["body"] == "x" * 64
+
+
+def test_a_node_restarting_with_a_damaged_record_repairs_it_before_it_starts(
+    raft: Cluster,
+) -> None:
+    raft.json("topic", "create", "S", "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    sent = post(f"http://{nodes(raft)[boss]}/topics/S/messages", {"messages": [{"body": "y" * 80}]})
+    [result] = sent["results"]
+    wait_until(lambda: converged(raft), timeout_s=30)
+    victim = next(n for n in nodes(raft) if n != boss)
+    victim_dir = raft.config.node_dir(victim)
+    offset, segment = result["commitlog_offset"], raft.config.groups[0].store.segment_size_bytes
+    # Below the checkpoint, recovery knows the record was fsynced: damage, not a torn write.
+    wait_until(
+        lambda: (c := load_checkpoint(victim_dir / "checkpoint")) and c.dispatched_offset > offset,
+        timeout_s=30,
+        what="a checkpoint past the record",
+    )
+    os.kill(raft.pid(victim), signal.SIGKILL)
+    path = segment_path(victim_dir / "commitlog", offset - offset % segment)
+    intact = path.read_bytes()
+    with path.open("r+b") as file:
+        file.seek(offset % segment + 30)  # inside the header: the record cannot be skipped
+        byte = file.read(1)
+        file.seek(-1, 1)
+        file.write(bytes([byte[0] ^ 0x01]))
+    raft.cli("cluster", "up", str(raft.path), "--detach")
+    wait_until(lambda: converged(raft), timeout_s=60, what="the repaired node to rejoin")
+    assert path.read_bytes()[: len(intact)] == intact
+    queue, queue_offset = result["queue_id"], result["queue_offset"]
+    pull = f"/topics/S/queues/{queue}/messages?offset={queue_offset}&max=1"
+    [message] = get(f"http://{nodes(raft)[victim]}{pull}")["messages"]
+    assert message["body"] == "y" * 80
