@@ -1,7 +1,7 @@
 """`python -m bench run --suite peers [...]`: the benchmark suites' entry point.
 
 The single-purpose tools stay modules of their own (`python -m bench.load`,
-`bench.raft`, `bench.flush_modes`, `bench.peers`); this only dispatches suites.
+`bench.raft`, `bench.flush_modes`, `bench.peers`, `bench.scale`); this only dispatches suites.
 """
 
 from __future__ import annotations
