@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import threading
@@ -39,6 +40,7 @@ tick_ms: 20
 namesrvs: [{{id: ns1, port: {ns}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
 store:
   segment_size_bytes: 1048576
+  scrub_pass_pause_ms: 1000
   checkpoint_interval_ms: 500
   cq_units_per_file: 10000
   index_slots_per_file: 4096
@@ -206,6 +208,30 @@ class ChaosCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         self.paused.discard(node)
+
+    def flip_bit(self, node: str, below: int, rng: random.Random) -> int | None:
+        """Flip one bit of `node`'s CommitLog at a random offset below `below` (committed
+        data: the node must find and repair it, never serve it). Returns the offset."""
+        segment = self.group.store.segment_size_bytes
+        directory = self.config.node_dir(node) / "commitlog"
+        files = {int(p.name): p for p in directory.iterdir() if p.name.isdigit()}
+        candidates = [
+            (start, min(below - start, path.stat().st_size))
+            for start, path in files.items()
+            if start < below
+        ]
+        candidates = [(start, size) for start, size in candidates if size > 0]
+        if not candidates:
+            return None
+        start, size = rng.choice(candidates)
+        at = rng.randrange(size)
+        assert at < segment
+        with files[start].open("r+b") as file:
+            file.seek(at)
+            byte = file.read(1)
+            file.seek(at)
+            file.write(bytes([byte[0] ^ (1 << rng.randrange(8))]))
+        return start + at
 
     def fill_disk(self, node: str, full: bool) -> None:
         """Make `node`'s disk probe report a full disk (within its one-second probe)."""

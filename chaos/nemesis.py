@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from chaos.control import ChaosCluster
 from chaos.history import Fault, Recorder
 from chaos.proxy import partition
+from dledgermq.store.checkpoint import load_checkpoint
 
 KINDS = (
     "kill-leader",
@@ -40,6 +41,8 @@ KINDS = (
     "pause-kill",
     "disk-full-leader",
     "disk-full-follower",
+    "bitflip",
+    "bitflip-restart",
 )
 
 
@@ -65,7 +68,15 @@ def scenario(name: str) -> Callable[[random.Random, float], list[Step]]:
     """`smoke`, `mixed`, or one fault kind repeated (e.g. `kill-leader`)."""
     if name == "smoke":
         return lambda rng, d: _steps(
-            rng, d, ["kill-leader", "partition-leader", "kill-leader", "power-loss-leader"]
+            rng,
+            d,
+            [
+                "kill-leader",
+                "partition-leader",
+                "kill-leader",
+                "power-loss-leader",
+                "bitflip-restart",
+            ],
         )
     if name == "mixed":
         return lambda rng, d: _steps(
@@ -93,6 +104,7 @@ class Nemesis(threading.Thread):
         self._halt = stop
         self.error: BaseException | None = None
         self.done: list[str] = []
+        self.flips: list[str] = []  # node@offset of every flipped bit
 
     def run(self) -> None:
         started = _now()
@@ -182,6 +194,31 @@ class Nemesis(threading.Thread):
     def _disk_full_follower(self, step: Step, target: str, others: list[str]) -> None:
         """A follower holds its writes; the leader and the other follower go on."""
         self._disk_full_leader(step, others[0], [])
+
+    def _bitflip(self, step: Step, target: str, others: list[str]) -> None:
+        """A bit flips under a running node, in data it committed: found by a read or the
+        scrubber, repaired from a peer, never served."""
+        node = self._rng.choice([target, *others])
+        status = self._cluster.statuses().get(node)
+        if status:
+            self._note(node, self._cluster.flip_bit(node, status["dispatched_offset"], self._rng))
+        self._hold(step)
+
+    def _bitflip_restart(self, step: Step, target: str, others: list[str]) -> None:
+        """A follower dies and comes back with a flipped bit below its checkpoint: it must
+        repair the record from a peer before it starts."""
+        node = self._rng.choice(others)
+        self._cluster.kill(node)
+        checkpoint = load_checkpoint(self._cluster.config.node_dir(node) / "checkpoint")
+        if checkpoint is not None:
+            below = checkpoint.dispatched_offset
+            self._note(node, self._cluster.flip_bit(node, below, self._rng))
+        self._hold(step)
+        self._cluster.restart(node)
+
+    def _note(self, node: str, offset: int | None) -> None:
+        if offset is not None:
+            self.flips.append(f"{node}@{offset}")
 
     def _partitioned(self, step: Step, links: set[tuple[str, str]]) -> None:
         self._cluster.cut(links)

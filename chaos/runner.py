@@ -73,6 +73,7 @@ def run(
             _wait_converged(cluster)
             for node, addr in cluster.addrs.items():
                 drain(recorder, node, addr)
+            repairs = _scrubbed(cluster)
         finally:
             cluster.stop()
             if out is not None:
@@ -82,12 +83,15 @@ def run(
             nodes=cluster.node_ids,
             expect_lost_ok=durability != "majority_fsync",
         )
+    unrepaired = sorted(n for n, r in repairs.items() if r is None or r["outstanding"])
     summary.update(
+        repairs=repairs,
+        unrepaired=unrepaired,
         scenario=scenario_name,
         seed=seed,
         durability=durability,
         seconds=round(time.monotonic() - started, 1),
-        ok=report.ok,
+        ok=report.ok and not unrepaired,
         report=report.to_json(),
     )
     summary["table"] = report.table()
@@ -122,7 +126,7 @@ def _workload(
     errors = [f"{w.name}: {w.error!r}" for w in (*workers, nemesis) if w.error is not None]
     if errors:
         raise RuntimeError(f"the chaos harness failed: {errors}")
-    return {"faults": nemesis.done}
+    return {"faults": nemesis.done, "flips": nemesis.flips}
 
 
 def _wait_converged(cluster: ChaosCluster) -> None:
@@ -132,6 +136,30 @@ def _wait_converged(cluster: ChaosCluster) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"nodes did not converge: {cluster.statuses()}")
         time.sleep(0.1)  # Polling other processes; nothing to await on.
+
+
+def _scrubbed(cluster: ChaosCluster) -> dict[str, Any]:
+    """Every node's repair report once each scrubbed its whole log again after the drain
+    (what the drain does not read, e.g. internal records, is then verified too) and has no
+    repair outstanding; bounded, so a node that cannot repair shows up as `unrepaired`."""
+
+    def reports() -> dict[str, Any]:
+        return {node: (s or {}).get("repair") for node, s in cluster.statuses().items()}
+
+    start = reports()
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        now = reports()
+        if all(
+            r is not None
+            and start[n] is not None
+            and r["scrub_passes"] >= start[n]["scrub_passes"] + 2
+            and not r["outstanding"]
+            for n, r in now.items()
+        ):
+            return now
+        time.sleep(0.2)  # Polling other processes; nothing to await on.
+    return reports()
 
 
 def _keep(tmp: Path, out: Path, recorder: Recorder) -> None:

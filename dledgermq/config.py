@@ -49,6 +49,7 @@ class StoreConfig:
     # Background CRC re-verification of the committed CommitLog (replicated groups repair
     # what it finds from a peer); 0 turns it off.
     scrub_bytes_per_s: int = 4 * MiB
+    scrub_pass_pause_ms: int = 60_000  # Between two passes over the whole log.
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,10 @@ __all__ = [
     "read_blank",
 ]
 
-MAGIC_MESSAGE = 0xDA1ED9E1
+# Record format 2: the CRC also covers size, term, index and offset (format 1, magic
+# 0xDA1ED9E1, left them out, so a flipped Raft index went unnoticed; found by chaos).
+MAGIC_MESSAGE = 0xDA1ED9E2
+MAGIC_MESSAGE_FORMAT_1 = 0xDA1ED9E1
 MAGIC_BLANK = 0xB1A2C3D4
 FLAG_ENTRY_END = 1
 # A guard against garbage sizes during scans; real limits (4 MiB messages) are enforced above.
@@ -69,9 +72,14 @@ MAX_TOPIC_BYTES = 255
 
 HEADER = struct.Struct(">IIQQQIIQQiIHIqBII")
 HEADER_SIZE = HEADER.size
-_HEAD = struct.Struct(">IIQQQI")  # magic .. crc: the part the CRC does not cover
-_TAIL = struct.Struct(">IQQiIHIqBII")  # flags .. body_len: the start of the CRC'd part
+_HEAD = struct.Struct(">IIQQQI")  # magic .. crc
+_TAIL = struct.Struct(">IQQiIHIqBII")  # flags .. body_len
+# The CRC covers header bytes [4, 32) (size, term, index, offset), then everything after
+# the CRC field (tail, topic, properties, body); only the magic and the CRC itself are out.
+_PLACE_START, _PLACE_END = 4, 32
 CRC_START = _HEAD.size
+_PLACE = struct.Struct(">IQQQ")  # size, term, index, offset
+assert _PLACE.size == _PLACE_END - _PLACE_START
 _BLANK = struct.Struct(">II")
 BLANK_SIZE = _BLANK.size
 assert HEADER_SIZE == _HEAD.size + _TAIL.size == 87
@@ -207,7 +215,8 @@ def _encode_into(
         + topic
         + props
     )
-    crc = zlib.crc32(body, zlib.crc32(tail))
+    place_bytes = _PLACE.pack(size, term, index, offset)
+    crc = zlib.crc32(body, zlib.crc32(tail, zlib.crc32(place_bytes)))
     parts.append(_HEAD.pack(MAGIC_MESSAGE, size, term, index, offset, crc))
     parts.append(tail)
     parts.append(body)
@@ -301,7 +310,8 @@ def check_record(
         raise CorruptRecord(f"truncated record at {pos}: {available} of {size} bytes")
     if expected_offset is not None and header[F_OFFSET] != expected_offset:
         raise CorruptRecord(f"record claims offset {header[F_OFFSET]}, read at {expected_offset}")
-    if zlib.crc32(view[pos + CRC_START : pos + size]) != header[F_CRC]:
+    place_crc = zlib.crc32(view[pos + _PLACE_START : pos + _PLACE_END])
+    if zlib.crc32(view[pos + CRC_START : pos + size], place_crc) != header[F_CRC]:
         raise CorruptRecord(f"CRC mismatch at {pos}")
     return header
 

@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dledgermq.store.errors import DamagedRecord
+from dledgermq.store.errors import DamagedRecord, StoreDamaged
 from dledgermq.store.fileio import fsync, fsync_dir
-from dledgermq.store.record import MAX_RECORD_SIZE, first_damaged
+from dledgermq.store.record import MAGIC_MESSAGE_FORMAT_1, MAX_RECORD_SIZE, first_damaged
 from dledgermq.store.segment import SegmentScan, list_segments, scan_segment, segment_path
 
 
@@ -74,6 +74,19 @@ def _scan_chain(
         k += 1
 
 
+def _refuse_format_1(directory: Path, first_segment: int) -> None:
+    """A log an older dledgermq wrote (record format 1) is refused with a clear message
+    rather than taken for damage."""
+    with segment_path(directory, first_segment).open("rb") as file:
+        head = file.read(4)
+    if len(head) == 4 and int.from_bytes(head, "big") == MAGIC_MESSAGE_FORMAT_1:
+        raise StoreDamaged(
+            f"{directory} holds record format 1 (an older dledgermq); this version reads "
+            "format 2 only (its CRC also covers term, index and offset). Start this node "
+            "on an empty data directory."
+        )
+
+
 def _damaged_from(path: Path, start: int, valid_end: int) -> int:
     """The first record at or after `valid_end` (an entry end) that fails its checks."""
     with path.open("rb") as file:
@@ -102,6 +115,7 @@ def recover(
     if not segments:
         os.close(create_segment(directory, 0))
         return [0], Recovery(0, 0, 0, 0, 0, [], "empty")
+    _refuse_format_1(directory, segments[0])
     first = len(segments) - 1
     # Sealed segments were fdatasynced before their successor was created.
     durable_floor = max(durable_floor, segments[first])

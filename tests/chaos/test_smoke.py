@@ -1,5 +1,6 @@
-"""The chaos smoke run (part of the test command): leader kills, a partition of the leader
-and a power loss of the leader against a three-node Raft group under load.
+"""The chaos smoke run (part of the test command): leader kills, a partition of the leader,
+a power loss of the leader and a follower restarting with a flipped bit in its committed
+log (repaired from a peer before it starts) against a three-node Raft group under load.
 
 Runs `python -m chaos run --scenario smoke` as a child process (it starts and stops its
 own cluster by PID) and requires the checker to find nothing: no acknowledged message
@@ -50,4 +51,6 @@ def test_smoke_scenario_loses_no_acknowledged_message(tmp_path: Path) -> None:
     assert summary["ok"]
     assert report["acknowledged"] > 1000
     assert report["lost"]["count"] == 0
-    assert len(summary["faults"]) == 4
+    assert len(summary["faults"]) == 5
+    assert summary["flips"], "the bit flip found no checkpointed data to damage"
+    assert summary["unrepaired"] == []
