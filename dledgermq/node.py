@@ -27,6 +27,7 @@ import pykka
 from aiohttp import web
 
 from dledgermq.actors.commitlog_writer import Append, CommitLogWriterActor, WriterOptions
+from dledgermq.actors.file_syncer import FileSyncerActor
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.raft_log import ProposedBatch
@@ -78,18 +79,20 @@ class BrokerNode:
     flusher: pykka.ActorRef[Any]
     reput: pykka.ActorRef[Any]
     writer: pykka.ActorRef[Any]
+    file_syncer: pykka.ActorRef[Any]
     raft: RaftMember | None = None
     ha: HAMember | None = None
 
     def stop(self) -> None:
-        """The Raft node or HA actor and the writer first (no new entries), then the
-        flusher (last fsync, pending confirms), then the ReputActor (last dispatch and a
-        checkpoint covered by that fsync)."""
+        """The Raft node or HA actor and the writer first (no new entries), the file
+        syncer (its checkpoint goes on to the flusher), then the flusher (last fsync,
+        pending confirms), then the ReputActor (last dispatch and a checkpoint covered by
+        that fsync)."""
         self.ticker.stop()
         first = [self.raft.node] if self.raft is not None and self.raft.node else []
         first += [self.raft.repair] if self.raft is not None and self.raft.repair else []
         first += [self.ha.actor] if self.ha is not None and self.ha.actor else []
-        for ref in (*first, self.writer, self.flusher, self.reput):
+        for ref in (*first, self.writer, self.file_syncer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
 
@@ -246,10 +249,12 @@ def start_actors(
             start_offset=commitlog.write_offset,
         ),
     )
+    file_syncer = FileSyncerActor.start(on_fatal=hooks.on_fatal)
     reput = ReputActor.start(
         dispatcher,
         on_fatal=hooks.on_fatal,
         flusher=flusher,
+        file_syncer=file_syncer,
         published=published,
         options=ReputOptions(store.checkpoint_interval_ms, group.limits.long_polls_max),
     )
@@ -333,7 +338,14 @@ def start_actors(
         repair=repair_stats,
     )
     return BrokerNode(
-        context, ticker, flusher=flusher, reput=reput, writer=writer, raft=raft, ha=ha
+        context,
+        ticker,
+        flusher=flusher,
+        reput=reput,
+        writer=writer,
+        file_syncer=file_syncer,
+        raft=raft,
+        ha=ha,
     )
 
 
@@ -360,7 +372,10 @@ def _start_repair(  # noqa: PLR0913 - the collaborators start_actors built
         writer=writer,
         send=raft.send_repair,
         options=RepairOptions(
-            store.segment_size_bytes, peers, scrub_bytes_per_s=store.scrub_bytes_per_s
+            store.segment_size_bytes,
+            peers,
+            scrub_bytes_per_s=store.scrub_bytes_per_s,
+            scrub_pass_pause_ms=store.scrub_pass_pause_ms,
         ),
         stats=stats,
         on_fatal=hooks.on_fatal,
@@ -416,12 +431,16 @@ def _open_repaired(
     config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig, hooks: BrokerHooks | None
 ) -> BrokerNode:
     """`open_broker`, first repairing damaged records from peers (Raft groups), bounded."""
+    repaired: set[int] = set()
     for _ in range(STARTUP_REPAIRS_MAX):
         try:
             return open_broker(config, group, node, hooks=hooks)
         except DamagedRecord as damage:  # Only a Raft node raises it.
             if len(group.nodes) < 2:
                 raise StoreDamaged(f"{damage}; no replica has a copy") from damage
+            if damage.offset in repaired:  # The copy fixed nothing: not a record's damage.
+                raise StoreDamaged(f"{damage}, again after its repair") from damage
+            repaired.add(damage.offset)
             log.error("%s: repairing it from a peer before starting", damage)
             layout = NodeLayout(config.node_dir(node.id))
             asyncio.run(

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pykka
 
+from dledgermq.actors.file_syncer import SyncFiles
 from dledgermq.actors.flusher import Flush
 from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
@@ -108,10 +110,12 @@ class ReputActor(FailStopActor):
         published: ReputPublished,
         options: ReputOptions,
         on_fatal: FatalHandler = exit_process,
+        file_syncer: pykka.ActorRef[Any] | None = None,
     ) -> None:
         super().__init__(on_fatal)
         self._dispatcher = dispatcher
         self._flusher = flusher
+        self._file_syncer = file_syncer
         self._published = published
         self._options = options
         self._confirm = dispatcher.dispatched_offset
@@ -210,17 +214,25 @@ class ReputActor(FailStopActor):
             self._begin_checkpoint()
 
     def _begin_checkpoint(self) -> None:
-        """fsync the queues now; save the checkpoint once the CommitLog is durable below it."""
-        checkpoint = self._dispatcher.flush()
+        """fsync the queues (on the file syncer's thread if there is one), then save the
+        checkpoint once the CommitLog is durable below it."""
+        checkpoint, pending = self._dispatcher.prepare_checkpoint()
         self._checkpointed = checkpoint.dispatched_offset
-        me = self.actor_ref
-        if self._flusher is None:
+        me, flusher = self.actor_ref, self._flusher
+        if flusher is None:
+            pending.run()
             self._dispatcher.save_checkpoint(checkpoint)
             return
-        tell(
-            self._flusher,
-            Flush(checkpoint.dispatched_offset, lambda: tell(me, SaveCheckpoint(checkpoint))),
-        )
+
+        def once_synced() -> None:  # On the file syncer's thread.
+            save = partial(tell, me, SaveCheckpoint(checkpoint))
+            tell(flusher, Flush(checkpoint.dispatched_offset, save))
+
+        if self._file_syncer is None:
+            pending.run()
+            once_synced()
+        else:
+            tell(self._file_syncer, SyncFiles(pending, once_synced))
 
     def on_stop(self) -> None:
         checkpoint = self._dispatcher.flush()

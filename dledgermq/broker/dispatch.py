@@ -32,7 +32,13 @@ from dledgermq.errors import (
 )
 from dledgermq.store.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dledgermq.store.commitlog import CommitLogReader
-from dledgermq.store.consume_queue import ConsumeQueue, ConsumeQueues, CQUnit, tag_hash
+from dledgermq.store.consume_queue import (
+    ConsumeQueue,
+    ConsumeQueues,
+    CQUnit,
+    PendingSync,
+    tag_hash,
+)
 from dledgermq.store.errors import CorruptCheckpoint, CorruptRecord, OffsetGone, StoreDamaged
 from dledgermq.store.index_file import IndexStore
 from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record, RecordMeta, decode_meta
@@ -472,13 +478,21 @@ class Dispatcher:
     def flush(self) -> Checkpoint:
         """fsync ConsumeQueues and index; the checkpoint that may be saved once the
         CommitLog is durable up to its dispatched offset."""
-        self.cqs.flush_all()
+        checkpoint, pending = self.prepare_checkpoint()
+        pending.run()
+        return checkpoint
+
+    def prepare_checkpoint(self) -> tuple[Checkpoint, PendingSync]:
+        """The checkpoint, and the ConsumeQueue files to fsync before it may be saved (which
+        another thread does, so that dispatch never waits for one fsync per queue); the
+        index is made durable here (its three ordered writes need its owner)."""
+        pending = self.cqs.write_out_all()
         self.index.flush()
         queue_ends = [
             [topic, queue_id, cq.max_offset] for (topic, queue_id), cq in self.cqs.items()
         ]
         blob = msgpack.packb({"broker_state": self.state.snapshot(), "queue_ends": queue_ends})
-        return Checkpoint(dispatched_offset=self.dispatched_offset, state=blob)
+        return Checkpoint(dispatched_offset=self.dispatched_offset, state=blob), pending
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         save_checkpoint(self._layout.checkpoint, checkpoint)

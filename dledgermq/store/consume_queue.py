@@ -16,11 +16,13 @@ between calls, so thousands of queues cost no file handles.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -213,19 +215,20 @@ class ConsumeQueue:
                 q += n
         self._tail = (q, bytearray())
 
-    def flush(self) -> None:
-        """Write every buffered unit and fsync every file written since the last flush."""
+    def write_out(self) -> PendingSync:
+        """Write every buffered unit; the files (and directory) to fsync before a checkpoint
+        may count them, which any thread may do (`PendingSync.run`)."""
         self._write_buffered()
-        for first in sorted(self._dirty):
-            fd = os.open(self._path(first), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        pending = PendingSync([self._path(first) for first in sorted(self._dirty)])
         self._dirty.clear()
         if self._dir_dirty:
-            fsync_dir(self._directory)
+            pending.dirs.append(self._directory)
             self._dir_dirty = False
+        return pending
+
+    def flush(self) -> None:
+        """Write every buffered unit and fsync every file written since the last flush."""
+        self.write_out().run()
 
     def truncate_from(self, commitlog_offset: int) -> None:
         """Drop the tail of units pointing at or beyond `commitlog_offset` (all-zero units
@@ -358,6 +361,7 @@ class ConsumeQueues:
         """Use `ConsumeQueues.open`."""
         self._root = root
         self._per_file = units_per_file
+        self._dirty_dirs: set[Path] = set()
         self._queues = queues
 
     @classmethod
@@ -401,10 +405,12 @@ class ConsumeQueues:
         topic_dir = self._root / topic
         if not topic_dir.exists():
             topic_dir.mkdir()
-            fsync_dir(self._root)
+            self._dirty_dirs.add(self._root)
         queue_dir = topic_dir / str(queue_id)
         queue_dir.mkdir(exist_ok=True)
-        fsync_dir(topic_dir)
+        # Made durable with the next checkpoint, which is what counts them (recovery
+        # re-dispatches what a checkpoint does not cover): no fsync on the dispatch path.
+        self._dirty_dirs.add(topic_dir)
         queue = ConsumeQueue.open(queue_dir, self._per_file)
         self._queues[(topic, queue_id)] = queue
         return queue
@@ -417,9 +423,16 @@ class ConsumeQueues:
         """The highest record end any unit points at (0 if no units)."""
         return max((q.last_commitlog_end() for q in self._queues.values()), default=0)
 
-    def flush_all(self) -> None:
+    def write_out_all(self) -> PendingSync:
+        """`write_out` of every queue, plus the directories created since the last one."""
+        pending = PendingSync([], sorted(self._dirty_dirs))
+        self._dirty_dirs.clear()
         for queue in list(self._queues.values()):
-            queue.flush()
+            pending.extend(queue.write_out())
+        return pending
+
+    def flush_all(self) -> None:
+        self.write_out_all().run()
 
     def truncate_from(self, commitlog_offset: int) -> None:
         for queue in list(self._queues.values()):
@@ -460,6 +473,33 @@ class ConsumeQueues:
 
 
 TOMBSTONES = ".deleted"
+
+
+@dataclass(slots=True)
+class PendingSync:
+    """Files and directories written but not yet fsynced, for a checkpoint."""
+
+    files: list[Path]
+    dirs: list[Path] = field(default_factory=list)
+
+    def extend(self, other: PendingSync) -> None:
+        self.files += other.files
+        self.dirs += other.dirs
+
+    def run(self) -> None:
+        """fsync them all; one deleted meanwhile (truncation, retention) needs none."""
+        for path in self.files:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for directory in self.dirs:
+            with contextlib.suppress(FileNotFoundError):
+                fsync_dir(directory)
 
 
 def _settle_tombstones(root: Path, checkpoint_offset: int) -> None:

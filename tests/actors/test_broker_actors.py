@@ -8,19 +8,22 @@ actor takes the process down (fail-stop) instead of limping on.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from dledgermq.actors.commitlog_writer import Append
+from dledgermq.actors.file_syncer import SyncFiles
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import Confirm, Read, ReputActor, ReputOptions, ReputPublished
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
-from dledgermq.node import open_broker
+from dledgermq.node import BrokerHooks, open_broker
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
+from dledgermq.store.consume_queue import PendingSync
 from dledgermq.store.record import MessageDraft
 from tests.conftest import wait_until
 from tests.support import ThreadReply, small_cluster
@@ -132,3 +135,28 @@ def test_an_actor_failure_is_fatal(tmp_path: Path) -> None:
     assert fatal[0][0] == "FlusherActor"
     assert isinstance(fatal[0][1], OSError)
     wait_until(lambda: not flusher.is_alive(), what="failed actor stopped")
+
+
+def test_a_checkpoint_fsyncs_queue_files_off_the_dispatch_path(tmp_path: Path) -> None:
+    """While the file syncer fsyncs a checkpoint's ConsumeQueue files (held here), the
+    ReputActor goes on dispatching and answering producers; the checkpoint is saved only
+    once those fsyncs ran (and the CommitLog is durable below it)."""
+    config = small_cluster(tmp_path)
+    group, node = config.node("n1")
+    started = open_broker(config, group, node, hooks=BrokerHooks(manual_ticks=True))
+    try:
+        writer, marks = started.context.writer, started.context.published.marks
+        append(writer, [topic_put_draft(TopicConfig("T", 4, 4), 1)]).wait()
+        for queue in range(4):
+            append(writer, [draft(b"before", queue_id=queue)]).wait()
+        release = threading.Event()
+        started.file_syncer.tell(SyncFiles(PendingSync([]), lambda: release.wait(10)))
+        started.ticker.tick_once(now_ms=10_000)  # a checkpoint: its fsyncs wait in line
+        during = [append(writer, [draft(b"during", queue_id=q)]).wait() for q in range(4)]
+        assert [m[0].queue_offset for m in during] == [1, 1, 1, 1]
+        assert marks.checkpointed.value == 0
+        release.set()
+        wait_until(lambda: marks.checkpointed.value > 0, what="the checkpoint")
+        assert marks.checkpointed.value < marks.dispatched.value  # it predates "during"
+    finally:
+        started.stop()
