@@ -32,6 +32,7 @@ from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.raft_log import ProposedBatch
 from dledgermq.actors.raft_node import Propose
+from dledgermq.actors.rebalancer import RebalanceOptions, RebalancerActor
 from dledgermq.actors.repair import Damaged, RepairActor, RepairOptions, RepairStats
 from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
@@ -80,6 +81,7 @@ class BrokerNode:
     reput: pykka.ActorRef[Any]
     writer: pykka.ActorRef[Any]
     file_syncer: pykka.ActorRef[Any]
+    rebalancer: pykka.ActorRef[Any]
     raft: RaftMember | None = None
     ha: HAMember | None = None
 
@@ -92,6 +94,7 @@ class BrokerNode:
         first = [self.raft.node] if self.raft is not None and self.raft.node else []
         first += [self.raft.repair] if self.raft is not None and self.raft.repair else []
         first += [self.ha.actor] if self.ha is not None and self.ha.actor else []
+        first.append(self.rebalancer)
         for ref in (*first, self.writer, self.file_syncer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
@@ -318,7 +321,11 @@ def start_actors(
     else:
         role = Published(ReplicaRole("standalone", "master", 0))
         submit, raft_node = _append_to(writer), None
+    rebalancer = RebalancerActor.start(
+        published.topics, RebalanceOptions(group.name), on_fatal=hooks.on_fatal
+    )
     timed = [raft_node] if raft_node else [ha.actor] if ha is not None and ha.actor else []
+    timed.append(rebalancer)
     timed += [raft.repair] if raft is not None and raft.repair is not None else []
     ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
     if not hooks.manual_ticks:
@@ -336,6 +343,7 @@ def start_actors(
         raft_ids={n.id: group.raft_id(n.id) for n in group.nodes} if raft_mode else {},
         ha_status=ha.status if ha is not None else None,
         repair=repair_stats,
+        rebalancer=rebalancer,
     )
     return BrokerNode(
         context,
@@ -344,6 +352,7 @@ def start_actors(
         reput=reput,
         writer=writer,
         file_syncer=file_syncer,
+        rebalancer=rebalancer,
         raft=raft,
         ha=ha,
     )

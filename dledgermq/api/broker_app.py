@@ -20,6 +20,7 @@ from aiohttp import web
 from dledgermq import bridge
 from dledgermq.actors.published import Published, ReplicaRole
 from dledgermq.actors.raft_node import RaftStatus, Status, TransferLeadership
+from dledgermq.actors.rebalancer import GroupView, Heartbeat, Leave, Release
 from dledgermq.actors.repair import RepairStats
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
@@ -37,8 +38,10 @@ from dledgermq.broker.produce import (
     check_queue_id,
     resolve_topic,
 )
+from dledgermq.broker.rebalance import AVERAGE
 from dledgermq.broker.state import offset_commit_draft, topic_delete_draft, topic_put_draft
 from dledgermq.broker.topics import (
+    MAX_QUEUES,
     SYSTEM_PREFIX,
     TopicConfig,
     check_group_name,
@@ -82,6 +85,7 @@ class BrokerContext:
     raft_ids: dict[str, int] = field(default_factory=dict)  # Node id -> Raft id (the group).
     ha_status: Published[HAStatus] | None = None  # master/slave groups: replication state.
     repair: Published[RepairStats] | None = None  # Raft groups: damaged records and repairs.
+    rebalancer: pykka.ActorRef[Any] | None = None  # Consumer-group membership and leases.
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -119,6 +123,10 @@ def make_broker_app(context: BrokerContext) -> web.Application:
             web.get("/groups/{group}/offsets", get_offsets),
             web.get("/messages/{msg_id}", get_message),
             web.get("/messages", query_messages),
+            web.post("/groups/{group}/heartbeat", group_heartbeat),
+            web.post("/groups/{group}/release", group_release),
+            web.post("/groups/{group}/leave", group_leave),
+            web.get("/groups/{group}/members", group_members),
             web.post("/admin/leader-transfer", leader_transfer),
         ]
     )
@@ -488,3 +496,97 @@ async def leader_transfer(request: web.Request) -> web.Response:
     except NotLeader:
         raise not_leader(ctx) from None
     return respond(request, {"leader": ctx.identity.node_id, "to": to, "started": True})
+
+
+# -- consumer groups (clustering mode): membership, queue assignment, leases ---------------
+
+
+def _rebalancer(ctx: BrokerContext) -> pykka.ActorRef[Any]:
+    """The writer's RebalancerActor: one place per broker group decides who owns what."""
+    if not ctx.role.value.writable:
+        raise not_leader(ctx)
+    assert ctx.rebalancer is not None, "every broker runs a rebalancer"
+    return ctx.rebalancer
+
+
+def _client_id(body: dict[str, Any]) -> str:
+    client_id = body.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        raise BadRequest("`client_id` must be a non-empty string")
+    return client_id
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {unknown}")
+
+
+async def _ask_rebalancer(ctx: BrokerContext, make: Callable[[ReplyTo[Any]], object]) -> Any:
+    rebalancer = _rebalancer(ctx)
+    return await bridge.call(
+        lambda reply: rebalancer.tell(make(reply)), timeout_s=READ_TIMEOUT_S, what="rebalance"
+    )
+
+
+async def group_heartbeat(request: web.Request) -> web.Response:
+    """A consumer is alive and subscribes to these topics; answers the queues of this
+    broker group it may consume now (held by a lease that heartbeats renew)."""
+    ctx = request.app[BROKER]
+    group = check_group_name(request.match_info["group"])
+    body = await read_body(request)
+    _check_fields(body, {"client_id", "zone", "subscriptions", "strategy"})
+    client_id = _client_id(body)
+    zone = body.get("zone")
+    if zone is not None and not isinstance(zone, str):
+        raise BadRequest("`zone` must be a string")
+    subscriptions = body.get("subscriptions")
+    if not isinstance(subscriptions, dict) or not all(
+        isinstance(t, str) and isinstance(e, str) for t, e in subscriptions.items()
+    ):
+        raise BadRequest("`subscriptions` must be an object of topic -> tag expression")
+    strategy = body.get("strategy", AVERAGE)
+    if not isinstance(strategy, str):
+        raise BadRequest("`strategy` must be a string")
+    answer = await _ask_rebalancer(
+        ctx, lambda reply: Heartbeat(group, client_id, zone, subscriptions, strategy, reply)
+    )
+    return respond(request, answer)
+
+
+async def group_release(request: web.Request) -> web.Response:
+    """The consumer stopped pulling these queues and committed their offsets."""
+    ctx = request.app[BROKER]
+    group = check_group_name(request.match_info["group"])
+    body = await read_body(request)
+    _check_fields(body, {"client_id", "topic", "queue_ids"})
+    client_id = _client_id(body)
+    topic = check_topic_name(body.get("topic"))
+    queue_ids = body.get("queue_ids")
+    if not isinstance(queue_ids, list) or not all(
+        type(q) is int and 0 <= q < MAX_QUEUES for q in queue_ids
+    ):
+        raise BadRequest(f"`queue_ids` must be a list of queue ids in 0..{MAX_QUEUES - 1}")
+    released = await _ask_rebalancer(
+        ctx, lambda reply: Release(group, client_id, topic, tuple(queue_ids), reply)
+    )
+    return respond(request, {"released": released})
+
+
+async def group_leave(request: web.Request) -> web.Response:
+    """The consumer shut down: forget it and free its leases at once."""
+    ctx = request.app[BROKER]
+    group = check_group_name(request.match_info["group"])
+    body = await read_body(request)
+    _check_fields(body, {"client_id"})
+    client_id = _client_id(body)
+    left = await _ask_rebalancer(ctx, lambda reply: Leave(group, client_id, reply))
+    return respond(request, {"left": left})
+
+
+async def group_members(request: web.Request) -> web.Response:
+    """The group's live members, its strategy and who holds each queue's lease."""
+    ctx = request.app[BROKER]
+    group = check_group_name(request.match_info["group"])
+    view = await _ask_rebalancer(ctx, lambda reply: GroupView(group, reply))
+    return respond(request, view)

@@ -203,6 +203,77 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
     ),
     (
         "post",
+        "/groups/{group}/heartbeat",
+        "A clustering-mode consumer is alive; answers the queues of this broker group it may"
+        " consume now (leased; send to the writer of every broker group of its topics)",
+        {
+            "type": "object",
+            "required": ["client_id", "subscriptions"],
+            "properties": {
+                "client_id": {"type": "string"},
+                "zone": {"type": "string"},
+                "subscriptions": {"type": "object", "additionalProperties": {"type": "string"}},
+                "strategy": {
+                    "type": "string",
+                    "enum": ["average", "average_by_circle", "consistent_hash", "zone_aware"],
+                },
+            },
+        },
+        {
+            "type": "object",
+            "properties": {
+                "assignment": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+                },
+                "lease_ms": {"type": "integer"},
+                "members": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        (400, 503),
+        (),
+    ),
+    (
+        "post",
+        "/groups/{group}/release",
+        "Free the leases of queues the consumer stopped pulling (after committing them)",
+        {
+            "type": "object",
+            "required": ["client_id", "topic", "queue_ids"],
+            "properties": {
+                "client_id": {"type": "string"},
+                "topic": {"type": "string"},
+                "queue_ids": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+        _OBJECT,
+        (400,),
+        (),
+    ),
+    (
+        "post",
+        "/groups/{group}/leave",
+        "The consumer shut down: forget it and free its leases",
+        {
+            "type": "object",
+            "required": ["client_id"],
+            "properties": {"client_id": {"type": "string"}},
+        },
+        _OBJECT,
+        (400,),
+        (),
+    ),
+    (
+        "get",
+        "/groups/{group}/members",
+        "A consumer group's live members, strategy and queue owners on this broker group",
+        None,
+        _OBJECT,
+        (400, 421),
+        (),
+    ),
+    (
+        "post",
         "/admin/leader-transfer",
         "Start moving a Raft group's leadership to node `to` (send it to the leader)",
         {"type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}},

@@ -118,6 +118,58 @@ class PullConsumer:
         """The group's committed offset in `mq`, or None if it never committed one."""
         return (await self.fetch_offsets(mq.topic, mq.broker_name)).get(mq.queue_id)
 
+    async def heartbeat(
+        self,
+        topic: str,
+        broker_name: str,
+        *,
+        client_id: str,
+        tags: str,
+        strategy: str,
+        zone: str | None = None,
+    ) -> tuple[list[int], int]:
+        """Tell one broker group's writer this member is alive and subscribes to `topic`.
+
+        Returns:
+            The queue ids of that broker group it may consume now, and their lease (ms):
+            stop consuming them if no heartbeat succeeds within the lease.
+        """
+        body: dict[str, Any] = {
+            "client_id": client_id,
+            "subscriptions": {topic: tags},
+            "strategy": strategy,
+        }
+        if zone is not None:
+            body["zone"] = zone
+        mq = MessageQueue(topic, broker_name, 0)
+        path = f"/groups/{_q(self.group)}/heartbeat"
+        answer = await self._call(mq, "POST", path, body=body, write=True)
+        return [int(q) for q in answer["assignment"].get(topic, [])], int(answer["lease_ms"])
+
+    async def release(self, client_id: str, queues: Sequence[MessageQueue]) -> None:
+        """Free the leases of queues this member stopped consuming (committed first)."""
+        by_broker: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for mq in queues:
+            by_broker[mq.topic, mq.broker_name].append(mq.queue_id)
+        for (topic, broker_name), queue_ids in sorted(by_broker.items()):
+            body = {"client_id": client_id, "topic": topic, "queue_ids": sorted(queue_ids)}
+            mq = MessageQueue(topic, broker_name, 0)
+            path = f"/groups/{_q(self.group)}/release"
+            await self._call(mq, "POST", path, body=body, write=True)
+
+    async def members(self, topic: str, broker_name: str) -> dict[str, Any]:
+        """The group's live members on one broker group of `topic`, its strategy and who
+        holds each queue's lease (the broker's view, from its writer)."""
+        mq = MessageQueue(topic, broker_name, 0)
+        path = f"/groups/{_q(self.group)}/members"
+        return await self._call(mq, "GET", path, write=True)
+
+    async def leave(self, topic: str, broker_name: str, client_id: str) -> None:
+        """This member shuts down: the broker group frees its leases at once."""
+        mq = MessageQueue(topic, broker_name, 0)
+        path = f"/groups/{_q(self.group)}/leave"
+        await self._call(mq, "POST", path, body={"client_id": client_id}, write=True)
+
     async def offset_by_time(self, mq: MessageQueue, ts_ms: int) -> int:
         """The first queue offset stored at or after `ts_ms`."""
         path = f"/topics/{_q(mq.topic)}/queues/{mq.queue_id}/offset-by-time"

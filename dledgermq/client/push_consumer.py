@@ -5,8 +5,15 @@ queue the group never committed (`from_where`), correcting an offset the broker 
 moved, redelivering a batch whose callback failed (bounded, then skipped with an error
 log), and committing offsets every `commit_interval_s` and on close.
 
-Must not: decide which member of the group owns which queue. `assign_queues` is the seam
-for rebalancing (RocketMQ `AllocateMessageQueueStrategy`); the default takes every queue.
+Must not: decide which member of the group owns which queue. In clustering mode (the
+default) the writer of each broker group decides (its RebalancerActor): every rebalance is
+a heartbeat to each broker group of the topic, answered with the queues this member may
+consume now, under a lease the next heartbeat renews. A queue the answer leaves out is
+stopped, its offset committed, then its lease released, so the next owner (which the
+broker holds back until then, or until the lease expires) starts where this one stopped;
+if no heartbeat reaches a broker group for most of a lease, its queues are stopped too.
+`assign_queues` replaces all of that with a local choice (every queue by default): for
+tools and tests that want fixed queues, not for several members of one group.
 """
 
 from __future__ import annotations
@@ -14,6 +21,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import secrets
+import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,6 +34,9 @@ from dledgermq.client.message import Message, MessageQueue
 from dledgermq.errors import MQError, OffsetOutOfRange
 
 log = logging.getLogger(__name__)
+# Queues of a broker group that stops answering heartbeats are kept for this share of
+# their lease at most, so they are stopped before the broker may give them to another.
+LEASE_SAFETY = 0.75
 
 MessageCallback = Callable[[list[Message]], Awaitable[None] | None]
 AssignQueues = Callable[[list[MessageQueue]], list[MessageQueue]]
@@ -34,6 +48,11 @@ def is_async_callable(fn: object) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
     return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def default_client_id() -> str:
+    """host@pid@random, like RocketMQ's instance name: unique per consumer object."""
+    return f"{socket.gethostname()}@{os.getpid()}@{secrets.token_hex(4)}"
 
 
 def assign_all(queues: list[MessageQueue]) -> list[MessageQueue]:
@@ -57,8 +76,11 @@ class PushOptions:
 
     wait_ms: int = 15_000
     max_messages: int = 32
-    rebalance_interval_s: float = 20.0
+    # Also the heartbeat interval: well inside the broker's lease (20 s) and member expiry.
+    rebalance_interval_s: float = 5.0
     max_reconsume_times: int = 16
+    strategy: str = "average"  # average | average_by_circle | consistent_hash | zone_aware
+    zone: str | None = None
 
 
 class PushConsumer:
@@ -74,9 +96,10 @@ class PushConsumer:
         tags: str = "*",
         from_where: FromWhere = "last",
         commit_interval_s: float = 5.0,
-        assign_queues: AssignQueues = assign_all,
+        assign_queues: AssignQueues | None = None,
         options: PushOptions | None = None,
         pull_consumer: PullConsumer | None = None,
+        client_id: str | None = None,
     ) -> None:
         if from_where not in ("first", "last"):
             raise ValueError(f"from_where must be 'first' or 'last', got {from_where!r}")
@@ -86,7 +109,10 @@ class PushConsumer:
         self._from_where = from_where
         self._commit_interval_s = commit_interval_s
         self._assign = assign_queues
+        self.client_id = client_id or default_client_id()
         self._options = options or PushOptions()
+        # Broker group -> (monotonic time of its last answered heartbeat, its lease in s).
+        self._leased: dict[str, tuple[float, float]] = {}
         self._pull = pull_consumer or PullConsumer(namesrv_addrs, group)
         self._loops: dict[MessageQueue, asyncio.Task[None]] = {}
         self._offsets: dict[MessageQueue, int] = {}
@@ -112,7 +138,8 @@ class PushConsumer:
         ]
 
     async def close(self) -> None:
-        """Stop every loop, commit the offsets reached, and close the connection."""
+        """Stop every loop, commit the offsets reached, leave the group (its leases are
+        freed at once), and close the connection."""
         tasks = [*self._services, *self._loops.values()]
         for task in tasks:
             task.cancel()
@@ -121,6 +148,12 @@ class PushConsumer:
         self._loops.clear()
         try:
             await self.commit()
+            if self._assign is None:
+                for broker in sorted(self._leased):
+                    try:
+                        await self._pull.leave(self.topic, broker, self.client_id)
+                    except MQError as err:  # Its leases expire by themselves.
+                        log.warning("%s: leaving %s failed: %s", self.topic, broker, err)
         finally:
             await self._pull.close()
 
@@ -132,19 +165,55 @@ class PushConsumer:
         await self.close()
 
     async def rebalance(self) -> None:
-        """Start loops for newly assigned queues and stop loops for queues given up."""
+        """Start loops for newly assigned queues; stop, commit and release the others."""
         try:
-            wanted = set(self._assign(await self._pull.fetch_queues(self.topic)))
+            queues = await self._pull.fetch_queues(self.topic)
         except MQError as err:
             log.warning("rebalance of %s skipped: %s", self.topic, err)
             return
-        for mq in sorted(set(self._loops) - wanted):
+        if self._assign is not None:
+            wanted = set(self._assign(queues))
+        else:
+            wanted = await self._heartbeat(sorted({mq.broker_name for mq in queues}))
+        dropped = sorted(set(self._loops) - wanted)
+        for mq in dropped:
             task = self._loops.pop(mq)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if dropped and self._assign is None:
+            await self.commit()  # Before the release: the next owner starts from here.
+            try:
+                await self._pull.release(self.client_id, dropped)
+            except MQError as err:  # The lease then expires by itself.
+                log.warning("%s: releasing %d queues failed: %s", self.topic, len(dropped), err)
         for mq in sorted(wanted - set(self._loops)):
             self._loops[mq] = asyncio.create_task(self._consume(mq))
-        # A dropped queue's offset is committed once more by commit(), then forgotten.
+
+    async def _heartbeat(self, brokers: list[str]) -> set[MessageQueue]:
+        """The queues each broker group grants this member now; a group that does not
+        answer keeps its queues here only while their lease may still run."""
+        wanted: set[MessageQueue] = set()
+        now = time.monotonic()
+        for broker in brokers:
+            try:
+                granted, lease_ms = await self._pull.heartbeat(
+                    self.topic,
+                    broker,
+                    client_id=self.client_id,
+                    tags=self._tags,
+                    strategy=self._options.strategy,
+                    zone=self._options.zone,
+                )
+            except MQError as err:
+                answered_at, lease_s = self._leased.get(broker, (0.0, 0.0))
+                keep = now - answered_at < lease_s * LEASE_SAFETY
+                log.warning("%s: heartbeat to %s failed (%s)", self.topic, broker, err)
+                if keep:
+                    wanted |= {mq for mq in self._loops if mq.broker_name == broker}
+                continue
+            self._leased[broker] = (now, lease_ms / 1000)
+            wanted |= {MessageQueue(self.topic, broker, q) for q in granted}
+        return wanted
 
     async def commit(self) -> None:
         """Store every offset that moved since the last commit."""

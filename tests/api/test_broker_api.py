@@ -12,6 +12,7 @@ import msgpack
 from aiohttp.test_utils import TestClient
 
 from dledgermq.api.openapi import build_openapi
+from tests.conftest import wait_until_async
 
 MSGPACK = "application/msgpack"
 
@@ -359,3 +360,36 @@ async def test_lookups_do_not_find_messages_of_a_deleted_topic(
         404,
         "MESSAGE_NOT_FOUND",
     )
+
+
+async def test_group_heartbeats_assign_queues_and_bad_ones_are_refused(
+    client: TestClient, topic: str
+) -> None:
+    beat = {"client_id": "c1", "subscriptions": {topic: "*"}}
+
+    async def assigned() -> dict | None:
+        response = await client.post("/groups/G/heartbeat", json=beat)
+        return await response.json() if response.status == 200 else None
+
+    answer = await wait_until_async(assigned, what="the rebalancer's first tick")
+    assert answer["assignment"] == {topic: [0, 1, 2, 3]}
+    assert answer["members"] == ["c1"]
+    release = {"client_id": "c1", "topic": topic, "queue_ids": [3]}
+    assert await (await client.post("/groups/G/release", json=release)).json() == {"released": 1}
+    members = await (await client.get("/groups/G/members")).json()
+    assert members["owners"][topic] == {"0": "c1", "1": "c1", "2": "c1", "3": None}
+    for path, body, why in [
+        ("heartbeat", {"subscriptions": {topic: "*"}}, "client_id"),
+        ("heartbeat", {"client_id": "c1", "subscriptions": [topic]}, "subscriptions"),
+        ("heartbeat", {**beat, "strategy": "random"}, "unknown strategy"),
+        ("heartbeat", {**beat, "extra": 1}, "unknown field"),
+        ("release", {"client_id": "c1", "topic": topic, "queue_ids": [-1]}, "queue_ids"),
+        ("leave", {}, "client_id"),
+    ]:
+        response = await client.post(f"/groups/G/{path}", json=body)
+        error = await response.json()
+        assert (response.status, error["code"]) == (400, "BAD_REQUEST"), (path, body, error)
+        assert why in error["message"]
+    assert await (await client.post("/groups/G/leave", json={"client_id": "c1"})).json() == {
+        "left": True
+    }

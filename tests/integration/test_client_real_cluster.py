@@ -515,6 +515,80 @@ async def test_push_consumer_delivers_once_in_order_and_resumes_after_close(
         assert sorted(late.bodies()) == sorted(markers)
 
 
+async def test_a_consumer_group_splits_the_queues_and_hands_them_over_without_overlap(
+    cluster: Cluster,
+) -> None:
+    """Clustering mode: the broker's rebalancer gives each member its own queues; when one
+    member leaves, the other takes them over from the committed offsets; every message is
+    delivered once in total and no queue is ever consumed by both at once."""
+    namesrv = [cluster.namesrv]
+    topic, group = "ClientGroup", "split-group"
+    fast = PushOptions(wait_ms=500, max_messages=4, rebalance_interval_s=0.3)
+    async with Admin(namesrv) as admin:
+        await create_topic(admin, topic, 4)
+    async with Producer(namesrv) as producer:
+        first, second = Collector(), Collector()
+        one = PushConsumer(
+            namesrv,
+            group,
+            topic,
+            callback=first,
+            from_where="first",
+            options=fast,
+            client_id="member-1",
+        )
+        two = PushConsumer(
+            namesrv,
+            group,
+            topic,
+            callback=second,
+            from_where="first",
+            options=fast,
+            client_id="member-2",
+        )
+        await one.start()
+        await two.start()
+        closed = False
+        try:
+
+            async def split() -> bool:
+                return len(one.assigned_queues) == 2 and len(two.assigned_queues) == 2
+
+            await wait_until_async(split, timeout_s=20, what="two queues each")
+            assert not set(one.assigned_queues) & set(two.assigned_queues)
+            async with PullConsumer(namesrv, group) as inspector:
+                view = await inspector.members(topic, BROKER)
+            assert [m["client_id"] for m in view["members"]] == ["member-1", "member-2"]
+            before = await send_markers(producer, topic, "both")
+            await consume_until_any([first, second], before, "markers while both run")
+            await one.close()
+            closed = True
+
+            async def took_over() -> bool:
+                return len(two.assigned_queues) == 4
+
+            await wait_until_async(took_over, timeout_s=20, what="the hand-over")
+            after = await send_markers(producer, topic, "one")
+            await consume_until(second, after, "markers after the hand-over")
+        finally:
+            await two.close()
+            if not closed:
+                await one.close()
+    delivered = Counter([*first.bodies(), *second.bodies()])
+    assert {b for b, n in delivered.items() if n > 1} == set(), "a message was delivered twice"
+    assert set(delivered) == before | after
+    assert not {m.queue_id for m in first.messages} & {
+        m.queue_id for m in second.messages if m.body in before
+    }, "a queue was consumed by both members at once"
+
+
+async def consume_until_any(collectors: list[Collector], wanted: set[bytes], what: str) -> None:
+    async def seen() -> bool:
+        return wanted <= {b for c in collectors for b in c.bodies()}
+
+    await wait_until_async(seen, timeout_s=20, what=what)
+
+
 # -- 4. admin ---------------------------------------------------------------------------------
 
 

@@ -200,8 +200,9 @@ def test_a_chunk_holds_whole_entries_within_the_limit(master: CommitLog) -> None
     ends = [r.end_offset for r in results]
     limit = ends[1] + 50  # room for two entries and part of the third
     read = reader(master).read_bytes
-    chunk = next_chunk(read, 0, master.write_offset, segment_size=SEGMENT, expect_index=0,
-                       max_bytes=limit)
+    chunk = next_chunk(
+        read, 0, master.write_offset, segment_size=SEGMENT, expect_index=0, max_bytes=limit
+    )
     assert chunk is not None
     assert (chunk.end, chunk.last_index, len(chunk.data)) == (ends[1], 2, ends[1])
 
@@ -209,8 +210,9 @@ def test_a_chunk_holds_whole_entries_within_the_limit(master: CommitLog) -> None
 def test_an_entry_larger_than_the_limit_goes_alone(master: CommitLog) -> None:
     results = fill(master, [[200, 200, 200], [10]])  # one 3-record entry of ~870 bytes
     read = reader(master).read_bytes
-    chunk = next_chunk(read, 0, master.write_offset, segment_size=SEGMENT, expect_index=0,
-                       max_bytes=300)
+    chunk = next_chunk(
+        read, 0, master.write_offset, segment_size=SEGMENT, expect_index=0, max_bytes=300
+    )
     assert chunk is not None
     assert (chunk.end, chunk.last_index) == (results[0].end_offset, 1)
 
@@ -244,8 +246,9 @@ def test_a_position_inside_a_record_or_a_skipped_entry_is_refused(master: Commit
     with pytest.raises(CorruptRecord):
         next_chunk(read, 10, master.write_offset, segment_size=SEGMENT, expect_index=0)
     with pytest.raises(LogMismatch, match="entry 2"):
-        next_chunk(read, results[0].end_offset, master.write_offset, segment_size=SEGMENT,
-                   expect_index=5)
+        next_chunk(
+            read, results[0].end_offset, master.write_offset, segment_size=SEGMENT, expect_index=5
+        )
 
 
 def test_a_retired_segment_is_reported_as_gone(master: CommitLog) -> None:

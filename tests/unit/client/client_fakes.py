@@ -43,6 +43,8 @@ class FakeBroker:
     min_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     offsets: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     send_requests: int = 0
+    heartbeats: list[str] = field(default_factory=list)
+    released: list[dict[str, Any]] = field(default_factory=list)
     commitlog_offset: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
@@ -106,6 +108,9 @@ class FakeBroker:
         app.router.add_get("/topics/{topic}/queues/{qid}/messages", self.pull)
         app.router.add_post("/groups/{group}/offsets", self.commit)
         app.router.add_get("/groups/{group}/offsets", self.get_offsets)
+        app.router.add_post("/groups/{group}/heartbeat", self.heartbeat)
+        app.router.add_post("/groups/{group}/release", self.release)
+        app.router.add_post("/groups/{group}/leave", self.release)
         app.router.add_get("/messages/{msg_id}", self.by_id)
         app.router.add_get("/messages", self.by_key)
         app.router.add_get("/status", self.status)
@@ -168,6 +173,21 @@ class FakeBroker:
         body = await read_body(request)
         key = (request.match_info["group"], body["topic"])
         self.offsets.setdefault(key, {}).update(body["offsets"])
+        return respond(request, {})
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        """A group of one: every readable queue of each subscribed topic is granted."""
+        body = await read_body(request)
+        self.heartbeats.append(body["client_id"])
+        assignment = {
+            topic: list(range(self.topics[topic]["read_queues"]))
+            for topic in body["subscriptions"]
+            if topic in self.topics
+        }
+        return respond(request, {"assignment": assignment, "lease_ms": 20_000})
+
+    async def release(self, request: web.Request) -> web.Response:
+        self.released.append(await read_body(request))
         return respond(request, {})
 
     async def get_offsets(self, request: web.Request) -> web.Response:
