@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from dledgermq.broker.retry import DEFAULT_DELAY_LEVELS, DelayLevels
+
 DEFAULT_CLUSTER_RESOURCE = "default_cluster.yml"
 FLUSH_MODES = ("sync", "async")
 GROUP_MODES = ("standalone", "raft", "master_slave")
@@ -50,6 +52,12 @@ class StoreConfig:
     # what it finds from a peer); 0 turns it off.
     scrub_bytes_per_s: int = 4 * MiB
     scrub_pass_pause_ms: int = 60_000  # Between two passes over the whole log.
+    # Delay levels 1..N for delayed messages (RocketMQ's messageDelayLevel).
+    message_delay_level: str = DEFAULT_DELAY_LEVELS
+
+    @property
+    def delay_levels(self) -> DelayLevels:
+        return DelayLevels.parse(self.message_delay_level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +346,10 @@ def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> Non
     for name in ("flush_interval_ms", "checkpoint_interval_ms", "cq_units_per_file"):
         if getattr(store, name) <= 0:
             raise ConfigError(f"{where}: {name} must be positive")
+    try:
+        store.delay_levels  # noqa: B018 - parsed for its errors
+    except ValueError as exc:
+        raise ConfigError(f"{where}: message_delay_level: {exc}") from None
 
 
 def _namesrv(item: Any) -> NamesrvConfig:

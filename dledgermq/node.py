@@ -27,6 +27,7 @@ import pykka
 from aiohttp import web
 
 from dledgermq.actors.commitlog_writer import Append, CommitLogWriterActor, WriterOptions
+from dledgermq.actors.delay_scheduler import DelayOptions, DelaySchedulerActor
 from dledgermq.actors.file_syncer import FileSyncerActor
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
@@ -82,6 +83,7 @@ class BrokerNode:
     writer: pykka.ActorRef[Any]
     file_syncer: pykka.ActorRef[Any]
     rebalancer: pykka.ActorRef[Any]
+    delay_scheduler: pykka.ActorRef[Any]
     raft: RaftMember | None = None
     ha: HAMember | None = None
 
@@ -94,7 +96,7 @@ class BrokerNode:
         first = [self.raft.node] if self.raft is not None and self.raft.node else []
         first += [self.raft.repair] if self.raft is not None and self.raft.repair else []
         first += [self.ha.actor] if self.ha is not None and self.ha.actor else []
-        first.append(self.rebalancer)
+        first += [self.rebalancer, self.delay_scheduler]
         for ref in (*first, self.writer, self.file_syncer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
@@ -168,6 +170,7 @@ def recover_store(
         ),
         reader,
         log_start=commitlog.min_offset,
+        delay_levels=store.delay_levels,
     )
     if dispatcher.dispatched_offset > commitlog.write_offset:
         # A checkpoint is written only once the log below it is fsynced, so this means
@@ -324,8 +327,16 @@ def start_actors(
     rebalancer = RebalancerActor.start(
         published.topics, RebalanceOptions(group.name), on_fatal=hooks.on_fatal
     )
+    delay_scheduler = DelaySchedulerActor.start(
+        reput=reput,
+        submit=submit,
+        role=role,
+        marks=marks,
+        options=DelayOptions(store.delay_levels),
+        on_fatal=hooks.on_fatal,
+    )
     timed = [raft_node] if raft_node else [ha.actor] if ha is not None and ha.actor else []
-    timed.append(rebalancer)
+    timed += [rebalancer, delay_scheduler]
     timed += [raft.repair] if raft is not None and raft.repair is not None else []
     ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
     if not hooks.manual_ticks:
@@ -344,6 +355,7 @@ def start_actors(
         ha_status=ha.status if ha is not None else None,
         repair=repair_stats,
         rebalancer=rebalancer,
+        delay_levels=store.delay_levels,
     )
     return BrokerNode(
         context,
@@ -353,6 +365,7 @@ def start_actors(
         writer=writer,
         file_syncer=file_syncer,
         rebalancer=rebalancer,
+        delay_scheduler=delay_scheduler,
         raft=raft,
         ha=ha,
     )

@@ -39,6 +39,7 @@ from dledgermq.broker.produce import (
     resolve_topic,
 )
 from dledgermq.broker.rebalance import AVERAGE
+from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.state import offset_commit_draft, topic_delete_draft, topic_put_draft
 from dledgermq.broker.topics import (
     MAX_QUEUES,
@@ -86,6 +87,7 @@ class BrokerContext:
     ha_status: Published[HAStatus] | None = None  # master/slave groups: replication state.
     repair: Published[RepairStats] | None = None  # Raft groups: damaged records and repairs.
     rebalancer: pykka.ActorRef[Any] | None = None  # Consumer-group membership and leases.
+    delay_levels: DelayLevels = DEFAULT_LEVELS
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -345,6 +347,7 @@ async def send(request: web.Request) -> web.Response:
             limits=ctx.produce_limits,
             now_ms=now_ms(),
             born_host=f"{request.remote or '127.0.0.1'}:0",
+            delay_levels=ctx.delay_levels,
         )
         results = await append(ctx, drafts)
     return respond(request, {"results": [send_result_to_wire(m) for m in results]})

@@ -38,6 +38,8 @@ SCHEMAS: dict[str, Any] = {
             "keys": {"type": "array", "items": {"type": "string"}},
             "properties": {"type": "object", "additionalProperties": {"type": "string"}},
             "born_timestamp_ms": {"type": "integer"},
+            "delay_level": {"type": "integer", "minimum": 0, "description": "1..N, 0 = none"},
+            "deliver_at_ms": {"type": "integer", "description": "deliver at (epoch ms)"},
         },
     },
     "SendResult": {

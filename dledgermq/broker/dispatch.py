@@ -16,10 +16,12 @@ from typing import NamedTuple
 
 import msgpack
 
+from dledgermq.broker.delay import SCHEDULE_TOPIC, due_at, schedule_config
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.message_id import broker_hash, decode_msg_id, make_msg_id
 from dledgermq.broker.produce import KEY_SEPARATOR, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
+from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.state import BrokerState
 from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
 from dledgermq.errors import (
@@ -107,6 +109,14 @@ class PullResult:
     max_offset: int
 
 
+class DueMessage(NamedTuple):
+    """A scheduled message whose time came (`record` None: retention removed it)."""
+
+    queue_id: int
+    queue_offset: int
+    record: Record | None
+
+
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
     cq_units_per_file: int
@@ -125,6 +135,7 @@ class Dispatcher:
         reader: CommitLogReader,
         *,
         log_start: int = 0,
+        delay_levels: DelayLevels = DEFAULT_LEVELS,
     ) -> None:
         """Open the derived files and check them against the checkpoint.
 
@@ -137,6 +148,7 @@ class Dispatcher:
                 rebuild them (retention removed its beginning).
         """
         self.broker_hash = broker_hash(broker_name)
+        self.schedule = schedule_config(delay_levels)
         # Told the commitlog offset of a record that failed its checks (node.py: repair).
         self.on_damaged: Callable[[int], None] = lambda offset: None
         self._layout = layout
@@ -275,6 +287,26 @@ class Dispatcher:
         # Only padding may remain before the confirm offset (the end of a segment).
         self.dispatched_offset = max(self.dispatched_offset, confirm_offset)
 
+    def _queue_of(self, record: RecordMeta, batch: DispatchBatch) -> ConsumeQueue | None:
+        """The queue a record goes to (cached); None for an internal record (applied to
+        the broker state here) or one whose topic or queue is gone."""
+        topic, queue_id = record.topic, record.queue_id
+        if topic.startswith(SYSTEM_PREFIX):
+            changed = self.state.apply(topic, record.body)
+            if changed is not None:
+                batch.topics_changed = True
+                self._writable_queues.clear()  # Queue counts or topics changed.
+                if changed not in self.state.topics:  # A re-created topic starts empty.
+                    self.cqs.delete_topic(changed, at_offset=record.commitlog_offset)
+            return None
+        config = self.state.topics.get(topic)
+        if config is None and topic == SCHEDULE_TOPIC:
+            config = self.schedule
+        if config is None or queue_id >= config.queue_count:
+            return None  # Topic deleted or shrunk after the send: nothing to deliver.
+        cq = self._writable_queues[topic, queue_id] = self.cqs.get_or_create(topic, queue_id)
+        return cq
+
     def _dispatch_record(
         self, record: RecordMeta, batch: DispatchBatch
     ) -> DispatchedMessage | None:
@@ -283,20 +315,14 @@ class Dispatcher:
         queue_key = (topic, queue_id)
         cq = self._writable_queues.get(queue_key)
         if cq is None:
-            if topic.startswith(SYSTEM_PREFIX):
-                changed = self.state.apply(topic, record.body)
-                if changed is not None:
-                    batch.topics_changed = True
-                    self._writable_queues.clear()  # Queue counts or topics changed.
-                    if changed not in self.state.topics:  # A re-created topic starts empty.
-                        self.cqs.delete_topic(changed, at_offset=record.commitlog_offset)
+            cq = self._queue_of(record, batch)
+            if cq is None:
                 return None
-            config = self.state.topics.get(topic)
-            if config is None or queue_id >= config.queue_count:
-                return None  # Topic deleted or shrunk after the send: nothing to deliver.
-            cq = self._writable_queues[queue_key] = self.cqs.get_or_create(topic, queue_id)
         properties = record.properties
-        queue_offset = cq.append(offset, record.size, tag_hash(properties.get(PROPERTY_TAGS)))
+        if topic == SCHEDULE_TOPIC:  # Its units carry the due time, not a tag hash.
+            queue_offset = cq.append(offset, record.size, due_at(properties))
+        else:
+            queue_offset = cq.append(offset, record.size, tag_hash(properties.get(PROPERTY_TAGS)))
         batch.touched.add(queue_key)
         keys = properties.get(PROPERTY_KEYS)
         if keys:
@@ -369,6 +395,23 @@ class Dispatcher:
             return list(self._reader.read_records([(u.commitlog_offset, u.size) for u in units]))
         except (OffsetGone, CorruptRecord):  # Find which one, record by record.
             return [self._read(u.commitlog_offset, u.size) for u in units]
+
+    def due_delayed(self, now_ms: int, max_per_queue: int) -> list[DueMessage]:
+        """Scheduled messages due by `now_ms`, each schedule queue in order from the
+        delivered progress on. A record retention removed comes as None (to be passed
+        over); a damaged one raises CorruptData (never skipped)."""
+        due = []
+        for queue_id in range(self.schedule.read_queues):
+            cq = self.cqs.get(SCHEDULE_TOPIC, queue_id)
+            if cq is None:
+                continue
+            start = max(self.state.delay_progress.get(queue_id, 0), cq.min_offset)
+            for unit in cq.get(start, max_per_queue):
+                if unit.tag_hash > now_ms:
+                    break  # Each queue is in due order.
+                record = self._read(unit.commitlog_offset, unit.size)
+                due.append(DueMessage(queue_id, unit.queue_offset, record))
+        return due
 
     def get_message(self, msg_id: str) -> StoredMessage:
         """By offset message id (this broker) or by the client's unique key."""

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dledgermq.broker.delay import delay_request, schedule
+from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.topics import TopicConfig, check_topic_name
 from dledgermq.errors import (
     BadRequest,
@@ -34,7 +36,16 @@ MAX_PROPERTIES = 64
 MAX_PROPERTY_BYTES = 32 * 1024
 MAX_INT64 = 2**63
 MESSAGE_FIELDS = frozenset(
-    {"body", "body_base64", "tags", "keys", "properties", "born_timestamp_ms"}
+    {
+        "body",
+        "body_base64",
+        "tags",
+        "keys",
+        "properties",
+        "born_timestamp_ms",
+        "delay_level",
+        "deliver_at_ms",
+    }
 )
 
 
@@ -68,7 +79,7 @@ def check_queue_id(config: TopicConfig, queue_id: object) -> int:
     return queue_id
 
 
-def build_drafts(
+def build_drafts(  # noqa: PLR0913 - the request and what the broker adds to it
     config: TopicConfig,
     queue_id: int,
     messages: object,
@@ -76,8 +87,10 @@ def build_drafts(
     limits: ProduceLimits,
     now_ms: int,
     born_host: str,
+    delay_levels: DelayLevels = DEFAULT_LEVELS,
 ) -> list[MessageDraft]:
-    """Validate every message of a batch and build its drafts (all or nothing)."""
+    """Validate every message of a batch and build its drafts (all or nothing); a delayed
+    message's draft waits in the schedule topic (`broker/delay.py`)."""
     if not isinstance(messages, list) or not messages:
         raise BadRequest("`messages` must be a non-empty list")
     if len(messages) > limits.max_batch_messages:
@@ -86,6 +99,14 @@ def build_drafts(
             limit=limits.max_batch_messages,
         )
     drafts = [_draft(config.topic, queue_id, m, limits, now_ms, born_host) for m in messages]
+    for i, raw in enumerate(messages):
+        if "delay_level" in raw or "deliver_at_ms" in raw:
+            delay = delay_request(delay_levels, raw, now_ms)
+            if delay is not None:
+                level, deliver_at = delay
+                drafts[i] = schedule(
+                    drafts[i], delay_levels, level=level, deliver_at_ms=deliver_at, now_ms=now_ms
+                )
     total = sum(len(d.body) for d in drafts)
     if total > limits.max_batch_bytes:
         raise BatchTooLarge(

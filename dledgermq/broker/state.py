@@ -15,6 +15,7 @@ import msgpack
 
 from dledgermq.broker.topics import (
     CONSUMER_OFFSET_TOPIC,
+    DELAY_PROGRESS_TOPIC,
     SYSTEM_PREFIX,
     TOPIC_CONFIG_TOPIC,
     TopicConfig,
@@ -29,6 +30,8 @@ class BrokerState:
     topics: dict[str, TopicConfig] = field(default_factory=dict)
     # group -> topic -> queue id -> next offset to consume
     offsets: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)
+    # schedule queue id (delay level - 1) -> next queue offset the scheduler delivers
+    delay_progress: dict[int, int] = field(default_factory=dict)
 
     def apply(self, topic: str, body: bytes | memoryview) -> str | None:
         """Apply one internal record; returns the topic whose config changed, if any."""
@@ -43,6 +46,10 @@ class BrokerState:
                 for by_topic in self.offsets.values():
                     by_topic.pop(name, None)
             return str(name)
+        if topic == DELAY_PROGRESS_TOPIC:
+            for queue_id, offset in change["progress"].items():
+                self.delay_progress[int(queue_id)] = int(offset)
+            return None
         if topic == CONSUMER_OFFSET_TOPIC:
             queues = self.offsets.setdefault(change["group"], {}).setdefault(change["topic"], {})
             for queue_id, offset in change["offsets"].items():
@@ -56,6 +63,7 @@ class BrokerState:
                 "version": SNAPSHOT_VERSION,
                 "topics": [c.to_wire() for c in self.topics.values()],
                 "offsets": self.offsets,
+                "delay_progress": self.delay_progress,
             }
         )
 
@@ -69,6 +77,7 @@ class BrokerState:
                 group: {topic: {int(q): int(o) for q, o in qs.items()} for topic, qs in ts.items()}
                 for group, ts in raw["offsets"].items()
             },
+            delay_progress={int(q): int(o) for q, o in raw.get("delay_progress", {}).items()},
         )
 
 
@@ -88,6 +97,11 @@ def offset_commit_draft(
     return _system_draft(
         CONSUMER_OFFSET_TOPIC, {"group": group, "topic": topic, "offsets": offsets}, now_ms
     )
+
+
+def delay_progress_draft(progress: dict[int, int], now_ms: int) -> MessageDraft:
+    """The scheduler's progress, in the same entry as the messages it delivered."""
+    return _system_draft(DELAY_PROGRESS_TOPIC, {"progress": progress}, now_ms)
 
 
 def _system_draft(topic: str, change: dict[str, Any], now_ms: int) -> MessageDraft:

@@ -20,6 +20,9 @@ MAX_QUEUES = 1024
 SYSTEM_PREFIX = "%SYS%"
 TOPIC_CONFIG_TOPIC = "%SYS%TOPIC"
 CONSUMER_OFFSET_TOPIC = "%SYS%OFFSET"
+DELAY_PROGRESS_TOPIC = "%SYS%DELAY"
+# Built-in topics no client may create, send to or read directly (delay.SCHEDULE_TOPIC).
+RESERVED_PREFIXES = (SYSTEM_PREFIX, "%DELAY%")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ def check_topic_name(topic: object, *, allow_system: bool = False) -> str:
             f"invalid topic name {topic!r}: must match {TOPIC_NAME.pattern}",
             pattern=TOPIC_NAME.pattern,
         )
-    if not allow_system and topic.startswith(SYSTEM_PREFIX):
+    if not allow_system and topic.startswith(RESERVED_PREFIXES):
         raise InvalidTopic(f"topic {topic!r} is reserved for the broker")
     return topic
 

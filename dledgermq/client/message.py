@@ -37,6 +37,8 @@ class OutgoingMessage:
     keys: tuple[str, ...] = ()
     properties: Mapping[str, str] = field(default_factory=dict)
     unique_key: str = field(default_factory=new_unique_key)
+    delay_level: int = 0  # 1..N: delivered after that level's delay (0: at once)
+    deliver_at_ms: int | None = None  # or at this time (epoch ms), to about a second
 
     @classmethod
     def build(
@@ -46,13 +48,22 @@ class OutgoingMessage:
         tags: str | None = None,
         keys: str | Sequence[str] | None = None,
         properties: Mapping[str, str] | None = None,
+        delay_level: int = 0,
+        deliver_at_ms: int | None = None,
     ) -> OutgoingMessage:
         """Normalise user input: str bodies become UTF-8, a single key becomes a list."""
         if isinstance(body, str):
             body = body.encode()
         if isinstance(keys, str):
             keys = [keys]
-        return cls(body, tags, tuple(keys or ()), dict(properties or {}))
+        return cls(
+            body,
+            tags,
+            tuple(keys or ()),
+            dict(properties or {}),
+            delay_level=delay_level,
+            deliver_at_ms=deliver_at_ms,
+        )
 
     @classmethod
     def from_any(cls, item: OutgoingMessage | Mapping[str, Any] | bytes | str) -> OutgoingMessage:
@@ -78,6 +89,10 @@ class OutgoingMessage:
             msg["tags"] = self.tags
         if self.keys:
             msg["keys"] = list(self.keys)
+        if self.delay_level:
+            msg["delay_level"] = self.delay_level
+        if self.deliver_at_ms is not None:
+            msg["deliver_at_ms"] = self.deliver_at_ms
         return msg
 
 

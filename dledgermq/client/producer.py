@@ -119,13 +119,23 @@ class Producer:
         properties: Mapping[str, str] | None = None,
         sharding_key: str | None = None,
         queue: MessageQueue | None = None,
+        delay_level: int = 0,
+        deliver_at_ms: int | None = None,
     ) -> SendResult:
-        """Send one message and return once the broker has stored it.
+        """Send one message and return once the broker has stored it; with `delay_level`
+        or `deliver_at_ms` consumers get it only once its time comes.
 
         Raises:
             MQError: the last attempt's error once retries are spent (or a non-retryable one).
         """
-        message = OutgoingMessage.build(body, tags=tags, keys=keys, properties=properties)
+        message = OutgoingMessage.build(
+            body,
+            tags=tags,
+            keys=keys,
+            properties=properties,
+            delay_level=delay_level,
+            deliver_at_ms=deliver_at_ms,
+        )
         [result] = await self._send(topic, [message], sharding_key, queue, self.retries)
         return result
 

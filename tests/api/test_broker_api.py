@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import msgpack
 from aiohttp.test_utils import TestClient
@@ -393,3 +394,38 @@ async def test_group_heartbeats_assign_queues_and_bad_ones_are_refused(
     assert await (await client.post("/groups/G/leave", json={"client_id": "c1"})).json() == {
         "left": True
     }
+
+
+async def test_a_delayed_message_is_delivered_after_its_level_and_not_before(
+    client: TestClient, topic: str
+) -> None:
+    sent_at = time.time()
+    [result] = (await send(client, topic, [{"body": "later", "delay_level": 1}], queue_id=2))[
+        "results"
+    ]
+    assert result["status"] == "SEND_OK"
+    pull = f"/topics/{topic}/queues/2/messages?offset=0&max=8"
+    assert (await (await client.get(pull)).json())["messages"] == []
+
+    async def delivered() -> list | None:
+        messages = (await (await client.get(pull)).json())["messages"]
+        return messages or None
+
+    [message] = await wait_until_async(delivered, timeout_s=10, what="the delayed message")
+    waited = time.time() - sent_at
+    assert 1.0 <= waited < 5.0, waited  # level 1 is 1 s; the scheduler runs every 100 ms
+    assert message["body"] == "later"
+    assert message["unique_key"] == result["unique_key"]
+    assert message["properties"]["DELAY"] == "1"
+    assert "REAL_TOPIC" not in message["properties"]
+    for bad, code in [
+        ({"delay_level": 99}, "BAD_REQUEST"),
+        ({"deliver_at_ms": "soon"}, "BAD_REQUEST"),
+    ]:
+        response = await client.post(
+            f"/topics/{topic}/messages", json={"messages": [{"body": "x", **bad}]}
+        )
+        assert (response.status, (await response.json())["code"]) == (400, code)
+    for name in ("%DELAY%SCHEDULE", "%SYS%DELAY"):
+        response = await client.post("/topics", json={"topic": name, "queues": 1})
+        assert (await error_of(response))[1] == "INVALID_TOPIC"

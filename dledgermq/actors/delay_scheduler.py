@@ -1,0 +1,161 @@
+"""DelaySchedulerActor: delivers due delayed messages to their real topics (writer only).
+
+Every `interval_ms` the group's writer asks the ReputActor for scheduled messages that are
+due (`Dispatcher.due_delayed`, from the committed progress on) and appends one entry
+holding them, re-addressed to their real topics (`broker/delay.py`), *and* the new
+progress (`%SYS%DELAY`). Progress and delivery commit together, so a failover neither
+loses a due message nor delivers one twice, and the scheduler keeps no state that must
+survive: a new leader reads the progress from its replicated broker state.
+
+One round at a time (the next waits until the entry was committed and dispatched, which
+is when the progress it carries is applied). A new writer first waits until it has
+dispatched everything its log held when it took over: entries of an earlier term that it
+commits may carry deliveries its predecessor made.
+
+Owns: nothing but its round. Must not: read files or write the log itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from dledgermq.actors.published import Published, ReplicaRole, Watermarks
+from dledgermq.actors.reput import Read
+from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
+from dledgermq.actors.ticker import Tick
+from dledgermq.bridge import ReplyTo
+from dledgermq.broker.delay import draft_of, release
+from dledgermq.broker.dispatch import Dispatcher, DueMessage
+from dledgermq.broker.retry import DelayLevels
+from dledgermq.broker.state import delay_progress_draft
+from dledgermq.store.record import MessageDraft
+
+log = logging.getLogger(__name__)
+# How an entry is appended: the Raft node's proposal or the writer's append (node.py).
+SubmitEntry = Callable[[tuple[MessageDraft, ...], ReplyTo[Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DelayOptions:
+    levels: DelayLevels
+    interval_ms: int = 100
+    per_queue_max: int = 64  # due messages read per schedule queue and round
+    entry_bytes_max: int = 1024 * 1024  # bodies per delivery entry (at least one message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    messages: list[DueMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class _RoundOver:
+    error: BaseException | None
+
+
+class _Answer:
+    """A ReplyTo that turns the answer into a message to the scheduler."""
+
+    __slots__ = ("_make", "_ref")
+
+    def __init__(self, ref: pykka.ActorRef[Any], make: Any) -> None:
+        self._ref, self._make = ref, make
+
+    def ok(self, value: Any) -> None:
+        tell(self._ref, self._make(value, None))
+
+    def fail(self, error: BaseException) -> None:
+        tell(self._ref, self._make(None, error))
+
+
+class DelaySchedulerActor(FailStopActor):
+    def __init__(
+        self,
+        *,
+        reput: pykka.ActorRef[Any],
+        submit: SubmitEntry,
+        role: Published[ReplicaRole],
+        marks: Watermarks,
+        options: DelayOptions,
+        on_fatal: FatalHandler = exit_process,
+    ) -> None:
+        super().__init__(on_fatal)
+        self._reput = reput
+        self._submit = submit
+        self._role = role
+        self._marks = marks
+        self._options = options
+        self._busy = False
+        self._barrier: int | None = None  # written offset when this node became the writer
+        self._last_round_ms: int | None = None
+        self.delivered = 0
+
+    def on_receive(self, message: object) -> None:
+        match message:
+            case Tick(now_ms):
+                self._tick(now_ms)
+            case _Due(messages):
+                self._deliver(messages)
+            case _RoundOver(error):
+                self._busy = False
+                if error is not None:
+                    log.warning("delay delivery round failed (retried): %s", error)
+            case _:
+                raise AssertionError(f"unexpected message {message!r}")
+
+    def _tick(self, now_ms: int) -> None:
+        if not self._role.value.writable:
+            self._barrier = None
+            return
+        if self._barrier is None:
+            self._barrier = self._marks.written.value
+        if self._marks.dispatched.value < self._barrier or self._busy:
+            return
+        if (
+            self._last_round_ms is not None
+            and now_ms - self._last_round_ms < self._options.interval_ms
+        ):
+            return
+        self._last_round_ms = now_ms
+        self._busy = True
+        wall_ms, per_queue = _wall_ms(), self._options.per_queue_max
+
+        def query(dispatcher: Dispatcher) -> list[DueMessage]:
+            return dispatcher.due_delayed(wall_ms, per_queue)
+
+        reply = _Answer(
+            self.actor_ref, lambda due, error: _RoundOver(error) if error else _Due(due)
+        )
+        tell(self._reput, Read(query, reply))
+
+    def _deliver(self, due: list[DueMessage]) -> None:
+        if not due:
+            self._busy = False
+            return
+        now_ms = _wall_ms()
+        drafts: list[MessageDraft] = []
+        progress: dict[int, int] = {}
+        size = 0
+        for message in due:
+            if size >= self._options.entry_bytes_max:
+                break  # The rest come in the next round.
+            if message.record is not None:  # None: retention removed it; passed over.
+                draft = release(draft_of(message.record), self._options.levels, now_ms)
+                drafts.append(draft)
+                size += len(draft.body)
+            progress[message.queue_id] = message.queue_offset + 1
+        drafts.append(delay_progress_draft(progress, now_ms))
+        self.delivered += len(drafts) - 1
+        reply = _Answer(self.actor_ref, lambda _value, error: _RoundOver(error))
+        self._submit(tuple(drafts), reply)
+
+
+def _wall_ms() -> int:
+    """Due times are wall-clock store times (ms), like every timestamp in a record."""
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,124 @@
+"""Delay messages: where a delayed message waits and how it comes out, the pure rules.
+
+RocketMQ's scheme, in our log: a message sent with a delay level (or a deliver-at time)
+is stored in the built-in topic `SCHEDULE_TOPIC`, queue `level - 1`, with its real topic
+and queue in properties. Every message of one level's queue waits the same delay, so each
+queue is in due order, and its ConsumeQueue units carry the due time in their tag-hash
+slot (`PROPERTY_DUE_AT`): the scheduler finds what is due without reading the log.
+
+A deliver-at time is reached in hops: the message waits in the largest level not longer
+than what remains, then is scheduled again with the rest (bounded by the longest level;
+a day takes 12 hops of 2 h). Delivery re-writes the message to its real topic with its
+unique key, so it keeps its identity; the scheduler's progress travels in the same log
+entry (`BrokerState.delay_progress`), so a failover never delivers a message twice.
+
+Pure: no clock reads, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dledgermq.broker.retry import DelayLevels
+from dledgermq.broker.topics import PERM_READ_WRITE, TopicConfig
+from dledgermq.errors import BadRequest
+from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record
+
+SCHEDULE_TOPIC = "%DELAY%SCHEDULE"
+SCHEDULE_PREFIX = "%DELAY%"
+PROPERTY_REAL_TOPIC = "REAL_TOPIC"
+PROPERTY_REAL_QID = "REAL_QID"
+PROPERTY_DELIVER_AT = "DELIVER_AT"  # When the sender wants it delivered (ms).
+PROPERTY_DUE_AT = "DUE_AT"  # When this hop ends (ms): the ConsumeQueue unit's tag slot.
+PROPERTY_DELAY = "DELAY"  # The level the sender asked for (kept on delivery, as RocketMQ).
+_SCHEDULE_PROPERTIES = (PROPERTY_REAL_TOPIC, PROPERTY_REAL_QID, PROPERTY_DUE_AT)
+
+
+def schedule_config(levels: DelayLevels) -> TopicConfig:
+    """The built-in schedule topic: one queue per level, not listed, not for clients."""
+    return TopicConfig(SCHEDULE_TOPIC, levels.count, levels.count, PERM_READ_WRITE)
+
+
+def delay_request(
+    levels: DelayLevels, raw: Mapping[str, object], now_ms: int
+) -> tuple[int, int] | None:
+    """(level, deliver_at_ms) a send asks for, None for no delay.
+
+    Raises:
+        BadRequest: both `delay_level` and `deliver_at_ms`, or a value out of range.
+    """
+    level, deliver_at = raw.get("delay_level"), raw.get("deliver_at_ms")
+    if level is not None and deliver_at is not None:
+        raise BadRequest("give `delay_level` or `deliver_at_ms`, not both")
+    if level is not None:
+        if type(level) is not int or not 0 <= level <= levels.count:
+            raise BadRequest(f"delay_level must be within 0..{levels.count}, got {level!r}")
+        return None if level == 0 else (level, now_ms + levels.delay_ms(level))
+    if deliver_at is not None:
+        if type(deliver_at) is not int or deliver_at < 0:
+            raise BadRequest(f"deliver_at_ms must be a timestamp in ms, got {deliver_at!r}")
+        if deliver_at > now_ms + 366 * 24 * 3_600_000:
+            raise BadRequest("deliver_at_ms is more than a year ahead")
+        return None if deliver_at <= now_ms else (0, deliver_at)
+    return None
+
+
+def schedule(
+    draft: MessageDraft, levels: DelayLevels, *, level: int, deliver_at_ms: int, now_ms: int
+) -> MessageDraft:
+    """The draft re-addressed to wait in the schedule topic until its next hop ends.
+
+    `level` 0 means "a deliver-at time": the hop uses the largest level that fits.
+    """
+    hop = level or _hop_level(levels, deliver_at_ms - now_ms)
+    due = min(deliver_at_ms, now_ms + levels.delay_ms(hop))
+    properties = dict(draft.properties)
+    properties.setdefault(PROPERTY_REAL_TOPIC, draft.topic)
+    properties.setdefault(PROPERTY_REAL_QID, str(draft.queue_id))
+    properties[PROPERTY_DELIVER_AT] = str(deliver_at_ms)
+    properties[PROPERTY_DUE_AT] = str(due)
+    if level:
+        properties[PROPERTY_DELAY] = str(level)
+    return draft._replace(topic=SCHEDULE_TOPIC, queue_id=hop - 1, properties=properties)
+
+
+def release(draft: MessageDraft, levels: DelayLevels, now_ms: int) -> MessageDraft:
+    """A due scheduled message: to its real topic, or into its next hop if it has one."""
+    properties = draft.properties
+    deliver_at = int(properties[PROPERTY_DELIVER_AT])
+    if deliver_at > now_ms:
+        return schedule(draft, levels, level=0, deliver_at_ms=deliver_at, now_ms=now_ms)
+    real = {k: v for k, v in properties.items() if k not in _SCHEDULE_PROPERTIES}
+    return draft._replace(
+        topic=properties[PROPERTY_REAL_TOPIC],
+        queue_id=int(properties[PROPERTY_REAL_QID]),
+        properties=real,
+    )
+
+
+def due_at(properties: Mapping[str, str]) -> int:
+    """The tag-slot value of a scheduled message's ConsumeQueue unit."""
+    return int(properties.get(PROPERTY_DUE_AT, "0"))
+
+
+def _hop_level(levels: DelayLevels, remaining_ms: int) -> int:
+    """The largest level whose delay does not pass `remaining_ms` (else the shortest)."""
+    fitting = [i for i, d in enumerate(levels.delays_ms, start=1) if d <= remaining_ms]
+    if fitting:
+        return max(fitting, key=lambda i: levels.delays_ms[i - 1])
+    return min(range(1, levels.count + 1), key=lambda i: levels.delays_ms[i - 1])
+
+
+def draft_of(record: Record) -> MessageDraft:
+    """A stored record as a draft again (to be written elsewhere), all it carries kept."""
+    return MessageDraft(
+        topic=record.topic,
+        queue_id=record.queue_id,
+        body=record.body,
+        properties=record.properties,
+        born_timestamp_ms=record.born_timestamp_ms,
+        born_host=record.born_host,
+        reconsume_times=record.reconsume_times,
+        prepared_transaction_offset=record.prepared_transaction_offset,
+        flags=record.flags & ~FLAG_ENTRY_END,
+    )
