@@ -377,3 +377,36 @@ def test_a_node_restarting_with_a_damaged_record_repairs_it_before_it_starts(
     pull = f"/topics/S/queues/{queue}/messages?offset={queue_offset}&max=1"
     [message] = get(f"http://{nodes(raft)[victim]}{pull}")["messages"]
     assert message["body"] == "y" * 80
+
+
+def test_delayed_messages_survive_a_leader_kill_and_are_delivered_once(raft: Cluster) -> None:
+    """Scheduled on the old leader, due after it died: the new leader delivers each one
+    exactly once (its progress travels in the log with the deliveries), none early."""
+    raft.json("topic", "create", "D", "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    sent_ms = time.time_ns() // 1_000_000
+    bodies = {f"delayed-{i}".encode() for i in range(20)}
+    for body in sorted(bodies):  # level 2: 5 s
+        post(
+            f"http://{nodes(raft)[boss]}/topics/D/messages",
+            {"messages": [{"body": body.decode(), "delay_level": 2}]},
+        )
+    os.kill(raft.pid(boss), signal.SIGKILL)
+    new = wait_until(
+        lambda: leader(raft, among=set(nodes(raft)) - {boss}), timeout_s=30, what="a new leader"
+    )
+    raft.cli("cluster", "up", str(raft.path), "--detach")
+
+    def delivered() -> list[bytes] | None:
+        found = list(read_all(nodes(raft)[new], "D").values())
+        return found if set(found) >= bodies else None
+
+    found = wait_until(delivered, timeout_s=30, what="every delayed message")
+    assert sorted(found) == sorted(bodies), "a delayed message was delivered twice"
+    for queue in range(QUEUES):
+        page = get(f"http://{nodes(raft)[new]}/topics/D/queues/{queue}/messages?offset=0&max=64")
+        for message in page["messages"]:
+            assert message["store_timestamp_ms"] >= sent_ms + 5_000 - 50, "delivered early"
+    wait_until(lambda: converged(raft), timeout_s=30)
+    for node, addr in nodes(raft).items():
+        assert sorted(read_all(addr, "D").values()) == sorted(bodies), node
