@@ -299,15 +299,29 @@ def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft:
     assert len(ends) == 1, f"the rejoined node's log differs: {ends}"
 
 
+def one_committed_message(raft: Cluster, topic: str, body: str) -> tuple[str, str, dict]:
+    """A new topic holding one message on every node: (leader, a follower, send result)."""
+    raft.json("topic", "create", topic, "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    sent = post(
+        f"http://{nodes(raft)[boss]}/topics/{topic}/messages", {"messages": [{"body": body}]}
+    )
+    wait_until(lambda: converged(raft), timeout_s=30)
+    return boss, next(n for n in nodes(raft) if n != boss), sent["results"][0]
+
+
+def flip_bit(path: Path, at: int) -> None:
+    with path.open("r+b") as file:
+        file.seek(at)
+        byte = file.read(1)
+        file.seek(at)
+        file.write(bytes([byte[0] ^ 0x10]))
+
+
 def test_a_flipped_bit_on_one_node_is_never_served_and_is_repaired_from_a_peer(
     raft: Cluster,
 ) -> None:
-    raft.json("topic", "create", "B", "--queues", str(QUEUES))
-    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
-    sent = post(f"http://{nodes(raft)[boss]}/topics/B/messages", {"messages": [{"body": "x" * 64}]})
-    [result] = sent["results"]
-    wait_until(lambda: converged(raft), timeout_s=30)
-    victim = next(n for n in nodes(raft) if n != boss)
+    boss, victim, result = one_committed_message(raft, "B", "x" * 64)
     segment = raft.config.groups[0].store.segment_size_bytes
     offset = result["commitlog_offset"]
 
@@ -319,11 +333,7 @@ def test_a_flipped_bit_on_one_node_is_never_served_and_is_repaired_from_a_peer(
 
     intact = record_bytes(boss)
     path = segment_path(raft.config.node_dir(victim) / "commitlog", offset - offset % segment)
-    with path.open("r+b") as file:  # flip one bit past the header (all of it is under the CRC)
-        file.seek(offset % segment + HEADER_SIZE + 40)
-        byte = file.read(1)
-        file.seek(-1, 1)
-        file.write(bytes([byte[0] ^ 0x10]))
+    flip_bit(path, offset % segment + HEADER_SIZE + 40)  # in the body
     assert record_bytes(victim) != intact
     queue, queue_offset = result["queue_id"], result["queue_offset"]
     pull = f"/topics/B/queues/{queue}/messages?offset={queue_offset}&max=1"
@@ -348,12 +358,7 @@ def test_a_flipped_bit_on_one_node_is_never_served_and_is_repaired_from_a_peer(
 def test_a_node_restarting_with_a_damaged_record_repairs_it_before_it_starts(
     raft: Cluster,
 ) -> None:
-    raft.json("topic", "create", "S", "--queues", str(QUEUES))
-    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
-    sent = post(f"http://{nodes(raft)[boss]}/topics/S/messages", {"messages": [{"body": "y" * 80}]})
-    [result] = sent["results"]
-    wait_until(lambda: converged(raft), timeout_s=30)
-    victim = next(n for n in nodes(raft) if n != boss)
+    _, victim, result = one_committed_message(raft, "S", "y" * 80)
     victim_dir = raft.config.node_dir(victim)
     offset, segment = result["commitlog_offset"], raft.config.groups[0].store.segment_size_bytes
     # Below the checkpoint, recovery knows the record was fsynced: damage, not a torn write.
@@ -365,11 +370,7 @@ def test_a_node_restarting_with_a_damaged_record_repairs_it_before_it_starts(
     os.kill(raft.pid(victim), signal.SIGKILL)
     path = segment_path(victim_dir / "commitlog", offset - offset % segment)
     intact = path.read_bytes()
-    with path.open("r+b") as file:
-        file.seek(offset % segment + 30)  # inside the header: the record cannot be skipped
-        byte = file.read(1)
-        file.seek(-1, 1)
-        file.write(bytes([byte[0] ^ 0x01]))
+    flip_bit(path, offset % segment + 30)  # in the header: the record cannot be skipped
     raft.cli("cluster", "up", str(raft.path), "--detach")
     wait_until(lambda: converged(raft), timeout_s=60, what="the repaired node to rejoin")
     assert path.read_bytes()[: len(intact)] == intact
