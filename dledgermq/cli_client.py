@@ -43,15 +43,7 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
     status.add_argument("topic")
     status.set_defaults(handler=topic_status)
 
-    send = client_parser("send", "send a message")
-    send.add_argument("topic")
-    send.add_argument("body")
-    send.add_argument("--tag")
-    send.add_argument("--key", action="append", default=[], help="message key (repeatable)")
-    send.add_argument("--property", action="append", default=[], help="NAME=VALUE (repeatable)")
-    send.add_argument("--sharding-key", help="send to the queue this key hashes to")
-    send.add_argument("--count", type=int, default=1, help="send the body N times (1..100000)")
-    send.set_defaults(handler=send_command)
+    _add_send_command(client_parser)
 
     consume = client_parser("consume", "consume messages as a group and commit its offsets")
     consume.add_argument("topic")
@@ -75,6 +67,7 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
     consume.set_defaults(handler=consume_command)
 
     _add_admin_commands(commands, client_parser)
+    _add_group_commands(commands, client_parser)
 
     query = client_parser("query", "find messages by key or by id")
     query.add_argument("--id", help="message id (or the client's unique key)")
@@ -96,6 +89,31 @@ def _add_admin_commands(commands: Any, client_parser: Callable[..., Any]) -> Non
     transfer.add_argument("--to", required=True, help="the node id that should lead")
     transfer.add_argument("--wait", type=float, default=10.0, help="seconds to wait (default 10)")
     transfer.set_defaults(handler=leader_transfer_command)
+
+
+def _add_send_command(client_parser: Callable[..., Any]) -> None:
+    send = client_parser("send", "send a message")
+    send.add_argument("topic")
+    send.add_argument("body")
+    send.add_argument("--tag")
+    send.add_argument("--key", action="append", default=[], help="message key (repeatable)")
+    send.add_argument("--property", action="append", default=[], help="NAME=VALUE (repeatable)")
+    send.add_argument("--sharding-key", help="send to the queue this key hashes to")
+    send.add_argument("--count", type=int, default=1, help="send the body N times (1..100000)")
+    send.add_argument("--delay-level", type=int, default=0, help="deliver after level N's delay")
+    send.add_argument("--deliver-at-ms", type=int, help="deliver at this time (epoch ms)")
+    send.set_defaults(handler=send_command)
+
+
+def _add_group_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
+    group = commands.add_parser("group", help="inspect consumer groups")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    progress = client_parser(
+        "progress", "per queue: broker offset, consumer offset, lag, owner", actions
+    )
+    progress.add_argument("group")
+    progress.add_argument("--topic", required=True)
+    progress.set_defaults(handler=group_progress)
 
 
 def _queue_args(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +225,33 @@ def topic_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- consumer groups ---------------------------------------------------------------------------
+
+
+def group_progress(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> list[dict[str, Any]]:
+        async with PullConsumer(cli.namesrv_addrs(args), args.group) as consumer:
+            return await consumer.progress(args.topic)
+
+    rows = cli.run_async(run())
+
+    def text() -> str:
+        lines = [f"{'BROKER':12} {'QUEUE':>5} {'MAX':>10} {'CONSUMED':>10} {'LAG':>8}  OWNER"]
+        for r in rows:
+            consumed = "-" if r["consumer_offset"] is None else r["consumer_offset"]
+            lines.append(
+                f"{r['broker_name']:12} {r['queue_id']:>5} {r['max_offset']:>10} "
+                f"{consumed:>10} {r['lag']:>8}  {r['owner'] or '-'}"
+            )
+        lines.append(f"total lag {sum(r['lag'] for r in rows)}")
+        return "\n".join(lines)
+
+    cli.emit(args, {"group": args.group, "topic": args.topic, "queues": rows}, text)
+    return 0
+
+
 # -- send and consume --------------------------------------------------------------------------
 
 
@@ -232,6 +277,8 @@ def send_command(args: argparse.Namespace) -> int:
                     keys=args.key or None,
                     properties=properties or None,
                     sharding_key=args.sharding_key,
+                    delay_level=args.delay_level,
+                    deliver_at_ms=args.deliver_at_ms,
                 )
                 results.append(_send_result(result))
         return results

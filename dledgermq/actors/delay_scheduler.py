@@ -153,7 +153,10 @@ class DelaySchedulerActor(FailStopActor):
         drafts.append(delay_progress_draft(progress, now_ms))
         self.delivered += len(drafts) - 1
         reply = _Answer(self.actor_ref, lambda _value, error: _RoundOver(error))
-        self._submit(tuple(drafts), reply)
+        try:
+            self._submit(tuple(drafts), reply)
+        except pykka.ActorDeadError:  # The node is stopping.
+            self._busy = False
 
 
 def _wall_ms() -> int:

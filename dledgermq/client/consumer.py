@@ -164,6 +164,33 @@ class PullConsumer:
         path = f"/groups/{_q(self.group)}/members"
         return await self._call(mq, "GET", path, write=True)
 
+    async def progress(self, topic: str) -> list[dict[str, Any]]:
+        """Per queue of `topic`: the broker's range, the group's committed offset, the lag
+        (messages not yet consumed) and the member holding the queue's lease."""
+        rows = []
+        queues = await self.fetch_queues(topic)
+        for broker in sorted({mq.broker_name for mq in queues}):
+            committed = await self.fetch_offsets(topic, broker)
+            try:
+                owners = (await self.members(topic, broker))["owners"].get(topic, {})
+            except MQError:  # Its writer is away: the offsets still tell the lag.
+                owners = {}
+            for mq in (q for q in queues if q.broker_name == broker):
+                low, high = await self.queue_range(mq)
+                offset = committed.get(mq.queue_id)
+                rows.append(
+                    {
+                        "broker_name": broker,
+                        "queue_id": mq.queue_id,
+                        "min_offset": low,
+                        "max_offset": high,
+                        "consumer_offset": offset,
+                        "lag": high - max(low, offset if offset is not None else low),
+                        "owner": owners.get(str(mq.queue_id)),
+                    }
+                )
+        return rows
+
     async def leave(self, topic: str, broker_name: str, client_id: str) -> None:
         """This member shuts down: the broker group frees its leases at once."""
         mq = MessageQueue(topic, broker_name, 0)

@@ -29,6 +29,7 @@ from dledgermq.actors.repair import (
     RepairOptions,
     RepairStats,
 )
+from dledgermq.actors.supervisor import tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.broker.repair import RepairFrame, RepairReply, RepairRequest
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
@@ -96,6 +97,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Node, Node, list[tuple[int, int]]]]:
     places = fill(tmp_path / "n1", 200)
     shutil.copytree(tmp_path / "n1", tmp_path / "n2")
     nodes: dict[int, Node] = {}
+    fatal: list[tuple[str, BaseException]] = []
 
     def start(raft_id: int, scrub: int) -> Node:
         directory = tmp_path / f"n{raft_id}"
@@ -105,7 +107,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Node, Node, list[tuple[int, int]]]]:
 
         def send(peer: int, frame: RepairFrame) -> bool:
             sent.append((peer, frame))
-            nodes[peer].actor.tell(PeerFrame(raft_id, frame))
+            tell(nodes[peer].actor, PeerFrame(raft_id, frame))  # may be stopping already
             return True
 
         owner = LogOwner.start(log)
@@ -117,6 +119,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Node, Node, list[tuple[int, int]]]]:
             send=send,
             options=RepairOptions(SEGMENT, (3 - raft_id,), scrub_bytes_per_s=scrub),
             stats=stats,
+            on_fatal=lambda name, error: fatal.append((name, error)),
         )
         return Node(directory, log, stats, actor, owner, sent)
 
@@ -127,6 +130,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Node, Node, list[tuple[int, int]]]]:
         node.actor.stop()
         node.owner.stop()
         node.log.close()
+    assert fatal == [], f"a repair actor failed: {fatal}"
 
 
 def tick_until(node: Node, predicate: Any, what: str) -> None:

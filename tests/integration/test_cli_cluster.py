@@ -46,3 +46,23 @@ def test_cli_errors_are_one_line_and_non_zero(cluster: Cluster) -> None:
     again = cluster.cli("cluster", "up", str(cluster.path), "--detach", check=False)
     assert again.returncode == 1
     assert "already running" in again.stderr
+
+
+def test_group_progress_and_a_delayed_send_through_the_cli(cluster: Cluster) -> None:
+    cluster.json("topic", "create", "Lagging", "--queues", "2")
+    for body in ("a", "b", "c"):
+        cluster.json("send", "Lagging", body, "--sharding-key", "one-queue")
+    consumed = cluster.json("consume", "Lagging", "--group", "g2", "--count", "2")
+    assert len(consumed["messages"]) == 2
+    progress = cluster.json("group", "progress", "g2", "--topic", "Lagging")
+    by_queue = {(q["queue_id"], q["max_offset"], q["consumer_offset"]) for q in progress["queues"]}
+    assert sum(q["lag"] for q in progress["queues"]) == 1, progress
+    assert any(high == 3 and done == 2 for _, high, done in by_queue), by_queue
+    never = cluster.json("group", "progress", "nobody", "--topic", "Lagging")
+    assert sum(q["lag"] for q in never["queues"]) == 3  # no committed offset: all of it
+
+    delayed = cluster.json("send", "Lagging", "later", "--delay-level", "1")
+    assert delayed["status"] == "SEND_OK"
+    bad = cluster.cli("send", "Lagging", "x", "--delay-level", "99", check=False)
+    assert bad.returncode == 1
+    assert "BAD_REQUEST" in bad.stderr
