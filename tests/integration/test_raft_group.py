@@ -16,6 +16,7 @@ SIGKILL/SIGSTOP/SIGCONT of recorded PIDs; convergence is awaited by polling /sta
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -31,7 +32,8 @@ from typing import Any
 
 import pytest
 
-from dledgermq.client import SyncProducer
+from dledgermq.client import PushConsumer, PushOptions, SyncProducer
+from dledgermq.client.sync import LoopThread
 from dledgermq.launcher import fetch_status
 from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.record import HEADER_SIZE
@@ -411,3 +413,58 @@ def test_delayed_messages_survive_a_leader_kill_and_are_delivered_once(raft: Clu
     wait_until(lambda: converged(raft), timeout_s=30)
     for node, addr in nodes(raft).items():
         assert sorted(read_all(addr, "D").values()) == sorted(bodies), node
+
+
+def test_a_consumer_group_gets_every_ack_across_a_leader_kill(raft: Cluster) -> None:
+    """Two members of a clustering group consume while the leader is SIGKILLed under a
+    sending client: every acknowledged message is delivered (at least once); the
+    duplicates the failover causes are counted and printed (`-s` shows them)."""
+    raft.json("topic", "create", "CG", "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    delivered: list[bytes] = []
+    options = PushOptions(wait_ms=500, max_messages=32, rebalance_interval_s=0.5)
+    loop = LoopThread("group-consumers")
+
+    async def start() -> list[PushConsumer]:
+        members = [
+            PushConsumer(
+                [raft.namesrv],
+                "cg",
+                "CG",
+                callback=lambda messages: delivered.extend(m.body for m in messages),
+                from_where="first",
+                commit_interval_s=0.5,
+                options=options,
+                client_id=f"member-{i}",
+            )
+            for i in (1, 2)
+        ]
+        for member in members:
+            await member.start()
+        return members
+
+    members = loop.run(start(), 30)
+    try:
+        with Sender(raft, "CG") as sender:
+            wait_until(lambda: len(sender.acked) >= 200, timeout_s=30, what="acks before")
+            os.kill(raft.pid(boss), signal.SIGKILL)
+            before_kill = len(sender.acked)
+            wait_until(
+                lambda: len(sender.acked) >= before_kill + 200, timeout_s=60, what="acks after"
+            )
+        raft.cli("cluster", "up", str(raft.path), "--detach")
+        acked = {body for _, _, body in sender.acked}
+        wait_until(lambda: acked <= set(delivered), timeout_s=60, what="every ack consumed")
+    finally:
+
+        async def close() -> None:
+            await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
+
+        loop.run(close(), 30)
+        loop.stop()
+    duplicates = len(delivered) - len(set(delivered))
+    print(
+        f"\nconsumer group across a leader kill: {len(acked)} acknowledged, "
+        f"{len(delivered)} deliveries, {duplicates} duplicates"
+    )
+    assert acked <= set(delivered)
