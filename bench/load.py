@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import aiohttp
 import msgpack
@@ -38,37 +39,60 @@ async def ensure_topic(session: aiohttp.ClientSession, base: str, topic: str, qu
             raise SystemExit(f"cannot create topic: {response.status} {await response.text()}")
 
 
+async def post_batches(
+    session: aiohttp.ClientSession,
+    next_request: Callable[[], tuple[str, bytes]],
+    *,
+    count: int,
+    batch: int,
+    concurrency: int,
+    deadline: float,
+) -> tuple[list[float], int, float]:
+    """POST batches from `concurrency` workers until `count` messages are acknowledged or
+    `deadline` (monotonic) passes; a refused batch is counted and sent again.
+
+    Returns:
+        (seconds per acknowledged batch, refused batches, elapsed seconds).
+    """
+    headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
+    latencies: list[float] = []
+    errors = sent = 0
+
+    async def worker() -> None:
+        nonlocal sent, errors
+        while sent < count and time.monotonic() < deadline:
+            sent += batch
+            url, payload = next_request()
+            started = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+                    sent -= batch
+                    continue
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
+
+
 async def produce(args: argparse.Namespace) -> dict:
     base = f"http://{args.broker}"
     body = os.urandom(args.size)
     payload = msgpack.packb({"messages": [{"body": body}] * args.batch})
-    headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
-    latencies: list[float] = []
-    errors = 0
-    sent = 0
-    deadline = time.monotonic() + args.duration
+    url = f"{base}/topics/{args.topic}/messages"
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         await ensure_topic(session, base, args.topic, args.queues)
-
-        async def worker() -> None:
-            nonlocal sent, errors
-            while sent < args.count and time.monotonic() < deadline:
-                sent += args.batch
-                started = time.perf_counter()
-                async with session.post(
-                    f"{base}/topics/{args.topic}/messages", data=payload, headers=headers
-                ) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-                        sent -= args.batch
-                        continue
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - started
+        latencies, errors, elapsed = await post_batches(
+            session,
+            lambda: (url, payload),
+            count=args.count,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            deadline=time.monotonic() + args.duration,
+        )
     acked = len(latencies) * args.batch
     return {
         "bench": "produce",

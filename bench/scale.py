@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
-from bench.load import MSGPACK, ensure_topic, percentile, produce
+from bench.load import MSGPACK, ensure_topic, percentile, post_batches, produce
 from bench.raft import RaftCluster, raft_cluster, status
 from dledgermq.broker.topics import MAX_QUEUES
 
@@ -353,33 +353,23 @@ async def produce_spread(
     which spreads one topic evenly but several topics produced together unevenly."""
     body = os.urandom(args.size)
     messages = [{"body": body}] * args.batch
-    headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
     turn = itertools.cycle(targets)
-    latencies: list[float] = []
-    errors = sent = 0
-    deadline = time.monotonic() + bound_s
+
+    def next_request() -> tuple[str, bytes]:
+        topic, queue_id = next(turn)
+        payload = msgpack.packb({"messages": messages, "queue_id": queue_id})
+        return f"http://{addr}/topics/{topic}/messages", payload
+
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal sent, errors
-            while sent < args.count and time.monotonic() < deadline:
-                sent += args.batch
-                topic, queue_id = next(turn)
-                payload = msgpack.packb({"messages": messages, "queue_id": queue_id})
-                started = time.perf_counter()
-                async with session.post(
-                    f"http://{addr}/topics/{topic}/messages", data=payload, headers=headers
-                ) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-                        continue
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - started
+        latencies, errors, elapsed = await post_batches(
+            session,
+            next_request,
+            count=args.count,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            deadline=time.monotonic() + bound_s,
+        )
     acked = len(latencies) * args.batch
     return {
         "messages": acked,

@@ -94,7 +94,6 @@ class DelaySchedulerActor(FailStopActor):
         self._busy = False
         self._barrier: int | None = None  # written offset when this node became the writer
         self._last_round_ms: int | None = None
-        self.delivered = 0
 
     def on_receive(self, message: object) -> None:
         match message:
@@ -151,7 +150,6 @@ class DelaySchedulerActor(FailStopActor):
                 size += len(draft.body)
             progress[message.queue_id] = message.queue_offset + 1
         drafts.append(delay_progress_draft(progress, now_ms))
-        self.delivered += len(drafts) - 1
         reply = _Answer(self.actor_ref, lambda _value, error: _RoundOver(error))
         try:
             self._submit(tuple(drafts), reply)

@@ -19,7 +19,7 @@ Owns: `GroupMembers`, `QueueLocks`, each group's strategy. Must not: touch the l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,7 +184,7 @@ class RebalancerActor(FailStopActor):
         }
 
 
-def _answer(reply: ReplyTo[Any], compute: Any) -> None:
+def _answer(reply: ReplyTo[Any], compute: Callable[[], Any]) -> None:
     try:
         value = compute()
     except MQError as exc:
