@@ -212,6 +212,32 @@ class ChaosCluster:
     def flip_bit(self, node: str, below: int, rng: random.Random) -> int | None:
         """Flip one bit of `node`'s CommitLog at a random offset below `below` (committed
         data: the node must find and repair it, never serve it). Returns the offset."""
+        picked = self._commitlog_place(node, below, rng)
+        if picked is None:
+            return None
+        path, start, at = picked
+        with path.open("r+b") as file:
+            file.seek(at)
+            byte = file.read(1)
+            file.seek(at)
+            file.write(bytes([byte[0] ^ (1 << rng.randrange(8))]))
+        return start + at
+
+    def cut_short(self, node: str, below: int, rng: random.Random) -> int | None:
+        """Truncate one of (stopped) `node`'s CommitLog files at a random offset below
+        `below` (fsynced, committed data is lost: the node must refill it from peers).
+        Returns the offset."""
+        picked = self._commitlog_place(node, below, rng)
+        if picked is None:
+            return None
+        path, start, at = picked
+        os.truncate(path, at)
+        return start + at
+
+    def _commitlog_place(
+        self, node: str, below: int, rng: random.Random
+    ) -> tuple[Path, int, int] | None:
+        """A random (segment file, its start, position in it) holding log below `below`."""
         segment = self.group.store.segment_size_bytes
         directory = self.config.node_dir(node) / "commitlog"
         files = {int(p.name): p for p in directory.iterdir() if p.name.isdigit()}
@@ -226,12 +252,7 @@ class ChaosCluster:
         start, size = rng.choice(candidates)
         at = rng.randrange(size)
         assert at < segment
-        with files[start].open("r+b") as file:
-            file.seek(at)
-            byte = file.read(1)
-            file.seek(at)
-            file.write(bytes([byte[0] ^ (1 << rng.randrange(8))]))
-        return start + at
+        return files[start], start, at
 
     def fill_disk(self, node: str, full: bool) -> None:
         """Make `node`'s disk probe report a full disk (within its one-second probe)."""

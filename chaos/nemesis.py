@@ -43,6 +43,7 @@ KINDS = (
     "disk-full-follower",
     "bitflip",
     "bitflip-restart",
+    "truncate-restart",
 )
 
 
@@ -76,6 +77,7 @@ def scenario(name: str) -> Callable[[random.Random, float], list[Step]]:
                 "kill-leader",
                 "power-loss-leader",
                 "bitflip-restart",
+                "truncate-restart",
             ],
         )
     if name == "mixed":
@@ -105,6 +107,7 @@ class Nemesis(threading.Thread):
         self.error: BaseException | None = None
         self.done: list[str] = []
         self.flips: list[str] = []  # node@offset of every flipped bit
+        self.cuts: list[str] = []  # node@offset where a CommitLog file was cut short
 
     def run(self) -> None:
         started = _now()
@@ -213,6 +216,19 @@ class Nemesis(threading.Thread):
         if checkpoint is not None:
             below = checkpoint.dispatched_offset
             self._note(node, self._cluster.flip_bit(node, below, self._rng))
+        self._hold(step)
+        self._cluster.restart(node)
+
+    def _truncate_restart(self, step: Step, target: str, others: list[str]) -> None:
+        """A follower dies and comes back with a CommitLog file cut short below its
+        checkpoint: it must refill it from peers' copies before it starts."""
+        node = self._rng.choice(others)
+        self._cluster.kill(node)
+        checkpoint = load_checkpoint(self._cluster.config.node_dir(node) / "checkpoint")
+        if checkpoint is not None:
+            offset = self._cluster.cut_short(node, checkpoint.dispatched_offset, self._rng)
+            if offset is not None:
+                self.cuts.append(f"{node}@{offset}")
         self._hold(step)
         self._cluster.restart(node)
 

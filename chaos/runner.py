@@ -126,7 +126,7 @@ def _workload(
     errors = [f"{w.name}: {w.error!r}" for w in (*workers, nemesis) if w.error is not None]
     if errors:
         raise RuntimeError(f"the chaos harness failed: {errors}")
-    return {"faults": nemesis.done, "flips": nemesis.flips}
+    return {"faults": nemesis.done, "flips": nemesis.flips, "cuts": nemesis.cuts}
 
 
 def _wait_converged(cluster: ChaosCluster) -> None:

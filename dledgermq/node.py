@@ -51,7 +51,13 @@ from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSynce
 from dledgermq.store.disk import disk_used_ratio
 from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout
-from dledgermq.store.errors import CorruptCheckpoint, CorruptRecord, DamagedRecord, StoreDamaged
+from dledgermq.store.errors import (
+    CorruptCheckpoint,
+    CorruptRecord,
+    DamagedRecord,
+    OffsetGone,
+    StoreDamaged,
+)
 from dledgermq.store.record import MessageDraft
 
 log = logging.getLogger(__name__)
@@ -219,7 +225,7 @@ def rebuild_entries(
         return EntryLayout.rebuild(
             reader.iter_records(start, end, decode_position), segment_size, start_offset=start
         )
-    except CorruptRecord as exc:
+    except (CorruptRecord, OffsetGone) as exc:  # OffsetGone: a segment file cut short.
         damaged = reader.find_damage(start, end)
         if damaged is None:  # Records intact but not a log (entries out of order).
             raise StoreDamaged(f"the CommitLog's entries do not form a log: {exc}") from exc

@@ -390,6 +390,11 @@ class Transport:
             await self._read_frames(src, reader)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the peer went away; it will redial
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise
+            # Stopping: end normally, or asyncio's stream callback logs the cancellation
+            # as an error.
         finally:
             await _close_writer(writer)
 

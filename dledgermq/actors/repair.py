@@ -135,8 +135,8 @@ class RepairActor(FailStopActor):
         match message:
             case Damaged(offset):
                 self._damaged(offset)
-            case PeerFrame(src, RepairRequest(offset)):
-                self._serve(src, offset)
+            case PeerFrame(src, RepairRequest(offset, span)):
+                self._serve(src, offset, span)
             case PeerFrame(src, RepairReply(offset, data, reason)):
                 self._answered(src, offset, data, reason)
             case _Written(offset, written, peer):
@@ -265,18 +265,41 @@ class RepairActor(FailStopActor):
 
     # -- serving -----------------------------------------------------------------------------
 
-    def _serve(self, src: int, offset: int) -> None:
+    def _serve(self, src: int, offset: int, span: int) -> None:
         if offset >= self._dispatched.value:
             reply = RepairReply(offset, None, "not committed here")
         else:
             try:
-                reply = RepairReply(offset, self._copy_of(offset))
+                first = self._copy_of(offset)
+                reply = RepairReply(offset, first + self._run_after(offset, first, span))
             except OffsetGone:
                 reply = RepairReply(offset, None, "retired here")
             except CorruptRecord as exc:
                 reply = RepairReply(offset, None, f"damaged here too: {exc}")
                 self._damaged(offset)
         self._send(src, reply)
+
+    def _run_after(self, offset: int, first: bytes, span: int) -> bytes:
+        """The committed records after `first` in its segment, up to `span` bytes in all
+        (a refill of a truncated file); stops before anything that fails its checks."""
+        seg = self._options.segment_size
+        run: list[bytes] = []
+        pos, total = offset + len(first), len(first)
+        if peek_header(first, 0)[0] == MAGIC_BLANK:
+            return b""
+        while pos < self._dispatched.value and pos % seg != 0:
+            try:
+                data = self._copy_of(pos)
+            except (OffsetGone, CorruptRecord):
+                break
+            if total + len(data) > span:
+                break
+            run.append(data)
+            total += len(data)
+            if peek_header(data, 0)[0] == MAGIC_BLANK:
+                break
+            pos += len(data)
+        return b"".join(run)
 
     def _copy_of(self, offset: int) -> bytes:
         """This node's intact record (or segment padding) at `offset`.

@@ -35,6 +35,8 @@ REPAIR_WIRE_VERSION = 1
 REQUEST = "RepairRequest"
 REPLY = "RepairReply"
 REPAIRS_OUTSTANDING_MAX = 1024
+# Bytes of whole records one refill reply carries (a truncated file is refilled in runs).
+REPAIR_SPAN_MAX = 1024 * 1024
 
 
 class RepairRefused(ValueError):
@@ -43,7 +45,11 @@ class RepairRefused(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RepairRequest:
+    """Ask for the record at `offset`; with `span` > 0, for the whole records from `offset`
+    on, up to `span` bytes (at least one), to refill a file cut short."""
+
     offset: int
+    span: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,7 @@ def is_repair_frame(payload: dict[Any, Any]) -> bool:
 
 def encode_repair(frame: RepairFrame) -> dict[str, Any]:
     if isinstance(frame, RepairRequest):
-        return {"v": REPAIR_WIRE_VERSION, "t": REQUEST, "offset": frame.offset}
+        return {"v": REPAIR_WIRE_VERSION, "t": REQUEST, "offset": frame.offset, "span": frame.span}
     return {
         "v": REPAIR_WIRE_VERSION,
         "t": REPLY,
@@ -83,7 +89,10 @@ def decode_repair(payload: dict[Any, Any]) -> RepairFrame:
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ValueError(f"repair frame offset {offset!r}")
     if payload.get("t") == REQUEST:
-        return RepairRequest(offset)
+        span = payload.get("span", 0)  # Absent from the first senders of version 1.
+        if not isinstance(span, int) or isinstance(span, bool) or not 0 <= span <= REPAIR_SPAN_MAX:
+            raise ValueError(f"repair frame span {span!r}")
+        return RepairRequest(offset, span)
     data, reason = payload.get("data"), payload.get("reason", "")
     if not (data is None or isinstance(data, bytes)) or not isinstance(reason, str):
         raise ValueError("repair reply fields of the wrong type")
@@ -128,19 +137,9 @@ def check_repair(
     Raises:
         RepairRefused: with the reason.
     """
-    try:
-        size = record_size_at(data, offset, segment_size)
-    except CorruptRecord as exc:
-        raise RepairRefused(f"the copy of {offset} is not intact: {exc}") from None
-    if size != len(data):
-        raise RepairRefused(f"the copy of {offset} has {len(data)} bytes for a {size}-byte record")
-    end = offset + size
+    end = _checked_copy_end(offset, data, segment_size, repairable_end)
     if peek_header(data, 0)[0] == MAGIC_BLANK:  # Padding covers the rest of its segment.
         return
-    if end > repairable_end:
-        raise RepairRefused(
-            f"the copy of {offset} ends at {end}, past the committed {repairable_end}"
-        )
     if end == repairable_end or end % segment_size == 0:
         return
     if following is None or len(following) < BLANK_SIZE:
@@ -148,6 +147,62 @@ def check_repair(
     magic, _ = peek_header(following, 0)
     if magic not in (MAGIC_MESSAGE, MAGIC_BLANK):
         raise RepairRefused(f"the copy of {offset} ends at {end}, where no record starts")
+
+
+def check_run(
+    offset: int, data: bytes, *, segment_size: int, repairable_end: int
+) -> tuple[int, int]:
+    """What of a peer's run of records from `offset` may refill a file cut short there: the
+    whole intact records (and closing padding) ending at or before `repairable_end`.
+    Nothing follows them locally, so there is no neighbour to check.
+
+    Returns:
+        (bytes to write, log offset after them: the segment's end after padding).
+
+    Raises:
+        RepairRefused: not even the first record is acceptable.
+    """
+    accepted = 0
+    while accepted < len(data):
+        pos = offset + accepted
+        try:
+            size = _copy_size(pos, data[accepted:], segment_size)
+            _checked_copy_end(pos, data[accepted : accepted + size], segment_size, repairable_end)
+        except RepairRefused:
+            if accepted == 0:
+                raise
+            break
+        accepted += size
+        if peek_header(data, pos - offset)[0] == MAGIC_BLANK:
+            return accepted, segment_start(pos, segment_size) + segment_size
+        if (pos + size) % segment_size == 0:
+            break
+    return accepted, offset + accepted
+
+
+def _copy_size(offset: int, data: bytes, segment_size: int) -> int:
+    """The size of the intact record or padding at the start of `data`."""
+    try:
+        size = record_size_at(data, offset, segment_size)
+    except CorruptRecord as exc:
+        raise RepairRefused(f"the copy of {offset} is not intact: {exc}") from None
+    if size > len(data):
+        raise RepairRefused(f"the copy of {offset} has {len(data)} bytes for a {size}-byte record")
+    return size
+
+
+def _checked_copy_end(offset: int, data: bytes, segment_size: int, repairable_end: int) -> int:
+    """Where `data`, exactly one record or padding, ends; a record must end by
+    `repairable_end` (padding always closes its segment)."""
+    size = _copy_size(offset, data, segment_size)
+    if size != len(data):
+        raise RepairRefused(f"the copy of {offset} has {len(data)} bytes for a {size}-byte record")
+    end = offset + size
+    if peek_header(data, 0)[0] != MAGIC_BLANK and end > repairable_end:
+        raise RepairRefused(
+            f"the copy of {offset} ends at {end}, past the committed {repairable_end}"
+        )
+    return end
 
 
 @dataclass(slots=True)

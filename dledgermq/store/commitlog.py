@@ -353,6 +353,27 @@ def write_in_place(directory: Path, segment_size: int, offset: int, data: bytes)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+def refill_at(directory: Path, segment_size: int, offset: int, data: bytes, *, seal: bool) -> None:
+    """Cut a segment file cut short inside a record back to `offset`, write `data` (a peer's
+    copy of what followed) there and fdatasync, keeping the file's mtime. `seal`: `data`
+    ends with the segment's padding, so the file gets its full size, as `_roll` leaves it."""
+    start = segment_start(offset, segment_size)
+    assert offset + len(data) <= start + segment_size, "a record never spans segments"
+    path = segment_path(directory, start)
+    stat = path.stat()
+    assert offset - start <= stat.st_size, "a refill never leaves a hole"
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, offset - start)
+        write_all(fd, data, offset - start)
+        if seal:
+            os.ftruncate(fd, segment_size)
+        fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def _split_entries(
     view: memoryview, last: tuple[int, int]
 ) -> tuple[list[_RawEntry], list[tuple[int, int]]]:

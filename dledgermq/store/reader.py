@@ -172,12 +172,13 @@ class CommitLogReader:
             pos += size
 
     def find_damage(self, start: int, end: int) -> int | None:
-        """Offset of the first record (or padding) in [start, end) that fails its checks."""
+        """Offset of the first record (or padding) in [start, end) that fails its checks or
+        is cut short (a segment file truncated)."""
         pos = start
         try:
             for pos in self.iter_records(start, end, _end_of_checked):  # noqa: B007
                 pass
-        except CorruptRecord:
+        except (CorruptRecord, OffsetGone):
             return self.past_padding(pos)
         return None
 

@@ -127,6 +127,10 @@ def recover(
     path = segment_path(directory, segments[k])
     if not scan.sealed and scan.valid_end < durable_floor:
         raise DamagedRecord(_damaged_from(path, segments[k], scan.valid_end), scan.stop)
+    if scan.sealed and k + 1 < len(segments) and segments[k + 1] < durable_floor:
+        # The newest segment holds no complete entry although the log is durable into it:
+        # it was cut short, not torn.
+        raise DamagedRecord(segments[k + 1], "a segment below the durable floor holds no entry")
     size = path.stat().st_size
     if scan.sealed:
         # Crashed between sealing the last segment and creating the next: finish the roll.

@@ -33,7 +33,13 @@ from dledgermq.actors.supervisor import tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.broker.repair import RepairFrame, RepairReply, RepairRequest
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
-from dledgermq.store.record import HEADER_SIZE, MessageDraft
+from dledgermq.store.record import (
+    BLANK_SIZE,
+    HEADER_SIZE,
+    MAGIC_BLANK,
+    MessageDraft,
+    peek_header,
+)
 from dledgermq.store.segment import segment_path
 from tests.conftest import wait_until
 
@@ -191,3 +197,25 @@ def test_nothing_at_or_above_the_committed_end_is_served_or_repaired(pair) -> No
     damaged.actor.ask(Tick(100))
     assert damaged.stats.value.found == 0
     assert not damaged.sent
+
+
+def test_a_refill_request_is_served_whole_records_of_one_segment(pair) -> None:
+    healthy, _, places = pair
+    offset = places[5][0]
+    healthy.actor.ask(PeerFrame(2, RepairRequest(offset, 2000)))
+    [(_, reply)] = healthy.sent
+    assert isinstance(reply, RepairReply)
+    assert reply.data is not None
+    # As many whole records as fit in 2,000 bytes, byte for byte the log's.
+    want = [(o, s) for o, s in places[5:] if o + s - offset <= 2000]
+    assert len(reply.data) == sum(s for _, s in want)
+    assert reply.data == read_all(healthy.directory)[offset : offset + len(reply.data)]
+    # A run stops at its segment's end (the padding is its last part).
+    last = max(o for o, _ in places if o < SEGMENT)
+    healthy.actor.ask(PeerFrame(2, RepairRequest(last, 1024 * 1024)))
+    reply = healthy.sent[-1][1]
+    assert isinstance(reply, RepairReply)
+    assert reply.data is not None
+    assert last + len(reply.data) < SEGMENT
+    assert reply.data == read_all(healthy.directory)[last : last + len(reply.data)]
+    assert peek_header(reply.data, len(reply.data) - BLANK_SIZE)[0] == MAGIC_BLANK

@@ -1,6 +1,7 @@
 """The chaos smoke run (part of the test command): leader kills, a partition of the leader,
-a power loss of the leader and a follower restarting with a flipped bit in its committed
-log (repaired from a peer before it starts) against a three-node Raft group under load.
+a power loss of the leader, a follower restarting with a flipped bit in its committed log
+(repaired from a peer before it starts) and one restarting with a CommitLog file cut short
+(refilled from peers) against a three-node Raft group under load.
 
 Runs `python -m chaos run --scenario smoke` as a child process (it starts and stops its
 own cluster by PID) and requires the checker to find nothing: no acknowledged message
@@ -30,7 +31,7 @@ def test_smoke_scenario_loses_no_acknowledged_message(tmp_path: Path) -> None:
             "--scenario",
             "smoke",
             "--duration",
-            "30",
+            "36",
             "--seed",
             "7",
             "--out",
@@ -51,6 +52,7 @@ def test_smoke_scenario_loses_no_acknowledged_message(tmp_path: Path) -> None:
     assert summary["ok"]
     assert report["acknowledged"] > 1000
     assert report["lost"]["count"] == 0
-    assert len(summary["faults"]) == 5
+    assert len(summary["faults"]) == 6
     assert summary["flips"], "the bit flip found no checkpointed data to damage"
+    assert summary["cuts"], "the truncation found no checkpointed data to cut"
     assert summary["unrepaired"] == []

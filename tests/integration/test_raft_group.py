@@ -382,6 +382,81 @@ def test_a_node_restarting_with_a_damaged_record_repairs_it_before_it_starts(
     assert message["body"] == "y" * 80
 
 
+def test_a_node_restarting_with_its_commitlog_cut_short_refills_it_from_peers(
+    raft: Cluster,
+) -> None:
+    """Both a sealed segment and the active one lose their tails while the node is down,
+    under load: it refills them from peers' copies before it starts (to its checkpoint at
+    least, and on through what it had acknowledged past it, or the leader, which never
+    takes back a follower's match, could not replicate to it again) and catches up."""
+    raft.json("topic", "create", "R", "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    segment = raft.config.groups[0].store.segment_size_bytes
+    bodies = [f"{i:05d}".encode() * 800 for i in range(320)]  # 4 KB each, ~1.3 segments
+    for i in range(0, len(bodies), 32):
+        batch = [{"body": b.decode()} for b in bodies[i : i + 32]]
+        post(f"http://{nodes(raft)[boss]}/topics/R/messages", {"messages": batch, "queue_id": 0})
+    victim = next(n for n in nodes(raft) if n != boss)
+    victim_dir = raft.config.node_dir(victim)
+    checkpoint = wait_until(
+        lambda: (
+            (c := load_checkpoint(victim_dir / "checkpoint"))
+            and c.dispatched_offset > segment + 100_000
+            and c.dispatched_offset
+        ),
+        timeout_s=30,
+        what="a checkpoint in the second segment",
+    )
+    with sending(nodes(raft)[boss], "R", queue_id=1) as sent:
+        wait_until(lambda: len(sent) >= 50, timeout_s=30, what="acknowledged sends")
+        os.kill(raft.pid(victim), signal.SIGKILL)
+        intact = commitlog_prefix(raft, victim, checkpoint)
+        with segment_path(victim_dir / "commitlog", 0).open("r+b") as sealed:
+            sealed.truncate(segment // 3)  # mid-record, most likely
+        with segment_path(victim_dir / "commitlog", segment).open("r+b") as active:
+            active.truncate((checkpoint - segment) // 2)
+        count = len(sent)
+        wait_until(lambda: len(sent) >= count + 200, timeout_s=30, what="sends while it is down")
+        raft.cli("cluster", "up", str(raft.path), "--detach")
+        count = len(sent)
+        wait_until(lambda: len(sent) >= count + 50, timeout_s=30, what="sends after the restart")
+    wait_until(lambda: converged(raft), timeout_s=60, what="the refilled node to catch up")
+    assert commitlog_prefix(raft, victim, checkpoint) == intact
+    end = get(f"http://{nodes(raft)[boss]}/status")["dispatched_offset"]
+    assert commitlog_prefix(raft, victim, end) == commitlog_prefix(raft, boss, end)
+    stored = read_all(nodes(raft)[victim], "R")
+    assert [stored[(0, i)] for i in range(len(bodies))] == bodies
+    assert [stored[(1, i)] for i in range(len(sent))] == sent
+
+
+@contextlib.contextmanager
+def sending(addr: str, topic: str, *, queue_id: int) -> Iterator[list[bytes]]:
+    """A thread sending one message at a time to one queue until the block ends (at most
+    60 s); yields the bodies acknowledged so far, in order."""
+    acknowledged: list[bytes] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        i = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            body = f"live-{i}"
+            post(
+                f"http://{addr}/topics/{topic}/messages",
+                {"messages": [{"body": body}], "queue_id": queue_id},
+            )
+            acknowledged.append(body.encode())
+            i += 1
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        yield acknowledged
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+
+
 def test_delayed_messages_survive_a_leader_kill_and_are_delivered_once(raft: Cluster) -> None:
     """Scheduled on the old leader, due after it died: the new leader delivers each one
     exactly once (its progress travels in the log with the deliveries), none early."""

@@ -2,8 +2,9 @@
 
 Goal: a copy is written only if it is an intact record (or padding) for exactly the asked
 offset, inside this node's committed log, and of the size the damaged original had (the
-bytes after it start a record); frames round-trip; the book asks peers in turn and again
-after a timeout or a refusal, bounded.
+bytes after it start a record); a run refilling a file cut short keeps only whole intact
+records up to the committed end or the segment's padding; frames round-trip; the book
+asks peers in turn and again after a timeout or a refusal, bounded.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import pytest
 
 from dledgermq.broker.repair import (
+    REPAIR_SPAN_MAX,
     REPAIRS_OUTSTANDING_MAX,
     RepairBook,
     RepairRefused,
     RepairReply,
     RepairRequest,
     check_repair,
+    check_run,
     decode_repair,
     encode_repair,
     is_repair_frame,
@@ -128,3 +131,45 @@ def test_the_book_is_bounded() -> None:
         assert book.add(offset)
     assert not book.add(REPAIRS_OUTSTANDING_MAX)
     assert len(book) == REPAIRS_OUTSTANDING_MAX
+
+
+def test_a_run_refills_whole_records_up_to_the_committed_end() -> None:
+    run = records(1000, 3)
+    data = b"".join(run)
+    # All three fit: written, and the next record starts after them.
+    assert check_run(1000, data, segment_size=SEGMENT, repairable_end=10_000) == (
+        len(data),
+        1000 + len(data),
+    )
+    # The committed end cuts the run after the second record; a cut-off tail is dropped.
+    end = 1000 + len(run[0]) + len(run[1])
+    assert check_run(1000, data, segment_size=SEGMENT, repairable_end=end) == (end - 1000, end)
+    assert check_run(1000, data[:-5], segment_size=SEGMENT, repairable_end=10_000)[1] == end
+    # A damaged record ends the run; a damaged first record refuses it.
+    damaged = bytearray(data)
+    damaged[len(run[0]) + 60] ^= 1
+    assert check_run(1000, bytes(damaged), segment_size=SEGMENT, repairable_end=10_000) == (
+        len(run[0]),
+        1000 + len(run[0]),
+    )
+    with pytest.raises(RepairRefused, match="not intact"):
+        check_run(1008, data, segment_size=SEGMENT, repairable_end=10_000)
+
+
+def test_a_run_ends_at_the_padding_that_closes_its_segment() -> None:
+    start = SEGMENT - 400
+    [record] = records(start, 1)
+    padding = encode_blank(SEGMENT - start - len(record))
+    data = record + padding
+    assert check_run(start, data, segment_size=SEGMENT, repairable_end=3 * SEGMENT) == (
+        len(data),
+        SEGMENT,
+    )
+
+
+def test_requests_carry_a_span_and_old_requests_mean_one_record() -> None:
+    assert decode_repair(encode_repair(RepairRequest(5, REPAIR_SPAN_MAX))).span == REPAIR_SPAN_MAX
+    assert decode_repair({"v": 1, "t": "RepairRequest", "offset": 5}) == RepairRequest(5, 0)
+    for span in (-1, REPAIR_SPAN_MAX + 1, "1", True):
+        with pytest.raises(ValueError, match="span"):
+            decode_repair({"v": 1, "t": "RepairRequest", "offset": 5, "span": span})

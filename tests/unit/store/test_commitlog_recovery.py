@@ -14,10 +14,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dledgermq.store.commitlog import AppendResult, CommitLog, CommitLogReader
+from dledgermq.store.errors import DamagedRecord
 from dledgermq.store.segment import segment_path, segment_start
 
 from .helpers import SEGMENT, fill
@@ -112,3 +114,46 @@ def test_index_going_backwards_stops_recovery(
         recovered = CommitLog.open(directory, SEGMENT)
         assert recovered.write_offset == victim.start_offset
         recovered.close()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_a_bad_record_below_the_durable_floor_is_damage_not_a_torn_tail(tmp_path: Path) -> None:
+    log = CommitLog.open(tmp_path, SEGMENT)
+    results = fill(log, [[100]] * 12)
+    log.sync()
+    log.close()
+    victim = results[5].positions[0][0]
+    path = segment_path(tmp_path, segment_start(victim, SEGMENT))
+    data = bytearray(path.read_bytes())
+    data[victim % SEGMENT + 40] ^= 1
+    path.write_bytes(bytes(data))
+    before = _files(tmp_path)
+    with pytest.raises(DamagedRecord) as damaged:
+        CommitLog.open(tmp_path, SEGMENT, results[-1].end_offset)
+    assert damaged.value.offset == victim
+    assert _files(tmp_path) == before, "nothing is cut below the floor"
+    # Without the floor it is a torn tail: cut.
+    reopened = CommitLog.open(tmp_path, SEGMENT)
+    assert reopened.write_offset == victim
+    reopened.close()
+
+
+def test_a_newest_segment_cut_to_no_entry_below_the_floor_is_damage(tmp_path: Path) -> None:
+    log = CommitLog.open(tmp_path, SEGMENT)
+    results = fill(log, [[1000]] * 6)  # three entries a segment: the newest is the second
+    log.sync()
+    log.close()
+    newest = segment_start(results[-1].end_offset, SEGMENT)
+    assert newest > 0
+    segment_path(tmp_path, newest).write_bytes(b"")
+    with pytest.raises(DamagedRecord) as damaged:
+        CommitLog.open(tmp_path, SEGMENT, results[-1].end_offset)
+    assert damaged.value.offset == newest
+    # At the floor (a roll that crashed before its first entry) an empty newest segment
+    # is normal.
+    reopened = CommitLog.open(tmp_path, SEGMENT, newest)
+    assert reopened.write_offset == newest
+    reopened.close()
