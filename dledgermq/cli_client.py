@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dledgermq.cli_dlq import add_dlq_commands
 from dledgermq.client import Admin, Message, MessageQueue, Producer, PullConsumer
 from dledgermq.errors import OffsetOutOfRange
 
@@ -68,6 +69,7 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
 
     _add_admin_commands(commands, client_parser)
     _add_group_commands(commands, client_parser)
+    add_dlq_commands(commands, client_parser)
 
     query = client_parser("query", "find messages by key or by id")
     query.add_argument("--id", help="message id (or the client's unique key)")
@@ -89,6 +91,13 @@ def _add_admin_commands(commands: Any, client_parser: Callable[..., Any]) -> Non
     transfer.add_argument("--to", required=True, help="the node id that should lead")
     transfer.add_argument("--wait", type=float, default=10.0, help="seconds to wait (default 10)")
     transfer.set_defaults(handler=leader_transfer_command)
+    for action, writable, text in (
+        ("write-disable", False, "refuse sends to a broker group (maintenance); reads go on"),
+        ("write-enable", True, "accept sends to a broker group again"),
+    ):
+        switch = client_parser(action, text, actions)
+        switch.add_argument("broker_name", help="the broker group, e.g. broker-a")
+        switch.set_defaults(handler=write_permission_command, writable=writable)
 
 
 def _add_send_command(client_parser: Callable[..., Any]) -> None:
@@ -413,6 +422,19 @@ def leader_transfer_command(args: argparse.Namespace) -> int:
         status,
         f"{status['node_id']} leads {args.broker_name} in term {status.get('term')}",
     )
+    return 0
+
+
+def write_permission_command(args: argparse.Namespace) -> int:
+    cli = _cli()
+
+    async def run() -> dict[str, Any]:
+        async with Admin(cli.namesrv_addrs(args)) as admin:
+            return await admin.set_write_permission(args.broker_name, writable=args.writable)
+
+    state = cli.run_async(run())
+    verb = "accepts" if state["writable"] else "refuses"
+    cli.emit(args, state, f"{state['broker_name']} {verb} sends (perm {state['perm']})")
     return 0
 
 

@@ -8,6 +8,7 @@ that `dledgermq cluster up path/to/cluster.yml` works from any working directory
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,8 @@ RAFT_FIELDS = ("durability", "election_timeout_ms", "heartbeat_interval_ms", "pr
 HA_FIELDS = ("ha_mode", "sync_timeout_ms")
 SYNC_TIMEOUT_MS_RANGE = (500, 60_000)
 MiB = 1024 * 1024
+# Zone labels travel in registrations, routes and heartbeats (consumers' zones: 1..255).
+ZONE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 
 
 class ConfigError(ValueError):
@@ -73,6 +76,11 @@ class LimitsConfig:
     long_polls_max: int = 10_000
     send_timeout_ms: int = 5_000
     default_queues: int = 8
+    # A send to an unknown topic creates it with `auto_create_topic_queues` read and write
+    # queues (RocketMQ's autoCreateTopicEnable / defaultTopicQueueNums). Off: the send
+    # gets TOPIC_NOT_FOUND. Names starting with `%` (system topics) are never created.
+    auto_create_topic: bool = False
+    auto_create_topic_queues: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class NodeConfig:
     # Where the node binds for peer traffic when peers reach `peer_port` through a proxy or
     # NAT (the chaos suite puts a fault-injecting proxy there); default: peer_port.
     peer_listen_port: int | None = None
+    zone: str | None = None  # Overrides the group's zone for this node.
 
     @property
     def addr(self) -> str:
@@ -118,6 +127,13 @@ class BrokerGroupConfig:
     store: StoreConfig
     limits: LimitsConfig
     replication: ReplicationConfig = ReplicationConfig()
+    # Where the group runs (availability zone, machine room), for zone-aware consumers;
+    # a node's own `zone` overrides it (a Raft group spread over zones).
+    zone: str | None = None
+
+    def zone_of(self, node: NodeConfig) -> str | None:
+        """The zone a node registers with (its own, else its group's, else None)."""
+        return node.zone or self.zone
 
     def raft_id(self, node_id: str) -> int:
         """A node's Raft id: its 1-based position in the group's list (keep the order)."""
@@ -266,6 +282,11 @@ def _validate_group(group: BrokerGroupConfig) -> None:
     _validate_store(where, group.store, group.limits)
     if not 1 <= group.limits.default_queues <= 1024:
         raise ConfigError(f"{where}: default_queues must be within 1..1024")
+    if not 1 <= group.limits.auto_create_topic_queues <= 1024:
+        raise ConfigError(f"{where}: auto_create_topic_queues must be within 1..1024")
+    for zone in (group.zone, *(n.zone for n in group.nodes)):
+        if zone is not None and not ZONE_NAME.fullmatch(zone):
+            raise ConfigError(f"{where}: zone {zone!r} must match {ZONE_NAME.pattern}")
 
 
 def _validate_raft(where: str, group: BrokerGroupConfig) -> None:
@@ -373,6 +394,7 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
             port=_port(n),
             peer_port=_port(n, "peer_port") if "peer_port" in n else None,
             peer_listen_port=_port(n, "peer_listen_port") if "peer_listen_port" in n else None,
+            zone=_zone(n, f"{name}.nodes[].zone"),
         )
         for n in (_mapping(x, f"{name}.nodes[]") for x in _list(item, "nodes"))
     )
@@ -394,6 +416,7 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
         store=_dataclass_from(StoreConfig, store_raw, f"{name}.store"),
         limits=_dataclass_from(LimitsConfig, limits_raw, f"{name}.limits"),
         replication=_dataclass_from(ReplicationConfig, replication_raw, f"{name}.replication"),
+        zone=_zone(item, f"{name}.zone"),
     )
 
 
@@ -437,6 +460,13 @@ def _int(raw: dict[str, Any], key: str, default: int) -> int:
     value = raw.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _zone(raw: dict[str, Any], where: str) -> str | None:
+    value = raw.get("zone")
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
 

@@ -39,6 +39,7 @@ from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, R
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
 from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, SubmitEntry, make_broker_app
+from dledgermq.api.registration import registration
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
@@ -348,7 +349,9 @@ def start_actors(
     if not hooks.manual_ticks:
         ticker.start()
     context = BrokerContext(
-        identity=BrokerIdentity(config.cluster, group.name, node.addr, node.id),
+        identity=BrokerIdentity(
+            config.cluster, group.name, node.addr, node.id, zone=group.zone_of(node)
+        ),
         writer=writer,
         reput=reput,
         published=published,
@@ -531,18 +534,6 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-def registration(context: BrokerContext) -> dict[str, Any]:
-    identity = context.identity
-    topics = context.published.topics.value
-    return {
-        "cluster": identity.cluster,
-        "broker_name": identity.broker_name,
-        "broker_id": context.role.value.broker_id,
-        "addr": identity.addr,
-        "topics": [topics[name].to_wire() for name in sorted(topics)],
-    }
 
 
 async def _register_forever(

@@ -4,7 +4,8 @@ Pure: takes the config and what each process answered (None when it did not), re
 JSON-ready dicts and the text table. A Raft group's match indexes come from its leader
 (only the leader knows them); a node's lag is the leader's last index minus its match, in
 entries. A master/slave group's come from its master: a slave's match is its
-acknowledged CommitLog offset and its lag the bytes it is behind.
+acknowledged CommitLog offset and its lag the bytes it is behind. Whether the group takes
+sends (the maintenance write-disable switch) is its writer's word.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def group_summary(group: BrokerGroupConfig, statuses: dict[str, Status]) -> dict
         "term": writer.get("term") if writer else None,
         "commit_index": raft.get("commit_index"),
         "last_index": last,
+        "writable": writer.get("writable") if writer else None,
+        "zone": writer.get("zone") if writer else None,
         "nodes": nodes,
     }
 
@@ -86,6 +89,10 @@ def render(namesrvs: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
             head += f" term={_dash(group['term'])} commit={_dash(group['commit_index'])}"
         elif group["mode"] == "master_slave":
             head += " (match = acknowledged offset, lag in bytes)"
+        if group.get("writable") is False:
+            head += " WRITES DISABLED"
+        if group.get("zone"):
+            head += f" zone={group['zone']}"
         lines.append(head)
         lines.append(
             f"  {'NODE':6} {'ADDR':21} {'STATE':5} {'ROLE':13} {'MATCH':>8} {'LAG':>6} "

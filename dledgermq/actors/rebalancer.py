@@ -41,6 +41,9 @@ class Heartbeat:
     subscriptions: Mapping[str, str]  # topic -> tag expression
     strategy: str
     reply: ReplyTo[dict[str, Any]]
+    # The zone of this broker (the writer answering): every queue of the group lies there,
+    # so `zone_aware` gives them to members of that zone when it has any.
+    broker_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +135,8 @@ class RebalancerActor(FailStopActor):
             if config is None or not config.readable:
                 assignment[topic] = []
                 continue
-            queues = [
-                MessageQueue(topic, self._options.broker_name, q) for q in range(config.read_queues)
-            ]
+            broker, zone = self._options.broker_name, beat.broker_zone
+            queues = [MessageQueue(topic, broker, q, zone) for q in range(config.read_queues)]
             allocation = allocate(
                 self._members.subscribers(beat.group, topic), queues, beat.strategy
             )

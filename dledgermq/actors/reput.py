@@ -25,7 +25,7 @@ from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, PullResult, WrittenEntry
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.long_poll import LongPolls
-from dledgermq.broker.topics import TopicConfig
+from dledgermq.broker.topics import PERM_READ_WRITE, TopicConfig
 from dledgermq.errors import MQError
 from dledgermq.store.checkpoint import Checkpoint
 
@@ -242,14 +242,18 @@ class ReputActor(FailStopActor):
 
 
 class ReputPublished:
-    """What the ReputActor publishes for the API: topic table and watermarks."""
+    """What the ReputActor publishes for the API: topic table, the broker group's
+    permission (write-disable) and watermarks; `on_topics_changed` fires on a change of
+    either of the first two (the NameServer registration carries both)."""
 
     def __init__(self, marks: Watermarks) -> None:
         self.topics: Published[dict[str, TopicConfig]] = Published({})
+        self.broker_perm: Published[int] = Published(PERM_READ_WRITE)
         self.marks = marks
         self.on_topics_changed: Callable[[], None] = lambda: None
 
     def publish(self, dispatcher: Dispatcher) -> None:
         self.topics.value = dict(dispatcher.state.topics)
+        self.broker_perm.value = dispatcher.state.perm
         self.marks.dispatched.value = dispatcher.dispatched_offset
         self.on_topics_changed()

@@ -34,15 +34,25 @@ from dledgermq.broker.ha import HAStatus
 from dledgermq.broker.produce import (
     MAX_INT64,
     ProduceLimits,
+    SendPolicy,
     build_drafts,
     check_queue_id,
-    resolve_topic,
+    topic_for_send,
 )
 from dledgermq.broker.rebalance import AVERAGE
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
-from dledgermq.broker.state import offset_commit_draft, topic_delete_draft, topic_put_draft
+from dledgermq.broker.state import (
+    broker_perm_draft,
+    offset_commit_draft,
+    topic_create_draft,
+    topic_delete_draft,
+    topic_put_draft,
+)
 from dledgermq.broker.topics import (
     MAX_QUEUES,
+    PERM_READ,
+    PERM_READ_WRITE,
+    PERM_WRITE,
     SYSTEM_PREFIX,
     TopicConfig,
     check_group_name,
@@ -65,6 +75,7 @@ class BrokerIdentity:
     broker_name: str
     addr: str
     node_id: str
+    zone: str | None = None  # Registered with the NameServer; zone-aware rebalancing.
 
 
 # Hands one entry (a producer batch) to whoever appends in this mode, with the producer's
@@ -99,6 +110,15 @@ class BrokerContext:
             self.limits.max_batch_bytes,
         )
 
+    @property
+    def send_policy(self) -> SendPolicy:
+        limits = self.limits
+        return SendPolicy(
+            self.identity.broker_name,
+            self.published.broker_perm.value,
+            limits.auto_create_topic_queues if limits.auto_create_topic else None,
+        )
+
 
 BROKER = web.AppKey("broker", BrokerContext)
 
@@ -130,8 +150,13 @@ def make_broker_app(context: BrokerContext) -> web.Application:
             web.post("/groups/{group}/leave", group_leave),
             web.get("/groups/{group}/members", group_members),
             web.post("/admin/leader-transfer", leader_transfer),
+            web.get("/admin/write-permission", get_write_permission),
+            web.put("/admin/write-permission", put_write_permission),
         ]
     )
+    from dledgermq.api.retry_handlers import add_retry_routes  # It builds on this module.
+
+    add_retry_routes(app)
     return app
 
 
@@ -259,6 +284,9 @@ async def status(request: web.Request) -> web.Response:
             "confirm_offset": ctx.published.marks.dispatched.value,
             "topics": len(ctx.published.topics.value),
             "appends_in_flight": ctx.appends_in_flight,
+            "zone": identity.zone,
+            "perm": ctx.published.broker_perm.value,
+            "writable": bool(ctx.published.broker_perm.value & PERM_WRITE),
         },
     )
 
@@ -331,11 +359,12 @@ async def send(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     topic = topic_of(request)
     with admitted(ctx):
+        # Refused before the body is read: write-disabled group, unknown topic.
+        config, create = topic_for_send(ctx.published.topics.value, topic, ctx.send_policy)
         body = await read_body(request)
         unknown = sorted(set(body) - {"messages", "queue_id"})
         if unknown:
             raise BadRequest(f"unknown field(s): {unknown}")
-        config = resolve_topic(ctx.published.topics.value, topic)
         queue_id = body.get("queue_id")
         if queue_id is None:
             queue_id = next(ctx.round_robin) % config.write_queues
@@ -349,6 +378,8 @@ async def send(request: web.Request) -> web.Response:
             born_host=f"{request.remote or '127.0.0.1'}:0",
             delay_levels=ctx.delay_levels,
         )
+        if create:  # One entry: the topic exists before its first message is dispatched.
+            drafts.insert(0, topic_create_draft(config, now_ms()))
         results = await append(ctx, drafts)
     return respond(request, {"results": [send_result_to_wire(m) for m in results]})
 
@@ -501,6 +532,31 @@ async def leader_transfer(request: web.Request) -> web.Response:
     return respond(request, {"leader": ctx.identity.node_id, "to": to, "started": True})
 
 
+def _write_permission(ctx: BrokerContext) -> dict[str, Any]:
+    perm = ctx.published.broker_perm.value
+    writable = bool(perm & PERM_WRITE)
+    return {"broker_name": ctx.identity.broker_name, "perm": perm, "writable": writable}
+
+
+async def get_write_permission(request: web.Request) -> web.Response:
+    return respond(request, _write_permission(request.app[BROKER]))
+
+
+async def put_write_permission(request: web.Request) -> web.Response:
+    """Disable (maintenance) or enable sends to this broker group; reads go on. Stored
+    through the log, so every replica and any later leader keep it (DESIGN.md §5 rule 5)."""
+    ctx = request.app[BROKER]
+    body = await read_body(request)
+    _check_fields(body, {"writable"})
+    writable = body.get("writable")
+    if type(writable) is not bool:
+        raise BadRequest("`writable` must be true or false", field="writable")
+    perm = PERM_READ_WRITE if writable else PERM_READ
+    with admitted(ctx):  # Written even when unchanged: a new leader may lag its own log.
+        await append(ctx, [broker_perm_draft(perm, now_ms())])
+    return respond(request, _write_permission(ctx))
+
+
 # -- consumer groups (clustering mode): membership, queue assignment, leases ---------------
 
 
@@ -552,7 +608,10 @@ async def group_heartbeat(request: web.Request) -> web.Response:
     if not isinstance(strategy, str):
         raise BadRequest("`strategy` must be a string")
     answer = await _ask_rebalancer(
-        ctx, lambda reply: Heartbeat(group, client_id, zone, subscriptions, strategy, reply)
+        ctx,
+        lambda reply: Heartbeat(
+            group, client_id, zone, subscriptions, strategy, reply, ctx.identity.zone
+        ),
     )
     return respond(request, answer)
 

@@ -29,6 +29,15 @@ SCHEMAS: dict[str, Any] = {
             "perm": {"type": "integer", "enum": [2, 4, 6]},
         },
     },
+    "WritePermission": {
+        "type": "object",
+        "required": ["broker_name", "perm", "writable"],
+        "properties": {
+            "broker_name": {"type": "string"},
+            "perm": {"type": "integer", "enum": [4, 6], "description": "4 = write-disabled"},
+            "writable": {"type": "boolean"},
+        },
+    },
     "Msg": {
         "type": "object",
         "properties": {
@@ -75,6 +84,17 @@ SCHEMAS: dict[str, Any] = {
             "reconsume_times": {"type": "integer"},
         },
     },
+    "SendBackResult": {
+        "type": "object",
+        "properties": {
+            "msg_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["RETRY", "DLQ"]},
+            "topic": {"type": "string", "description": "%RETRY%<group> or %DLQ%<group>"},
+            "reconsume_times": {"type": "integer"},
+            "deliver_at_ms": {"type": ["integer", "null"], "description": "when redelivered"},
+            "dead_letter_id": {"type": ["string", "null"], "description": "msg_id in the DLQ"},
+        },
+    },
 }
 
 
@@ -118,7 +138,9 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
     (
         "post",
         "/topics/{topic}/messages",
-        "Send one message or a batch (one CommitLog entry)",
+        "Send one message or a batch (one CommitLog entry). 403 NO_PERMISSION: the topic "
+        "is read-only, or the broker group is write-disabled (`broker_writable: false`); "
+        "404 TOPIC_NOT_FOUND unless `limits.auto_create_topic` creates the topic",
         {
             "type": "object",
             "required": ["messages"],
@@ -276,11 +298,101 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
     ),
     (
         "post",
+        "/groups/{group}/send-back",
+        "Messages the group failed to consume (msg_ids as pulled from this broker group): "
+        "redelivered later through %RETRY%<group> with RocketMQ's back-off, or moved to "
+        "%DLQ%<group> after max_reconsume_times retries (send it to the writer)",
+        {
+            "type": "object",
+            "required": ["msg_ids"],
+            "properties": {
+                "msg_ids": {"type": "array", "items": {"type": "string"}},
+                "max_reconsume_times": {"type": "integer", "minimum": 0, "maximum": 1000},
+            },
+        },
+        {
+            "type": "object",
+            "properties": {"results": {"type": "array", "items": _ref("SendBackResult")}},
+        },
+        (400, 403, 404, 413, 503, 504),
+        (),
+    ),
+    (
+        "get",
+        "/groups/{group}/dlq",
+        "A page of the group's dead letters on this broker group, oldest first",
+        None,
+        {
+            "type": "object",
+            "properties": {
+                "group": {"type": "string"},
+                "topic": {"type": "string"},
+                "messages": {"type": "array", "items": _ref("Message")},
+                "next_offset": {"type": "integer"},
+                "min_offset": {"type": "integer"},
+                "max_offset": {"type": "integer"},
+                "resend_offset": {"type": ["integer", "null"]},
+            },
+        },
+        (400, 403),
+        ("offset", "max"),
+    ),
+    (
+        "post",
+        "/groups/{group}/dlq/resend",
+        "Resend dead letters to their original topics: the ones named, or (`all`) the next "
+        "`max` after the group's resend mark, which moves in the same entry",
+        {
+            "type": "object",
+            "properties": {
+                "msg_ids": {"type": "array", "items": {"type": "string"}},
+                "all": {"type": "boolean"},
+                "max": {"type": "integer", "minimum": 1},
+            },
+        },
+        {
+            "type": "object",
+            "properties": {
+                "resent": {"type": "array", "items": _OBJECT},
+                "skipped": {"type": "array", "items": _ERROR},
+                "next_offset": {"type": "integer"},
+                "remaining": {"type": "integer"},
+            },
+        },
+        (400, 403, 404, 413, 503, 504),
+        (),
+    ),
+    (
+        "post",
         "/admin/leader-transfer",
         "Start moving a Raft group's leadership to node `to` (send it to the leader)",
         {"type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}},
         _OBJECT,
         (400,),
+        (),
+    ),
+    (
+        "get",
+        "/admin/write-permission",
+        "Whether this broker group takes sends (the maintenance write-disable switch)",
+        None,
+        _ref("WritePermission"),
+        (),
+        (),
+    ),
+    (
+        "put",
+        "/admin/write-permission",
+        "Disable (maintenance) or enable sends to this broker group; reads go on. Stored "
+        "through the log: kept across failover and restart. Send it to the group's writer",
+        {
+            "type": "object",
+            "required": ["writable"],
+            "properties": {"writable": {"type": "boolean"}},
+            "additionalProperties": False,
+        },
+        _ref("WritePermission"),
+        (400, 503, 504),
         (),
     ),
 ]

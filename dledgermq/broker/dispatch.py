@@ -292,7 +292,10 @@ class Dispatcher:
         the broker state here) or one whose topic or queue is gone."""
         topic, queue_id = record.topic, record.queue_id
         if topic.startswith(SYSTEM_PREFIX):
+            perm_before = self.state.perm
             changed = self.state.apply(topic, record.body)
+            # The broker's permission is published (and registered) with the topic table.
+            batch.topics_changed |= self.state.perm != perm_before
             if changed is not None:
                 batch.topics_changed = True
                 self._writable_queues.clear()  # Queue counts or topics changed.

@@ -14,7 +14,13 @@ from typing import Any
 
 from dledgermq.broker.delay import delay_request, schedule
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
-from dledgermq.broker.topics import TopicConfig, check_topic_name
+from dledgermq.broker.topics import (
+    PERM_WRITE,
+    TopicConfig,
+    auto_created_config,
+    check_topic_name,
+    may_auto_create,
+)
 from dledgermq.errors import (
     BadRequest,
     BatchTooLarge,
@@ -65,6 +71,38 @@ def resolve_topic(topics: Mapping[str, TopicConfig], topic: str) -> TopicConfig:
     if not config.writable:
         raise NoPermission(f"topic {topic!r} is not writable (perm={config.perm})", topic=topic)
     return config
+
+
+@dataclass(frozen=True, slots=True)
+class SendPolicy:
+    """What the broker group allows a send beyond the topic's own config."""
+
+    broker_name: str
+    broker_perm: int  # The group's permission: no sends without PERM_WRITE (maintenance).
+    auto_create_queues: int | None = None  # None: auto-create off (TOPIC_NOT_FOUND).
+
+
+def topic_for_send(
+    topics: Mapping[str, TopicConfig], topic: str, policy: SendPolicy
+) -> tuple[TopicConfig, bool]:
+    """The config a send uses, and whether the send must create it first (auto-create).
+
+    Raises:
+        NoPermission: the broker group is write-disabled (`broker_writable: false`), or
+            the topic is not writable.
+        TopicNotFound: unknown topic, and auto-create is off or refused for its name.
+    """
+    check_topic_name(topic)
+    if not policy.broker_perm & PERM_WRITE:
+        raise NoPermission(
+            f"broker group {policy.broker_name!r} is write-disabled (maintenance); "
+            "send to another broker group",
+            broker_name=policy.broker_name,
+            broker_writable=False,
+        )
+    if topic not in topics and policy.auto_create_queues is not None and may_auto_create(topic):
+        return auto_created_config(topic, policy.auto_create_queues), True
+    return resolve_topic(topics, topic), False
 
 
 def check_queue_id(config: TopicConfig, queue_id: object) -> int:

@@ -1,4 +1,5 @@
-"""Broker state that travels through the CommitLog: topic configs and consumer offsets.
+"""Broker state that travels through the CommitLog: topic configs, consumer offsets, delay
+progress and the broker group's own permission (the maintenance write-disable switch).
 
 A deterministic state machine over internal records (DESIGN.md §5 rule 5): every replica
 that applies the same committed records in the same order holds the same state, so a new
@@ -14,10 +15,14 @@ from typing import Any
 import msgpack
 
 from dledgermq.broker.topics import (
+    BROKER_PERM_TOPIC,
     CONSUMER_OFFSET_TOPIC,
     DELAY_PROGRESS_TOPIC,
+    PERM_READ_WRITE,
+    PERM_WRITE,
     SYSTEM_PREFIX,
     TOPIC_CONFIG_TOPIC,
+    VALID_PERMS,
     TopicConfig,
 )
 from dledgermq.store.record import MessageDraft
@@ -32,6 +37,13 @@ class BrokerState:
     offsets: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)
     # schedule queue id (delay level - 1) -> next queue offset the scheduler delivers
     delay_progress: dict[int, int] = field(default_factory=dict)
+    # The broker group's permission (RocketMQ brokerPermission): 6, or 4 while writes are
+    # disabled for maintenance. Masks every topic's perm in the NameServer route.
+    perm: int = PERM_READ_WRITE
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.perm & PERM_WRITE)
 
     def apply(self, topic: str, body: bytes | memoryview) -> str | None:
         """Apply one internal record; returns the topic whose config changed, if any."""
@@ -40,12 +52,17 @@ class BrokerState:
         if topic == TOPIC_CONFIG_TOPIC:
             name = change["topic"]
             if change["op"] == "put":
-                self.topics[name] = TopicConfig.from_wire(change["config"])
+                # An auto-created topic never replaces one an admin created meanwhile.
+                if not (change.get("if_absent") and name in self.topics):
+                    self.topics[name] = TopicConfig.from_wire(change["config"])
             else:
                 self.topics.pop(name, None)
                 for by_topic in self.offsets.values():
                     by_topic.pop(name, None)
             return str(name)
+        if topic == BROKER_PERM_TOPIC:
+            self.perm = int(change["perm"])
+            return None
         if topic == DELAY_PROGRESS_TOPIC:
             for queue_id, offset in change["progress"].items():
                 self.delay_progress[int(queue_id)] = int(offset)
@@ -64,6 +81,7 @@ class BrokerState:
                 "topics": [c.to_wire() for c in self.topics.values()],
                 "offsets": self.offsets,
                 "delay_progress": self.delay_progress,
+                "perm": self.perm,
             }
         )
 
@@ -78,6 +96,7 @@ class BrokerState:
                 for group, ts in raw["offsets"].items()
             },
             delay_progress={int(q): int(o) for q, o in raw.get("delay_progress", {}).items()},
+            perm=int(raw.get("perm", PERM_READ_WRITE)),
         )
 
 
@@ -85,6 +104,18 @@ def topic_put_draft(config: TopicConfig, now_ms: int) -> MessageDraft:
     return _system_draft(
         TOPIC_CONFIG_TOPIC, {"op": "put", "topic": config.topic, "config": config.to_wire()}, now_ms
     )
+
+
+def topic_create_draft(config: TopicConfig, now_ms: int) -> MessageDraft:
+    """Auto-create: a put that is ignored when the topic exists by the time it applies."""
+    change = {"op": "put", "topic": config.topic, "config": config.to_wire(), "if_absent": True}
+    return _system_draft(TOPIC_CONFIG_TOPIC, change, now_ms)
+
+
+def broker_perm_draft(perm: int, now_ms: int) -> MessageDraft:
+    """The broker group's permission, through the log so a new leader keeps it."""
+    assert perm in VALID_PERMS, perm
+    return _system_draft(BROKER_PERM_TOPIC, {"perm": perm}, now_ms)
 
 
 def topic_delete_draft(topic: str, now_ms: int) -> MessageDraft:

@@ -21,8 +21,13 @@ SYSTEM_PREFIX = "%SYS%"
 TOPIC_CONFIG_TOPIC = "%SYS%TOPIC"
 CONSUMER_OFFSET_TOPIC = "%SYS%OFFSET"
 DELAY_PROGRESS_TOPIC = "%SYS%DELAY"
+BROKER_PERM_TOPIC = "%SYS%BROKER"  # The broker group's own permission (write-disable).
 # Built-in topics no client may create, send to or read directly (delay.SCHEDULE_TOPIC).
 RESERVED_PREFIXES = (SYSTEM_PREFIX, "%DELAY%")
+# A user's send never auto-creates a name in the system namespace: `%` starts every
+# built-in topic (%SYS%, %DELAY%, %RETRY%<group>, %DLQ%<group>), whether or not it is
+# reserved against direct sends.
+AUTO_CREATE_REFUSED_PREFIX = "%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,19 @@ def check_topic_name(topic: object, *, allow_system: bool = False) -> str:
     if not allow_system and topic.startswith(RESERVED_PREFIXES):
         raise InvalidTopic(f"topic {topic!r} is reserved for the broker")
     return topic
+
+
+def may_auto_create(topic: str) -> bool:
+    """Whether a send may create `topic` (when the broker allows auto-create at all)."""
+    return not topic.startswith(AUTO_CREATE_REFUSED_PREFIX)
+
+
+def auto_created_config(topic: str, queues: int) -> TopicConfig:
+    """The config a send creates: `queues` read and write queues, read-write (RocketMQ's
+    defaultTopicQueueNums is 4)."""
+    assert 1 <= queues <= MAX_QUEUES, queues
+    assert may_auto_create(topic), topic
+    return TopicConfig(topic=topic, read_queues=queues, write_queues=queues)
 
 
 def check_group_name(group: object) -> str:

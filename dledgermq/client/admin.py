@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from dledgermq.client import dead_letters
 from dledgermq.client.http import HttpSession
 from dledgermq.client.message import Message
 from dledgermq.client.routes import NameServerClient
@@ -122,6 +123,19 @@ class Admin:
                 raise Timeout(f"{to} did not become the leader of {broker_name} in {wait_s:.0f}s")
             await asyncio.sleep(TRANSFER_POLL_S)  # Polling the cluster; nothing to await on.
         return await self.broker_status(addr)
+
+    async def set_write_permission(self, broker_name: str, *, writable: bool) -> dict[str, Any]:
+        """Disable (maintenance) or enable sends to a broker group; reads go on. Stored in
+        the group's log, so it holds across failovers and restarts.
+
+        Returns:
+            `{broker_name, perm, writable}` as the group's writer now has it.
+        """
+        addr = (await self._groups([broker_name]))[broker_name]
+        if addr is None:
+            raise Unavailable(f"broker group {broker_name!r} has no leader now")
+        body = {"writable": writable}
+        return await self._http.request("PUT", addr, "/admin/write-permission", body=body)
 
     async def list_topics(self) -> list[str]:
         return await self._nameserver.topics()
@@ -248,6 +262,49 @@ class Admin:
             if isinstance(result, dict):
                 return Message.from_wire(result)
         raise MessageNotFound(f"no broker group has message {msg_id!r}", msg_id=msg_id)
+
+    async def dead_letters(
+        self,
+        group: str,
+        *,
+        offset: int | None = None,
+        max_messages: int = 32,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """A page of `group`'s dead letters per broker group holding them, oldest first:
+        `{broker_name: {messages: [Message], next_offset, min_offset, max_offset,
+        resend_offset}}` (`offset` applies to each group: name one to page through it).
+        A letter's original topic is its `properties["RETRY_TOPIC"]`."""
+        brokers = await dead_letters.dlq_brokers(self._nameserver, group, broker_names)
+        results = await self._fan_out(
+            {name: name for name in brokers},
+            lambda name: dead_letters.list_page(
+                self._http, brokers[name], group, offset, max_messages
+            ),
+        )
+        _raise_partial(results)
+        return {name: r for name, r in sorted(results.items()) if isinstance(r, dict)}
+
+    async def resend_dead_letters(
+        self,
+        group: str,
+        *,
+        msg_ids: Sequence[str] | None = None,
+        resend_all: bool = False,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Resend dead letters of `group` to their original topics (fresh messages with
+        the same unique key and `reconsume_times` 0): the ones named by their DLQ msg_id,
+        or with `resend_all` every one not resent by an earlier "all" (each broker group
+        keeps that mark in its log). Returns `{resent: [...], skipped: [...]}`; a letter
+        whose topic is gone or read-only is skipped (and stays in the DLQ).
+        """
+        if (msg_ids is None) != resend_all:
+            raise ValueError("give msg_ids or resend_all=True, not both")
+        brokers = await dead_letters.dlq_brokers(self._nameserver, group, broker_names)
+        if msg_ids is not None and not msg_ids:
+            raise ValueError("msg_ids is empty")
+        return await dead_letters.resend(self._http, brokers, group, msg_ids)
 
     async def _post_topic(self, addr: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._http.request("POST", addr, "/topics", body=body)

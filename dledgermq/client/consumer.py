@@ -18,8 +18,10 @@ from typing import Any
 from urllib.parse import quote
 
 from dledgermq.client.http import HttpSession
-from dledgermq.client.message import MessageQueue, PullResult
+from dledgermq.client.message import Message, MessageQueue, PullResult
+from dledgermq.client.retry import MAX_RECONSUME_TIMES_DEFAULT, send_back_chunks
 from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S, NameServerClient, RouteCache
+from dledgermq.client.topic_route import broker_for_msg_id
 from dledgermq.errors import MQError, NoRoute, NotLeader, QueueNotFound, Timeout, Unavailable
 
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
@@ -134,17 +136,96 @@ class PullConsumer:
             The queue ids of that broker group it may consume now, and their lease (ms):
             stop consuming them if no heartbeat succeeds within the lease.
         """
+        assignment, lease_ms = await self.heartbeat_topics(
+            topic, broker_name, {topic: tags}, client_id=client_id, strategy=strategy, zone=zone
+        )
+        return assignment.get(topic, []), lease_ms
+
+    async def heartbeat_topics(
+        self,
+        route_topic: str,
+        broker_name: str,
+        subscriptions: Mapping[str, str],
+        *,
+        client_id: str,
+        strategy: str,
+        zone: str | None = None,
+    ) -> tuple[dict[str, list[int]], int]:
+        """A heartbeat naming every topic this member subscribes to (topic -> tag
+        expression), sent to the writer of `broker_name` found through `route_topic`.
+
+        Returns:
+            Per topic, the queue ids of that broker group it may consume now; their lease.
+        """
         body: dict[str, Any] = {
             "client_id": client_id,
-            "subscriptions": {topic: tags},
+            "subscriptions": dict(subscriptions),
             "strategy": strategy,
         }
         if zone is not None:
             body["zone"] = zone
-        mq = MessageQueue(topic, broker_name, 0)
+        mq = MessageQueue(route_topic, broker_name, 0)
         path = f"/groups/{_q(self.group)}/heartbeat"
         answer = await self._call(mq, "POST", path, body=body, write=True)
-        return [int(q) for q in answer["assignment"].get(topic, [])], int(answer["lease_ms"])
+        assignment = {
+            str(topic): [int(q) for q in queue_ids]
+            for topic, queue_ids in answer["assignment"].items()
+        }
+        return assignment, int(answer["lease_ms"])
+
+    async def send_back(
+        self,
+        messages: Message | Sequence[Message],
+        *,
+        broker_name: str | None = None,
+        max_reconsume_times: int = MAX_RECONSUME_TIMES_DEFAULT,
+    ) -> list[dict[str, Any]]:
+        """Hand messages this group failed to consume back to the broker group they were
+        pulled from (RocketMQ's sendMessageBack): each comes again through the group's
+        retry topic after a growing delay, or goes to its dead-letter topic once it was
+        retried `max_reconsume_times` times. Pass the messages as pulled.
+
+        Args:
+            messages: pulled messages (their `msg_id` names where they are stored).
+            broker_name: the broker group they came from; by default the one whose hash
+                prefixes each `msg_id`.
+            max_reconsume_times: retries before the dead-letter topic (0: at once).
+
+        Returns:
+            Per message: `{msg_id, status: RETRY|DLQ, topic, reconsume_times,
+            deliver_at_ms, dead_letter_id}`.
+
+        Raises:
+            MQError: the broker refused or could not be reached; nothing of that request
+                was stored (each request is one entry), so sending back again is safe.
+        """
+        batch = [messages] if isinstance(messages, Message) else list(messages)
+        by_broker: dict[tuple[str, str], list[Message]] = defaultdict(list)
+        for message in batch:
+            broker = broker_name or await self._broker_of(message)
+            by_broker[message.topic, broker].append(message)
+        results: list[dict[str, Any]] = []
+        path = f"/groups/{_q(self.group)}/send-back"
+        for (topic, broker), grouped in by_broker.items():
+            mq = MessageQueue(topic, broker, 0)
+            for chunk in send_back_chunks(grouped):
+                body = {
+                    "msg_ids": [m.msg_id for m in chunk],
+                    "max_reconsume_times": max_reconsume_times,
+                }
+                answer = await self._call(mq, "POST", path, body=body, write=True)
+                results += answer["results"]
+        return results
+
+    async def _broker_of(self, message: Message) -> str:
+        route = await self._routes.get(message.topic)
+        broker = broker_for_msg_id(message.msg_id, route.brokers)
+        if broker is None:
+            raise NoRoute(
+                f"no broker group of {message.topic!r} stored message {message.msg_id!r}",
+                msg_id=message.msg_id,
+            )
+        return broker
 
     async def release(self, client_id: str, queues: Sequence[MessageQueue]) -> None:
         """Free the leases of queues this member stopped consuming (committed first)."""

@@ -4,8 +4,10 @@ Owns: turning user input into `Msg` bodies (one client-generated unique key per 
 kept across retries so duplicates can be recognised), the retry policy (tenacity, on
 `err.retryable`, plus QUEUE_NOT_FOUND for a queue picked from a route that went stale;
 RocketMQ's 2 retries for sync sends), refreshing the route after a failure or an answer
-showing the route is stale, and steering the next attempt away from the broker group that
-just failed (except for sharding-key sends, which must keep their queue to keep their order).
+showing the route is stale, steering the next attempt away from the broker group that
+just failed (except for sharding-key sends, which must keep their queue to keep their order),
+keeping write-disabled groups out of the queue choice (`write_disabled.py`), and sending a
+topic without a route to a group that auto-creates topics (RocketMQ's TBW102 idea).
 
 Must not: decide queue order itself (`selector.py`) or parse routes (`topic_route.py`).
 """
@@ -29,7 +31,9 @@ from tenacity import (
 from dledgermq.client.http import HttpSession
 from dledgermq.client.message import MessageQueue, OutgoingMessage, SendResult
 from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S, NameServerClient, RouteCache
-from dledgermq.client.selector import QueueSelector
+from dledgermq.client.selector import QueueSelector, send_candidates
+from dledgermq.client.topic_route import BrokerData
+from dledgermq.client.write_disabled import WriteDisabledGroups, is_write_disabled
 from dledgermq.errors import (
     BadRequest,
     BatchTooLarge,
@@ -87,6 +91,7 @@ class Producer:
         self._nameserver = NameServerClient(namesrv_addrs, http=self._http, rng=rng)
         self._routes = RouteCache(self._nameserver, refresh_s=route_refresh_s)
         self._selector = QueueSelector(start=rng.randrange(1 << 16))
+        self._write_disabled = WriteDisabledGroups()
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -217,9 +222,11 @@ class Producer:
         failed_broker: str | None = None
 
         def should_retry(exc: BaseException) -> bool:
-            # A queue the selector picked from a stale route (its topic lost write queues)
-            # was refused before anything was stored: pick again from a fresh route.
-            return is_retryable(exc) or (queue is None and isinstance(exc, QueueNotFound))
+            # A queue the selector picked from a stale route (its topic lost write queues,
+            # or its group was write-disabled) was refused before anything was stored: pick
+            # again from a fresh route, elsewhere.
+            picked = queue is None and (isinstance(exc, QueueNotFound) or is_write_disabled(exc))
+            return is_retryable(exc) or picked
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(retries + 1),
@@ -229,23 +236,29 @@ class Producer:
         )
         async for attempt in retrying:
             with attempt:
-                mq, addr = await self._target(topic, sharding_key, queue, failed_broker)
+                mq, addr, pinned = await self._target(topic, sharding_key, queue, failed_broker)
+                # Without a route (auto-create) the broker picks the queue.
+                queue_field = {"queue_id": mq.queue_id} if pinned else {}
                 try:
                     answer = await self._http.request(
                         "POST",
                         addr,
                         f"/topics/{quote(topic, safe='')}/messages",
-                        body={**body, "queue_id": mq.queue_id},
+                        body={**body, **queue_field},
                         timeout_s=self.send_timeout_s,
                     )
                 except MQError as err:
-                    if err.retryable:
+                    if is_write_disabled(err):
+                        self._write_disabled.mark(mq.broker_name)
+                    if err.retryable or is_write_disabled(err):
                         log.info("send to %s failed (%s); retrying if allowed", addr, err.code)
                         failed_broker = mq.broker_name
                         self._routes.invalidate(topic)
                     elif isinstance(err, STALE_ROUTE_ERRORS):
                         self._routes.invalidate(topic)
                     raise
+                if not pinned:
+                    self._routes.invalidate(topic)  # The topic exists now: fetch its route.
                 return [SendResult.from_wire(r, mq) for r in answer["results"]]
         raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -255,20 +268,57 @@ class Producer:
         sharding_key: str | None,
         queue: MessageQueue | None,
         failed_broker: str | None,
-    ) -> tuple[MessageQueue, str]:
-        """The queue for this attempt and the address of its group's master."""
+    ) -> tuple[MessageQueue, str, bool]:
+        """The queue for this attempt, the address of its group's master, and whether the
+        queue is the producer's choice (False: the broker picks, see `_auto_create_target`)."""
         if queue is not None and queue.topic != topic:
             raise BadRequest(f"queue {queue} does not belong to topic {topic!r}")
-        route = await self._routes.get(topic)
+        try:
+            route = await self._routes.get(topic)
+        except NoRoute:
+            if queue is not None:
+                raise
+            return await self._auto_create_target(topic)
         if queue is None:
+            try:
+                candidates = send_candidates(route, self._write_disabled.current())
+            except NoPermission:
+                self._routes.invalidate(topic)  # An admin may re-enable writes meanwhile.
+                raise
             queue = self._selector.select(
-                route.writable_queues(), sharding_key=sharding_key, avoid_broker=failed_broker
+                candidates, sharding_key=sharding_key, avoid_broker=failed_broker
             )
         addr = route.master_addr(queue.broker_name)
         if addr is None:
             self._routes.invalidate(topic)
             raise NoRoute(f"broker group {queue.broker_name!r} has no master", topic=topic)
-        return queue, addr
+        return queue, addr, True
+
+    async def _auto_create_target(self, topic: str) -> tuple[MessageQueue, str, bool]:
+        """No route: a writable group with a master that creates unknown topics on a send.
+
+        Raises:
+            NoRoute: no such group (auto-create is off everywhere: the topic must be
+                created with `topic create`).
+        """
+        held_out = self._write_disabled.current()
+        groups: list[BrokerData] = [
+            g
+            for g in await self._nameserver.broker_groups()
+            if g.auto_create_topic and g.writable and g.master_addr is not None
+            if g.broker_name not in held_out
+        ]
+        if not groups:
+            raise NoRoute(
+                f"no route for topic {topic!r}, and no writable broker group creates topics "
+                "on a send (create it with `dledgermq topic create`)",
+                topic=topic,
+            )
+        queues = [MessageQueue(topic, g.broker_name, 0) for g in groups]
+        chosen = self._selector.select(queues)
+        addr = next(g.master_addr for g in groups if g.broker_name == chosen.broker_name)
+        assert addr is not None
+        return chosen, addr, False
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Keep a reference until done: the loop holds tasks only weakly."""

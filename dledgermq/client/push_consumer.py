@@ -2,8 +2,14 @@
 
 Owns: one loop per assigned queue (long-poll, deliver, advance), the starting offset of a
 queue the group never committed (`from_where`), correcting an offset the broker reports as
-moved, redelivering a batch whose callback failed (bounded, then skipped with an error
-log), and committing offsets every `commit_interval_s` and on close.
+moved, sending a batch whose callback failed back to its broker (RocketMQ's concurrent
+consumer: it comes again through the group's retry topic `%RETRY%<group>`, which this
+consumer also consumes, or goes to `%DLQ%<group>` after `max_reconsume_times` retries;
+only while the send-back itself fails is the batch retried here, so no message is ever
+skipped), and committing offsets every `commit_interval_s` and on close. Retried
+messages reach the callback with their original topic and msg_id and the broker's
+`reconsume_times`. A group's members should all consume the same topic: the retry topic
+is the group's, as in RocketMQ.
 
 Must not: decide which member of the group owns which queue. In clustering mode (the
 default) the writer of each broker group decides (its RebalancerActor): every rebalance is
@@ -19,6 +25,7 @@ tools and tests that want fixed queues, not for several members of one group.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -31,7 +38,14 @@ from typing import Literal
 
 from dledgermq.client.consumer import PullConsumer
 from dledgermq.client.message import Message, MessageQueue
-from dledgermq.errors import MQError, OffsetOutOfRange
+from dledgermq.client.retry import (
+    MAX_RECONSUME_TIMES_DEFAULT,
+    TOPIC_NAME_MAX,
+    as_delivered,
+    is_retry_topic,
+    retry_topic,
+)
+from dledgermq.errors import MQError, NoRoute, OffsetOutOfRange
 
 log = logging.getLogger(__name__)
 # Queues of a broker group that stops answering heartbeats are kept for this share of
@@ -78,7 +92,8 @@ class PushOptions:
     max_messages: int = 32
     # Also the heartbeat interval: well inside the broker's lease (20 s) and member expiry.
     rebalance_interval_s: float = 5.0
-    max_reconsume_times: int = 16
+    # Retries through the broker before a failing message goes to the group's DLQ.
+    max_reconsume_times: int = MAX_RECONSUME_TIMES_DEFAULT
     strategy: str = "average"  # average | average_by_circle | consistent_hash | zone_aware
     zone: str | None = None
 
@@ -104,6 +119,14 @@ class PushConsumer:
         if from_where not in ("first", "last"):
             raise ValueError(f"from_where must be 'first' or 'last', got {from_where!r}")
         self.topic = topic
+        self.group = group
+        self._retry_topic = retry_topic(group)
+        # Clustering mode heartbeats both: failed messages come back through the retry
+        # topic, whatever their tags (they matched when first delivered). A group name too
+        # long for a topic name has no retry topic (the broker refuses its send-backs).
+        self._subscriptions = {topic: tags}
+        if len(self._retry_topic) <= TOPIC_NAME_MAX:
+            self._subscriptions[self._retry_topic] = "*"
         self._callback = callback
         self._tags = tags
         self._from_where = from_where
@@ -165,16 +188,22 @@ class PushConsumer:
         await self.close()
 
     async def rebalance(self) -> None:
-        """Start loops for newly assigned queues; stop, commit and release the others."""
+        """Start loops for newly assigned queues; stop, commit and release the others.
+
+        The queues are the topic's and the group's retry topic's (`assign_queues` gets
+        both lists, in that order)."""
         try:
             queues = await self._pull.fetch_queues(self.topic)
         except MQError as err:
             log.warning("rebalance of %s skipped: %s", self.topic, err)
             return
+        topic_brokers = {mq.broker_name for mq in queues}
+        queues += await self._retry_queues()
         if self._assign is not None:
             wanted = set(self._assign(queues))
         else:
-            wanted = await self._heartbeat(sorted({mq.broker_name for mq in queues}))
+            brokers = sorted({mq.broker_name for mq in queues})
+            wanted = await self._heartbeat(brokers, topic_brokers)
         dropped = sorted(set(self._loops) - wanted)
         for mq in dropped:
             task = self._loops.pop(mq)
@@ -189,18 +218,31 @@ class PushConsumer:
         for mq in sorted(wanted - set(self._loops)):
             self._loops[mq] = asyncio.create_task(self._consume(mq))
 
-    async def _heartbeat(self, brokers: list[str]) -> set[MessageQueue]:
+    async def _retry_queues(self) -> list[MessageQueue]:
+        """The group's retry queues (none until a broker group created its retry topic)."""
+        if self._retry_topic not in self._subscriptions:
+            return []
+        try:
+            return await self._pull.fetch_queues(self._retry_topic)
+        except NoRoute:
+            return []
+        except MQError as err:
+            log.warning("%s: no route to %s now: %s", self.topic, self._retry_topic, err)
+            return []
+
+    async def _heartbeat(self, brokers: list[str], topic_brokers: set[str]) -> set[MessageQueue]:
         """The queues each broker group grants this member now; a group that does not
         answer keeps its queues here only while their lease may still run."""
         wanted: set[MessageQueue] = set()
         now = time.monotonic()
         for broker in brokers:
+            route_topic = self.topic if broker in topic_brokers else self._retry_topic
             try:
-                granted, lease_ms = await self._pull.heartbeat(
-                    self.topic,
+                granted, lease_ms = await self._pull.heartbeat_topics(
+                    route_topic,
                     broker,
+                    self._subscriptions,
                     client_id=self.client_id,
-                    tags=self._tags,
                     strategy=self._options.strategy,
                     zone=self._options.zone,
                 )
@@ -212,7 +254,12 @@ class PushConsumer:
                     wanted |= {mq for mq in self._loops if mq.broker_name == broker}
                 continue
             self._leased[broker] = (now, lease_ms / 1000)
-            wanted |= {MessageQueue(self.topic, broker, q) for q in granted}
+            wanted |= {
+                MessageQueue(topic, broker, q)
+                for topic, queue_ids in granted.items()
+                if topic in self._subscriptions
+                for q in queue_ids
+            }
         return wanted
 
     async def commit(self) -> None:
@@ -281,7 +328,8 @@ class PushConsumer:
         return resumed
 
     async def _start_offset(self, mq: MessageQueue) -> int:
-        """The committed offset, else min/max of the queue as `from_where` says."""
+        """The committed offset, else min/max of the queue as `from_where` says; a retry
+        queue always from its first message (RocketMQ's rule: retries are never old)."""
         failures = 0
         while True:
             try:
@@ -294,22 +342,39 @@ class PushConsumer:
                 log.warning("%s: no start offset yet: %r", mq, err)
                 await asyncio.sleep(backoff_s(failures))
                 continue
-            return min_offset if self._from_where == "first" else max_offset
+            first = self._from_where == "first" or is_retry_topic(mq.topic)
+            return min_offset if first else max_offset
 
     async def _deliver(self, mq: MessageQueue, messages: list[Message]) -> None:
-        """Call back until it succeeds, at most 1 + max_reconsume_times times."""
-        attempts = 1 + self._options.max_reconsume_times
-        for attempt in range(1, attempts + 1):
+        """Call back; if that fails, send the batch back to its broker group. Returns
+        only once the batch was consumed or sent back (so the offset, and the commit,
+        never pass a message that was neither); while sending back fails, the batch is
+        consumed again here after a pause, its `reconsume_times` counted up locally."""
+        delivered = [as_delivered(m) for m in messages]
+        failures = 0
+        while True:
             try:
-                await self._invoke(messages)
+                await self._invoke(delivered)
             except Exception:
-                log.exception("%s: callback failed (attempt %d/%d)", mq, attempt, attempts)
-                if attempt < attempts:
-                    await asyncio.sleep(backoff_s(attempt))
+                failures += 1
+                first, last = messages[0].queue_offset, messages[-1].queue_offset
+                log.exception("%s: callback failed for offsets %d..%d", mq, first, last)
             else:
                 return
-        first, last = messages[0].queue_offset, messages[-1].queue_offset
-        log.error("%s: skipping offsets %d..%d after %d failed attempts", mq, first, last, attempts)
+            try:
+                await self._pull.send_back(
+                    messages,
+                    broker_name=mq.broker_name,
+                    max_reconsume_times=self._options.max_reconsume_times,
+                )
+            except MQError as err:
+                log.warning("%s: send-back failed (%s); consuming again here", mq, err)
+            else:
+                return
+            await asyncio.sleep(backoff_s(failures))
+            delivered = [
+                dataclasses.replace(m, reconsume_times=m.reconsume_times + 1) for m in delivered
+            ]
 
     async def _invoke(self, messages: list[Message]) -> None:
         # A sync callback runs in a worker thread so it cannot stall the event loop.

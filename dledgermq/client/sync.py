@@ -19,6 +19,7 @@ from dledgermq.client.admin import Admin
 from dledgermq.client.consumer import DEFAULT_REQUEST_TIMEOUT_S, PullConsumer
 from dledgermq.client.message import Message, MessageQueue, PullResult, SendResult
 from dledgermq.client.producer import RETRY_WAIT_MAX_S, BatchItem, Producer, SendCallback
+from dledgermq.client.retry import MAX_RECONSUME_TIMES_DEFAULT
 from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S
 from dledgermq.errors import Timeout
 
@@ -245,6 +246,18 @@ class SyncPullConsumer:
     def queue_range(self, mq: MessageQueue) -> tuple[int, int]:
         return self._runner.run(self._consumer.queue_range(mq), self._timeout_s)
 
+    def send_back(
+        self,
+        messages: Message | Sequence[Message],
+        *,
+        broker_name: str | None = None,
+        max_reconsume_times: int = MAX_RECONSUME_TIMES_DEFAULT,
+    ) -> list[dict[str, Any]]:
+        coro = self._consumer.send_back(
+            messages, broker_name=broker_name, max_reconsume_times=max_reconsume_times
+        )
+        return self._runner.run(coro, self._timeout_s)
+
 
 class SyncAdmin:
     """Blocking `Admin`."""
@@ -342,3 +355,33 @@ class SyncAdmin:
 
     def query_by_id(self, msg_id: str) -> Message:
         return self._run(self._admin.query_by_id(msg_id))
+
+    def dead_letters(
+        self,
+        group: str,
+        *,
+        offset: int | None = None,
+        max_messages: int = 32,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        return self._run(
+            self._admin.dead_letters(
+                group, offset=offset, max_messages=max_messages, broker_names=broker_names
+            )
+        )
+
+    def resend_dead_letters(
+        self,
+        group: str,
+        *,
+        msg_ids: Sequence[str] | None = None,
+        resend_all: bool = False,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        # "All" runs in rounds of one request each: it may take longer than one call.
+        return self._runner.run(
+            self._admin.resend_dead_letters(
+                group, msg_ids=msg_ids, resend_all=resend_all, broker_names=broker_names
+            ),
+            self._timeout_s * 10,
+        )

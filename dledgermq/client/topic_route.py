@@ -1,8 +1,9 @@
 """A topic's route as the client reads it, and the message-id -> broker lookup.
 
 Owns: parsing the NameServer's route answer, the ordered lists of writable and readable
-queues, which address serves writes (the master, broker_id 0) and reads (the master, else
-the lowest live id), and matching a msg_id's 8-hex prefix to a broker group.
+queues (a write-disabled broker group has no writable queue), which address serves writes
+(the master, broker_id 0) and reads (the master, else the lowest live id), and matching a
+msg_id's 8-hex prefix to a broker group.
 
 Must not: do I/O or cache; `routes.py` fetches and keeps these values.
 """
@@ -19,6 +20,7 @@ from dledgermq.client.message import MessageQueue
 MASTER_ID = 0
 PERM_WRITE = 2
 PERM_READ = 4
+PERM_READ_WRITE = PERM_READ | PERM_WRITE
 MSG_ID_LENGTH = 32
 BROKER_HASH_LENGTH = 8
 
@@ -56,16 +58,31 @@ class QueueData:
 
 @dataclass(frozen=True, slots=True)
 class BrokerData:
-    """One broker group's addresses by broker_id."""
+    """One broker group's addresses by broker_id, its permission (4 while write-disabled
+    for maintenance), its zone and whether it creates unknown topics on a send."""
 
     broker_name: str
     cluster: str
     addrs: Mapping[int, str]
+    perm: int = PERM_READ_WRITE
+    zone: str | None = None
+    auto_create_topic: bool = False
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> BrokerData:
         addrs = {int(bid): addr for bid, addr in (raw.get("addrs") or {}).items()}
-        return cls(raw["broker_name"], raw.get("cluster", ""), addrs)
+        return cls(
+            raw["broker_name"],
+            raw.get("cluster", ""),
+            addrs,
+            perm=raw.get("perm", PERM_READ_WRITE),
+            zone=raw.get("zone"),
+            auto_create_topic=bool(raw.get("auto_create_topic", False)),
+        )
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.perm & PERM_WRITE)
 
     @property
     def master_addr(self) -> str | None:
@@ -109,13 +126,19 @@ class TopicRouteData:
         return cls(raw["topic"], queues, brokers)
 
     def writable_queues(self) -> list[MessageQueue]:
-        """Queues a producer may send to: write permission and a master to send to."""
+        """Queues a producer may send to: write permission (the topic's and the group's)
+        and a master to send to; only the first `write_queues` of each group."""
         return [
             MessageQueue(self.topic, q.broker_name, qid)
             for q in self.queues
-            if q.writable and self.master_addr(q.broker_name) is not None
+            if self.permits_write(q) and self.master_addr(q.broker_name) is not None
             for qid in range(q.write_queues)
         ]
+
+    def permits_write(self, queues: QueueData) -> bool:
+        """Write permission of the topic on that group and of the group itself."""
+        broker = self.brokers.get(queues.broker_name)
+        return queues.writable and (broker is None or broker.writable)
 
     def readable_queues(self) -> list[MessageQueue]:
         """Queues a consumer may pull from: read permission and some broker to ask."""

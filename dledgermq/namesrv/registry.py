@@ -5,7 +5,9 @@ list, and the routes derived from them. Brokers with the same `broker_name` form
 whose addresses are keyed by `broker_id` (0 is the master/leader). A group's queue data
 comes from its master when it is registered, else from its lowest live `broker_id`, so a
 slave keeps the group readable while the master is away (RocketMQ keeps queue data until
-the whole group is gone, too).
+the whole group is gone, too). The group's permission (`perm`: 4 while write-disabled for
+maintenance) masks every topic's perm in its routes, so clients send elsewhere (RocketMQ's
+broker does the same masking before it registers); the group's `zone` is its authority's.
 
 Must not: read a clock (every time is passed in as `now_ms`), do I/O, or persist anything;
 the NameServer is stateless and brokers re-register every few seconds.
@@ -19,7 +21,9 @@ from typing import Any
 from dledgermq.errors import BadRequest
 
 PERM_MAX = 7
+PERM_READ_WRITE = 6
 MASTER_ID = 0
+ZONE_MAX_LENGTH = 255
 
 
 def _field(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:
@@ -85,6 +89,9 @@ class BrokerRegistration:
     broker_id: int
     addr: str
     topics: tuple[TopicQueues, ...] = ()
+    perm: int = PERM_READ_WRITE  # The broker group's permission (older brokers omit it).
+    zone: str | None = None
+    auto_create_topic: bool = False  # A send to an unknown topic creates it there.
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> BrokerRegistration:
@@ -96,12 +103,28 @@ class BrokerRegistration:
             raise BadRequest(f"{where}: topics must be a list", field="topics")
         if not name:
             raise BadRequest(f"{where}: broker_name must not be empty", field="broker_name")
+        perm = _count(raw, "perm", where) if "perm" in raw else PERM_READ_WRITE
+        if perm > PERM_MAX:
+            raise BadRequest(f"{where}: perm must be within 0..{PERM_MAX}, got {perm}")
+        zone = raw.get("zone")
+        if zone is not None:
+            zone = _field(raw, "zone", str, where)
+            if not 1 <= len(zone) <= ZONE_MAX_LENGTH:
+                raise BadRequest(f"{where}: zone must be 1..{ZONE_MAX_LENGTH} characters")
+        auto_create = raw.get("auto_create_topic", False)
+        if type(auto_create) is not bool:
+            raise BadRequest(
+                f"{where}: auto_create_topic must be a boolean", field="auto_create_topic"
+            )
         return cls(
             cluster=_field(raw, "cluster", str, where),
             broker_name=name,
             broker_id=_count(raw, "broker_id", where),
             addr=_field(raw, "addr", str, where),
             topics=tuple(TopicQueues.from_wire(t) for t in topics),
+            perm=perm,
+            zone=zone,
+            auto_create_topic=auto_create,
         )
 
 
@@ -113,6 +136,9 @@ class BrokerGroup:
     cluster: str
     addrs: dict[int, str]
     last_seen_ms: int = 0
+    perm: int = PERM_READ_WRITE
+    zone: str | None = None
+    auto_create_topic: bool = False
 
     def addrs_wire(self) -> dict[str, str]:
         """Addresses keyed by the broker_id as a string (JSON object keys are strings)."""
@@ -124,6 +150,9 @@ class BrokerGroup:
             "broker_name": self.broker_name,
             "addrs": self.addrs_wire(),
             "last_seen_ms": self.last_seen_ms,
+            "perm": self.perm,
+            "zone": self.zone,
+            "auto_create_topic": self.auto_create_topic,
         }
 
 
@@ -140,7 +169,13 @@ class TopicRoute:
             "topic": self.topic,
             "queues": [q.to_wire() for q in self.queues],
             "brokers": [
-                {"broker_name": b.broker_name, "cluster": b.cluster, "addrs": b.addrs_wire()}
+                {
+                    "broker_name": b.broker_name,
+                    "cluster": b.cluster,
+                    "addrs": b.addrs_wire(),
+                    "perm": b.perm,
+                    "zone": b.zone,
+                }
                 for b in self.brokers
             ],
         }
@@ -197,10 +232,12 @@ class RouteRegistry:
         queues: list[QueueData] = []
         brokers: list[BrokerGroup] = []
         for name in sorted(self._groups):
-            config = self._authority(name).topics.get(topic)
+            authority = self._authority(name)
+            config = authority.topics.get(topic)
             if config is None:
                 continue
-            queues.append(QueueData(name, config.read_queues, config.write_queues, config.perm))
+            perm = config.perm & authority.registration.perm
+            queues.append(QueueData(name, config.read_queues, config.write_queues, perm))
             brokers.append(self._group(name))
         if not queues:
             return None
@@ -221,9 +258,13 @@ class RouteRegistry:
 
     def _group(self, broker_name: str) -> BrokerGroup:
         group = self._groups[broker_name]
+        authority = self._authority(broker_name).registration
         return BrokerGroup(
             broker_name=broker_name,
-            cluster=self._authority(broker_name).registration.cluster,
+            cluster=authority.cluster,
             addrs={bid: group[bid].registration.addr for bid in sorted(group)},
             last_seen_ms=max(b.last_seen_ms for b in group.values()),
+            perm=authority.perm,
+            zone=authority.zone,
+            auto_create_topic=authority.auto_create_topic,
         )

@@ -124,3 +124,48 @@ def test_ha_settings_belong_to_master_slave_groups_only(tmp_path: Path) -> None:
     text = MINIMAL.replace("nodes:", "replication: {ha_mode: sync}, nodes:")
     with pytest.raises(ConfigError, match="apply to master_slave groups, not standalone"):
         parse_config(text, base_dir=tmp_path)
+
+
+def test_auto_create_topic_is_off_by_default_and_takes_4_queues(tmp_path: Path) -> None:
+    limits = parse_config(MINIMAL, base_dir=tmp_path).groups[0].limits
+    assert (limits.auto_create_topic, limits.auto_create_topic_queues) == (False, 4)
+    text = MINIMAL + "limits: {auto_create_topic: true, auto_create_topic_queues: 2}\n"
+    limits = parse_config(text, base_dir=tmp_path).groups[0].limits
+    assert (limits.auto_create_topic, limits.auto_create_topic_queues) == (True, 2)
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ("{auto_create_topic: 1}", "expected bool"),
+        ("{auto_create_topic: 'yes'}", "expected bool"),
+        ("{auto_create_topic_queues: 0}", "auto_create_topic_queues"),
+        ("{auto_create_topic_queues: 2000}", "auto_create_topic_queues"),
+    ],
+)
+def test_bad_auto_create_settings_fail_fast(tmp_path: Path, limits: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(MINIMAL + f"limits: {limits}\n", base_dir=tmp_path)
+
+
+def test_zone_of_a_group_and_a_node_override(tmp_path: Path) -> None:
+    text = """
+namesrvs: [{id: ns1, port: 9876}]
+brokers:
+  - {name: a, zone: az1, nodes: [{id: n1, port: 10911}]}
+  - {name: b, nodes: [{id: n2, port: 10921, zone: az2}]}
+  - {name: c, nodes: [{id: n3, port: 10931}]}
+"""
+    config = parse_config(text, base_dir=tmp_path)
+    zones = [g.zone_of(n) for g in config.groups for n in g.nodes]
+    assert zones == ["az1", "az2", None]
+
+
+@pytest.mark.parametrize("zone", ["''", "'a b'", "3", "'" + "z" * 256 + "'"])
+def test_bad_zones_fail_fast(tmp_path: Path, zone: str) -> None:
+    text = f"""
+namesrvs: [{{id: ns1, port: 9876}}]
+brokers: [{{name: a, zone: {zone}, nodes: [{{id: n1, port: 10911}}]}}]
+"""
+    with pytest.raises(ConfigError, match="zone"):
+        parse_config(text, base_dir=tmp_path)

@@ -11,11 +11,13 @@ from dledgermq.broker.produce import (
     PROPERTY_TAGS,
     PROPERTY_UNIQ_KEY,
     ProduceLimits,
+    SendPolicy,
     build_drafts,
     check_queue_id,
     resolve_topic,
+    topic_for_send,
 )
-from dledgermq.broker.topics import PERM_READ, TopicConfig
+from dledgermq.broker.topics import PERM_READ, PERM_WRITE, TopicConfig
 from dledgermq.errors import (
     BadRequest,
     BatchTooLarge,
@@ -97,3 +99,42 @@ def test_queue_id_must_be_a_write_queue() -> None:
         check_queue_id(CONFIG, 2)  # 4 read queues but only 2 write queues
     with pytest.raises(BadRequest):
         check_queue_id(CONFIG, "1")
+
+
+def test_queue_id_of_a_write_only_topic_with_more_write_than_read_queues() -> None:
+    """Read and write counts are independent: a grown write count is sendable at once."""
+    config = TopicConfig("W", read_queues=2, write_queues=6, perm=PERM_WRITE)
+    assert check_queue_id(config, 5) == 5
+    with pytest.raises(QueueNotFound):
+        check_queue_id(config, 6)
+
+
+OPEN = SendPolicy("broker-a", broker_perm=6)
+
+
+def test_a_write_disabled_broker_refuses_every_send_before_the_topic_is_looked_at() -> None:
+    disabled = SendPolicy("broker-a", broker_perm=PERM_READ, auto_create_queues=4)
+    for topic in ("T", "Missing"):
+        with pytest.raises(NoPermission) as refused:
+            topic_for_send({"T": CONFIG}, topic, disabled)
+        assert refused.value.details == {"broker_name": "broker-a", "broker_writable": False}
+        assert "write-disabled" in refused.value.message
+    assert topic_for_send({"T": CONFIG}, "T", OPEN) == (CONFIG, False)
+
+
+def test_auto_create_when_on_and_the_name_is_not_a_system_name() -> None:
+    auto = SendPolicy("broker-a", broker_perm=6, auto_create_queues=4)
+    assert topic_for_send({}, "New", auto) == (TopicConfig("New", 4, 4, 6), True)
+    assert topic_for_send({"T": CONFIG}, "T", auto) == (CONFIG, False)
+    with pytest.raises(TopicNotFound):
+        topic_for_send({}, "New", OPEN)  # auto-create off: today's answer
+    # `%` names are the broker's (retry, dead-letter, ...): never created by a send.
+    for system in ("%RETRY%g", "%DLQ%g", "%x"):
+        with pytest.raises(TopicNotFound):
+            topic_for_send({}, system, auto)
+    for reserved in ("%SYS%TOPIC", "%DELAY%SCHEDULE"):
+        with pytest.raises(InvalidTopic):
+            topic_for_send({}, reserved, auto)
+    read_only = TopicConfig("R", 1, 1, PERM_READ)
+    with pytest.raises(NoPermission):
+        topic_for_send({"R": read_only}, "R", auto)  # an existing topic keeps its perm

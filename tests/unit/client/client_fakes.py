@@ -23,6 +23,7 @@ from dledgermq.errors import (
     OffsetOutOfRange,
     TopicExists,
     TopicNotFound,
+    Unavailable,
 )
 from dledgermq.namesrv.registry import BrokerRegistration, RouteRegistry, TopicQueues
 from dledgermq.wire import error_middleware, read_body, respond
@@ -45,6 +46,8 @@ class FakeBroker:
     send_requests: int = 0
     heartbeats: list[str] = field(default_factory=list)
     released: list[dict[str, Any]] = field(default_factory=list)
+    sent_back: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    send_back_failures: int = 0  # Answer this many send-backs UNAVAILABLE first.
     commitlog_offset: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
@@ -111,6 +114,7 @@ class FakeBroker:
         app.router.add_post("/groups/{group}/heartbeat", self.heartbeat)
         app.router.add_post("/groups/{group}/release", self.release)
         app.router.add_post("/groups/{group}/leave", self.release)
+        app.router.add_post("/groups/{group}/send-back", self.send_back)
         app.router.add_get("/messages/{msg_id}", self.by_id)
         app.router.add_get("/messages", self.by_key)
         app.router.add_get("/status", self.status)
@@ -189,6 +193,16 @@ class FakeBroker:
     async def release(self, request: web.Request) -> web.Response:
         self.released.append(await read_body(request))
         return respond(request, {})
+
+    async def send_back(self, request: web.Request) -> web.Response:
+        """Records what was sent back (the fake keeps no retry topic)."""
+        body = await read_body(request)
+        if self.send_back_failures > 0:
+            self.send_back_failures -= 1
+            raise Unavailable("send-back refused by the test")
+        self.sent_back.append((request.match_info["group"], body))
+        results = [{"msg_id": i, "status": "RETRY"} for i in body["msg_ids"]]
+        return respond(request, {"results": results})
 
     async def get_offsets(self, request: web.Request) -> web.Response:
         key = (request.match_info["group"], request.query["topic"])

@@ -154,8 +154,11 @@ async def test_push_consumer_delivers_and_commits(cluster):
     assert sum(committed.values()) == 5
 
 
-async def test_push_consumer_from_last_skips_old_messages_and_retries_callback(cluster):
-    await cluster.add_broker("broker-a", {"T": 1})
+async def test_push_consumer_from_last_skips_old_messages_and_retries_locally_when_send_back_fails(
+    cluster,
+):
+    broker = await cluster.add_broker("broker-a", {"T": 1})
+    broker.send_back_failures = 1
     calls = []
 
     def flaky(messages):  # A sync callback, run in a worker thread.
@@ -179,9 +182,12 @@ async def test_push_consumer_from_last_skips_old_messages_and_retries_callback(c
             await wait_until(lambda: consumer.offsets.get(mq) == 1, what="start at the end")
             await producer.send("T", "new")
             await wait_until(lambda: len(calls) == 2, what="redelivery")
+            await wait_until(lambda: consumer.offsets.get(mq) == 2, what="consumed")
         finally:
             await consumer.close()
     assert calls == [["new"], ["new"]]
+    assert broker.sent_back == []
+    assert broker.offsets["G", "T"] == {"0": 2}
 
 
 async def test_admin_creates_topics_and_finds_messages(cluster):

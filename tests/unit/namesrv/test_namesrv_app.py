@@ -54,7 +54,13 @@ async def test_register_then_route_json(client):
         "topic": "T",
         "queues": [{"broker_name": "broker-a", "read_queues": 4, "write_queues": 4, "perm": 6}],
         "brokers": [
-            {"broker_name": "broker-a", "cluster": "c1", "addrs": {"0": "127.0.0.1:10911"}}
+            {
+                "broker_name": "broker-a",
+                "cluster": "c1",
+                "addrs": {"0": "127.0.0.1:10911"},
+                "perm": 6,
+                "zone": None,
+            }
         ],
     }
     assert await (await client.get("/topics")).json() == {"topics": ["T"]}
@@ -67,6 +73,9 @@ async def test_register_then_route_json(client):
                 "broker_name": "broker-a",
                 "addrs": {"0": "127.0.0.1:10911"},
                 "last_seen_ms": 1_000,
+                "perm": 6,
+                "zone": None,
+                "auto_create_topic": False,
             }
         ]
     }

@@ -30,7 +30,13 @@ def test_register_then_route_lists_queue_data_and_addrs():
         "topic": "T",
         "queues": [{"broker_name": "broker-a", "read_queues": 8, "write_queues": 8, "perm": 6}],
         "brokers": [
-            {"broker_name": "broker-a", "cluster": "c1", "addrs": {"0": "127.0.0.1:10911"}}
+            {
+                "broker_name": "broker-a",
+                "cluster": "c1",
+                "addrs": {"0": "127.0.0.1:10911"},
+                "perm": 6,
+                "zone": None,
+            }
         ],
     }
 
@@ -142,3 +148,80 @@ def test_registration_from_wire_validates():
     ):
         with pytest.raises(BadRequest):
             BrokerRegistration.from_wire(bad)
+
+
+# -- the broker group's permission (write-disable) and zone --------------------------------------
+
+
+def test_a_write_disabled_group_masks_every_topic_perm_in_routes():
+    """RocketMQ's brokerPermission: perm 4 makes the group's queues read-only in every
+    route (6 -> 4, 2 -> 0) while other groups stay writable."""
+    registry = RouteRegistry()
+    disabled = reg(name="a", topics=(("T", 4, 4, 6), ("W", 2, 2, 2)))
+    registry.register(BrokerRegistration.from_wire({**_wire(disabled), "perm": 4}), now_ms=0)
+    registry.register(reg(name="b", topics=(("T", 4, 4, 6),)), now_ms=0)
+    route = registry.route("T")
+    assert route is not None
+    assert [(q.broker_name, q.perm) for q in route.queues] == [("a", 4), ("b", 6)]
+    assert [(b.broker_name, b.perm) for b in route.brokers] == [("a", 4), ("b", 6)]
+    write_only = registry.route("W")
+    assert write_only is not None
+    assert write_only.queues[0].perm == 0
+    assert {g.broker_name: g.to_wire()["perm"] for g in registry.brokers()} == {"a": 4, "b": 6}
+
+
+def test_the_group_perm_and_zone_are_its_writers():
+    """A replica's registration does not override the writer's perm or zone."""
+    registry = RouteRegistry()
+    writer = {**_wire(reg(bid=0)), "perm": 4, "zone": "z1", "auto_create_topic": True}
+    replica = {**_wire(reg(bid=1)), "perm": 6, "zone": "z2"}
+    registry.register(BrokerRegistration.from_wire(writer), now_ms=0)
+    registry.register(BrokerRegistration.from_wire(replica), now_ms=0)
+    [group] = registry.brokers()
+    assert (group.perm, group.zone, group.auto_create_topic) == (4, "z1", True)
+    route = registry.route("T")
+    assert route is not None
+    assert route.to_wire()["brokers"][0]["zone"] == "z1"
+    registry.unregister("broker-a", 0)  # The replica speaks for the group now.
+    [group] = registry.brokers()
+    assert (group.perm, group.zone, group.auto_create_topic) == (6, "z2", False)
+
+
+def test_registration_without_perm_or_zone_is_writable_and_zoneless():
+    info = BrokerRegistration.from_wire(_wire(reg()))
+    assert (info.perm, info.zone, info.auto_create_topic) == (6, None, False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [
+        ({"perm": 8}, "perm"),
+        ({"perm": -1}, "perm"),
+        ({"perm": "6"}, "perm"),
+        ({"zone": 3}, "zone"),
+        ({"zone": ""}, "zone"),
+        ({"zone": "z" * 256}, "zone"),
+        ({"auto_create_topic": "yes"}, "auto_create_topic"),
+    ],
+)
+def test_bad_perm_zone_or_auto_create_is_refused(extra, text):
+    with pytest.raises(BadRequest, match=text):
+        BrokerRegistration.from_wire({**_wire(reg()), **extra})
+
+
+def _wire(info: BrokerRegistration) -> dict:
+    return {
+        "cluster": info.cluster,
+        "broker_name": info.broker_name,
+        "broker_id": info.broker_id,
+        "addr": info.addr,
+        "topics": [
+            {
+                "topic": t.topic,
+                "read_queues": t.read_queues,
+                "write_queues": t.write_queues,
+                "perm": t.perm,
+            }
+            for t in info.topics
+        ],
+    }
