@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from chaos.control import MODES
 from chaos.nemesis import KINDS
 from chaos.runner import print_summary, run
 
@@ -23,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument(
         "--durability", default="majority_fsync", choices=["majority_fsync", "majority_memory"]
     )
+    one.add_argument(
+        "--mode",
+        default="raft",
+        choices=MODES,
+        help="a three-node Raft group, or a master/slave pair with sync or async replication",
+    )
     args = parser.parse_args(argv)
     if not 10 <= args.duration <= 7200:
         parser.error("--duration must be within 10..7200 seconds")
@@ -32,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         out=args.out,
         durability=args.durability,
+        mode=args.mode,
     )
     print_summary(summary)
     return 0 if summary["ok"] else 1

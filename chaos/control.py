@@ -1,4 +1,5 @@
-"""A throw-away Raft cluster for one chaos run, and the handles the nemesis pulls.
+"""A throw-away cluster for one chaos run (a three-node Raft group, or a master and its
+slave), and the handles the nemesis pulls.
 
 Writes a cluster file in a temporary directory (free loopback ports; each node listens for
 peer traffic on a private port behind a `chaos.proxy.NodeProxy`), starts every process
@@ -52,14 +53,22 @@ limits:
   max_batch_bytes: 262144
 brokers:
   - name: broker-a
-    mode: raft
-    replication:
-      durability: {durability}
-      election_timeout_ms: 500
-      heartbeat_interval_ms: 50
+{group}
     nodes:
 {nodes}
 """
+RAFT_GROUP = """    mode: raft
+    replication:
+      durability: {durability}
+      election_timeout_ms: 500
+      heartbeat_interval_ms: 50"""
+# RocketMQ's durable pairing (DESIGN.md §2): sync replication with a sync-flushing master;
+# async replication acknowledges what the master wrote.
+MASTER_SLAVE_GROUP = """    mode: master_slave
+    replication: {{ha_mode: {ha_mode}, sync_timeout_ms: 2000}}
+    store: {{flush: {flush}}}"""
+MODES = ("raft", "master-slave-sync", "master-slave-async")
+WRITER_ROLES = ("leader", "master")
 
 
 def free_port() -> int:
@@ -70,9 +79,13 @@ def free_port() -> int:
 
 class ChaosCluster:
     def __init__(
-        self, directory: Path, *, nodes: int = 3, durability: str = "majority_fsync"
+        self, directory: Path, *, mode: str = "raft", durability: str = "majority_fsync"
     ) -> None:
+        assert mode in MODES, mode
         self.directory = directory
+        self.mode = mode
+        self.raft = mode == "raft"
+        nodes = 3 if self.raft else 2  # A master/slave pair: nodes[0] is the master.
         self.node_ids = [f"n{i}" for i in range(1, nodes + 1)]
         public = {n: free_port() for n in self.node_ids}
         private = {n: free_port() for n in self.node_ids}
@@ -82,7 +95,14 @@ class ChaosCluster:
             for n in self.node_ids
         )
         path = directory / "cluster.yml"
-        path.write_text(CLUSTER_FILE.format(ns=free_port(), durability=durability, nodes=lines))
+        if self.raft:
+            group = RAFT_GROUP.format(durability=durability)
+        else:
+            ha_mode = mode.removeprefix("master-slave-")
+            group = MASTER_SLAVE_GROUP.format(
+                ha_mode=ha_mode, flush="sync" if ha_mode == "sync" else "async"
+            )
+        path.write_text(CLUSTER_FILE.format(ns=free_port(), group=group, nodes=lines))
         self.path = path
         self.config: ClusterConfig = load_config(path)
         self.group = self.config.groups[0]
@@ -149,7 +169,7 @@ class ChaosCluster:
 
     def leader(self) -> str | None:
         for node, status in self.statuses().items():
-            if status and status.get("role") == "leader":
+            if status and status.get("role") in WRITER_ROLES:
                 return node
         return None
 
@@ -163,10 +183,15 @@ class ChaosCluster:
         raise TimeoutError(f"no leader within {timeout_s:.0f}s")
 
     def converged(self) -> bool:
-        """Every node up and agreeing on term, commit index and dispatched offset."""
+        """Every node up and agreeing on term, commit index and dispatched offset (a
+        master/slave pair: on the written and dispatched offsets)."""
         seen = self.statuses().values()
         keys = {
-            (s["term"], s["raft"]["commit_index"], s["dispatched_offset"]) if s else None
+            None
+            if s is None
+            else (s["term"], s["raft"]["commit_index"], s["dispatched_offset"])
+            if self.raft
+            else (s["write_offset"], s["dispatched_offset"])
             for s in seen
         }
         return None not in keys and len(keys) == 1

@@ -47,6 +47,15 @@ KINDS = (
 )
 
 
+# A master/slave pair: no Raft repair (bit flips, cut files) and no third node (ring,
+# pause-kill); "leader" is the master.
+MASTER_SLAVE_KINDS = tuple(
+    k
+    for k in KINDS
+    if k not in ("bitflip", "bitflip-restart", "truncate-restart", "partition-ring", "pause-kill")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     at_s: float
@@ -65,28 +74,22 @@ def _steps(rng: random.Random, duration_s: float, kinds: list[str]) -> list[Step
     return steps
 
 
-def scenario(name: str) -> Callable[[random.Random, float], list[Step]]:
-    """`smoke`, `mixed`, or one fault kind repeated (e.g. `kill-leader`)."""
+def scenario(name: str, *, raft: bool = True) -> Callable[[random.Random, float], list[Step]]:
+    """`smoke`, `mixed`, or one fault kind repeated (e.g. `kill-leader`); a master/slave
+    pair takes only `MASTER_SLAVE_KINDS` (its smoke has no Raft repair)."""
+    kinds = KINDS if raft else MASTER_SLAVE_KINDS
     if name == "smoke":
-        return lambda rng, d: _steps(
-            rng,
-            d,
-            [
-                "kill-leader",
-                "partition-leader",
-                "kill-leader",
-                "power-loss-leader",
-                "bitflip-restart",
-                "truncate-restart",
-            ],
-        )
+        smoke = ["kill-leader", "partition-leader", "kill-leader", "power-loss-leader"]
+        if raft:
+            smoke += ["bitflip-restart", "truncate-restart"]
+        return lambda rng, d: _steps(rng, d, smoke)
     if name == "mixed":
         return lambda rng, d: _steps(
-            rng, d, [rng.choice(KINDS) for _ in range(max(1, int(d // 8)))]
+            rng, d, [rng.choice(kinds) for _ in range(max(1, int(d // 8)))]
         )
-    if name in KINDS:
+    if name in kinds:
         return lambda rng, d: _steps(rng, d, [name] * max(1, int(d // 8)))
-    raise ValueError(f"unknown scenario {name!r}; known: smoke, mixed, {', '.join(KINDS)}")
+    raise ValueError(f"unknown scenario {name!r}; known: smoke, mixed, {', '.join(kinds)}")
 
 
 class Nemesis(threading.Thread):

@@ -97,6 +97,7 @@ class HAMember:
         self,
         layout: NodeLayout,
         log_end: int,
+        flushed: Published[int],
         reput: pykka.ActorRef[Any],
         on_fatal: FatalHandler,
     ) -> pykka.ActorRef[Any] | None:
@@ -107,6 +108,7 @@ class HAMember:
         self.actor = HAMasterActor.start(
             CommitLogReader(layout.commitlog, store.segment_size_bytes),
             log_end=log_end,
+            flushed=flushed,
             reput=reput,
             send=self.send,
             status=self.status,

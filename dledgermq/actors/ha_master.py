@@ -3,8 +3,15 @@ holds the confirm offset until a slave acknowledged (RocketMQ's HAService as one
 
 On a slave's report it checks that its log holds the slave's tail and restarts that
 slave's stream there; it pushes whole entries (`broker/ha.py next_chunk`, read through its
-own `CommitLogReader`, never past the written offset) a bounded window ahead, and pushes
-again when the writer reports a write (`Written`), an ack opens the window, or on Tick.
+own `CommitLogReader`) a bounded window ahead, and pushes again when the writer reports a
+write (`Written`) or a flushed entry (`AwaitSlave`), an ack opens the window, or on Tick.
+
+It never pushes past the *flushed* offset: a slave holding bytes its master never
+fsynced would diverge from it when the master loses power and comes back without them
+(the chaos runner's master power loss found this: the slave then refused every push until
+re-seeded). In sync flush those bytes were never acknowledged; in async flush they are the
+documented loss of a dead master's unsynced tail. Replication trails the master's fsync:
+at once in sync flush, by up to `flush_interval_ms` in async flush.
 
 Sync mode: the writer hands over each flushed entry (`AwaitSlave`); the entry is confirmed
 on the ReputActor once a slave acknowledged its end, or, after `sync_timeout_ms` (at once
@@ -122,6 +129,7 @@ class HAMasterActor(FailStopActor):
         reader: CommitLogReader,
         *,
         log_end: int,
+        flushed: Published[int],
         reput: pykka.ActorRef[Any],
         send: SendFrame,
         status: Published[HAStatus],
@@ -131,6 +139,7 @@ class HAMasterActor(FailStopActor):
         super().__init__(on_fatal)
         self._reader = reader
         self._log_end = log_end
+        self._flushed = flushed
         self._reput = reput
         self._send = send
         self._status = status
@@ -158,6 +167,7 @@ class HAMasterActor(FailStopActor):
                     end_offset, reply, now_ms=self._now_ms, slaves_alive=alive
                 )
                 self._settle(settled, f"no slave has been heard for {timeout_ms} ms")
+                self._pump_all()  # It was flushed before the writer handed it over.
             case Tick(now_ms):
                 self._tick(now_ms)
             case _:
@@ -170,7 +180,7 @@ class HAMasterActor(FailStopActor):
             check_tail(
                 self._reader.read_bytes,
                 report.tail,
-                log_end=self._log_end,
+                log_end=self._durable_end(),
                 segment_size=self._options.segment_size_bytes,
             )
         except LogMismatch as exc:
@@ -195,6 +205,10 @@ class HAMasterActor(FailStopActor):
         self._pump_all()
         self._publish()
 
+    def _durable_end(self) -> int:
+        """Where pushes stop: the log's end, as far as it is fsynced here."""
+        return min(self._log_end, self._flushed.value)
+
     def _pump_all(self) -> None:
         for slave_id in self._links.links:
             self._pump(slave_id)
@@ -202,13 +216,14 @@ class HAMasterActor(FailStopActor):
     def _pump(self, slave_id: int) -> None:
         """Push whole entries to the slave until its window is full or it has everything."""
         links, link = self._links, self._links.links[slave_id]
-        while links.can_push(slave_id, self._log_end, self._now_ms):
+        end = self._durable_end()
+        while links.can_push(slave_id, end, self._now_ms):
             assert link.session is not None
             try:
                 chunk = next_chunk(
                     self._reader.read_bytes,
                     link.cursor,
-                    self._log_end,
+                    end,
                     segment_size=self._options.segment_size_bytes,
                     expect_index=link.expect_index,
                     max_bytes=self._options.chunk_bytes,
