@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dledgermq.cli_consume import add_mode_args, check_mode_args, consume_with_mode
 from dledgermq.cli_dlq import add_dlq_commands
+from dledgermq.cli_txn import add_txn_commands
 from dledgermq.client import Admin, Message, MessageQueue, Producer, PullConsumer
 from dledgermq.errors import OffsetOutOfRange
 
@@ -65,11 +67,13 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
         help="seconds to wait for more messages when fewer than --count",
     )
     consume.add_argument("--no-commit", action="store_true", help="do not commit offsets")
+    add_mode_args(consume)
     consume.set_defaults(handler=consume_command)
 
     _add_admin_commands(commands, client_parser)
     _add_group_commands(commands, client_parser)
     add_dlq_commands(commands, client_parser)
+    add_txn_commands(commands, client_parser)
 
     query = client_parser("query", "find messages by key or by id")
     query.add_argument("--id", help="message id (or the client's unique key)")
@@ -325,7 +329,9 @@ def consume_command(args: argparse.Namespace) -> int:
         raise cli.CliError("--count must be within 1..100000")
     if not 0 <= args.wait <= MAX_CONSUME_WAIT_S:
         raise cli.CliError(f"--wait must be within 0..{MAX_CONSUME_WAIT_S:.0f} seconds")
-    messages = cli.run_async(_consume(args, cli.namesrv_addrs(args)))
+    check_mode_args(args, cli.CliError)
+    consume = consume_with_mode if args.orderly or args.broadcast else _consume
+    messages = cli.run_async(consume(args, cli.namesrv_addrs(args)))
     _emit_messages(args, messages, "(no messages)")
     return 0
 

@@ -81,6 +81,20 @@ class LimitsConfig:
     # gets TOPIC_NOT_FOUND. Names starting with `%` (system topics) are never created.
     auto_create_topic: bool = False
     auto_create_topic_queues: int = 4
+    # Consumer queue leases (clustering mode, orderly locks): renewed by heartbeats; a
+    # consumer stops a queue after 3/4 of it without a renewal.
+    consumer_lease_ms: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionConfig:
+    """Transactional messages: when half messages without an outcome are checked back with
+    their producer group, and how many may be pending (RocketMQ's BrokerConfig values)."""
+
+    check_immunity_s: float = 6.0  # first check-back this long after the half message
+    check_interval_s: float = 30.0  # then again every interval
+    max_check_times: int = 15  # unanswered check-backs before it is rolled back
+    max_pending: int = 10_000  # half messages without an outcome; beyond: 503 BUSY
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,7 @@ class BrokerGroupConfig:
     store: StoreConfig
     limits: LimitsConfig
     replication: ReplicationConfig = ReplicationConfig()
+    transactions: TransactionConfig = TransactionConfig()
     # Where the group runs (availability zone, machine room), for zone-aware consumers;
     # a node's own `zone` overrides it (a Raft group spread over zones).
     zone: str | None = None
@@ -280,13 +295,29 @@ def _validate_group(group: BrokerGroupConfig) -> None:
     if group.mode == "master_slave":
         _validate_master_slave(where, group)
     _validate_store(where, group.store, group.limits)
+    _validate_transactions(where, group.transactions)
     if not 1 <= group.limits.default_queues <= 1024:
         raise ConfigError(f"{where}: default_queues must be within 1..1024")
     if not 1 <= group.limits.auto_create_topic_queues <= 1024:
         raise ConfigError(f"{where}: auto_create_topic_queues must be within 1..1024")
+    _validate_consumer_lease(where, group)
     for zone in (group.zone, *(n.zone for n in group.nodes)):
         if zone is not None and not ZONE_NAME.fullmatch(zone):
             raise ConfigError(f"{where}: zone {zone!r} must match {ZONE_NAME.pattern}")
+
+
+def _validate_consumer_lease(where: str, group: BrokerGroupConfig) -> None:
+    """The lease bounds orderly locks; in a Raft group the quarter of it a consumer keeps
+    in reserve must outlast a deposed leader (two election timeouts, check quorum)."""
+    lease_ms = group.limits.consumer_lease_ms
+    if not 1_000 <= lease_ms <= 600_000:
+        raise ConfigError(f"{where}: consumer_lease_ms must be within 1000..600000")
+    floor_ms = 8 * group.replication.election_timeout_ms
+    if group.mode == "raft" and lease_ms <= floor_ms:
+        raise ConfigError(
+            f"{where}: consumer_lease_ms ({lease_ms}) must exceed 8 x election_timeout_ms "
+            f"({floor_ms}) so that a deposed leader cannot overlap an orderly lock"
+        )
 
 
 def _validate_raft(where: str, group: BrokerGroupConfig) -> None:
@@ -373,6 +404,17 @@ def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> Non
         raise ConfigError(f"{where}: message_delay_level: {exc}") from None
 
 
+def _validate_transactions(where: str, txn: TransactionConfig) -> None:
+    if not 0 <= txn.check_immunity_s <= 86_400:
+        raise ConfigError(f"{where}: transactions.check_immunity_s must be within 0..86400")
+    if not 0.1 <= txn.check_interval_s <= 86_400:
+        raise ConfigError(f"{where}: transactions.check_interval_s must be within 0.1..86400")
+    if not 1 <= txn.max_check_times <= 1_000:
+        raise ConfigError(f"{where}: transactions.max_check_times must be within 1..1000")
+    if not 1 <= txn.max_pending <= 1_000_000:
+        raise ConfigError(f"{where}: transactions.max_pending must be within 1..1000000")
+
+
 def _namesrv(item: Any) -> NamesrvConfig:
     item = _mapping(item, "namesrvs[]")
     return NamesrvConfig(
@@ -406,6 +448,10 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
         **_mapping(root.get("limits", {}), "limits"),
         **_mapping(item.get("limits", {}), "limits"),
     }
+    transactions_raw = {
+        **_mapping(root.get("transactions", {}), "transactions"),
+        **_mapping(item.get("transactions", {}), "transactions"),
+    }
     mode = str(item.get("mode", "standalone"))
     replication_raw = _mapping(item.get("replication", {}), f"{name}.replication")
     _check_replication_fields(f"{name}.replication", mode, replication_raw)
@@ -416,6 +462,7 @@ def _group(item: Any, root: dict[str, Any]) -> BrokerGroupConfig:
         store=_dataclass_from(StoreConfig, store_raw, f"{name}.store"),
         limits=_dataclass_from(LimitsConfig, limits_raw, f"{name}.limits"),
         replication=_dataclass_from(ReplicationConfig, replication_raw, f"{name}.replication"),
+        transactions=_dataclass_from(TransactionConfig, transactions_raw, f"{name}.transactions"),
         zone=_zone(item, f"{name}.zone"),
     )
 

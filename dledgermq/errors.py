@@ -148,6 +148,21 @@ class SlaveNotAvailable(MQError):
     status = 503
 
 
+class TransactionNotFound(MQError):
+    """No transaction with this id at this half-message offset (pending or remembered)."""
+
+    code = "TRANSACTION_NOT_FOUND"
+    status = 404
+
+
+class TransactionConflict(MQError):
+    """The transaction already ended with the other outcome (e.g. rolled back after its
+    check-backs went unanswered); the body names the outcome that stands."""
+
+    code = "TRANSACTION_CONFLICT"
+    status = 409
+
+
 ERRORS_BY_CODE: dict[str, type[MQError]] = {
     cls.code: cls
     for cls in (
@@ -172,6 +187,8 @@ ERRORS_BY_CODE: dict[str, type[MQError]] = {
         Unavailable,
         SlaveNotAvailable,
         CorruptData,
+        TransactionNotFound,
+        TransactionConflict,
     )
 }
 

@@ -38,11 +38,14 @@ from dledgermq.actors.repair import Damaged, RepairActor, RepairOptions, RepairS
 from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
+from dledgermq.actors.transaction_checker import CheckerOptions, TransactionCheckerActor
 from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, SubmitEntry, make_broker_app
 from dledgermq.api.registration import registration
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.lock_grace import stale_writer_ms
+from dledgermq.broker.transactions import CheckPolicy
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.ha_member import HAMember
 from dledgermq.raft_member import RaftMember, start_raft_member
@@ -93,6 +96,7 @@ class BrokerNode:
     delay_scheduler: pykka.ActorRef[Any]
     raft: RaftMember | None = None
     ha: HAMember | None = None
+    transaction_checker: pykka.ActorRef[Any] | None = None
 
     def stop(self) -> None:
         """The Raft node or HA actor and the writer first (no new entries), the file
@@ -104,6 +108,7 @@ class BrokerNode:
         first += [self.raft.repair] if self.raft is not None and self.raft.repair else []
         first += [self.ha.actor] if self.ha is not None and self.ha.actor else []
         first += [self.rebalancer, self.delay_scheduler]
+        first += [self.transaction_checker] if self.transaction_checker is not None else []
         for ref in (*first, self.writer, self.file_syncer, self.flusher, self.reput):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(timeout=30)
@@ -334,7 +339,15 @@ def start_actors(
         role = Published(ReplicaRole("standalone", "master", 0))
         submit, raft_node = _append_to(writer), None
     rebalancer = RebalancerActor.start(
-        published.topics, RebalanceOptions(group.name), on_fatal=hooks.on_fatal
+        published.topics,
+        RebalanceOptions(
+            group.name,
+            lease_ms=group.limits.consumer_lease_ms,
+            stale_writer_ms=stale_writer_ms(
+                group.replication.election_timeout_ms if raft_mode else None
+            ),
+        ),
+        on_fatal=hooks.on_fatal,
     )
     delay_scheduler = DelaySchedulerActor.start(
         reput=reput,
@@ -345,7 +358,22 @@ def start_actors(
         on_fatal=hooks.on_fatal,
     )
     timed = [raft_node] if raft_node else [ha.actor] if ha is not None and ha.actor else []
-    timed += [rebalancer, delay_scheduler]
+    txn = group.transactions
+    transaction_checker = TransactionCheckerActor.start(
+        reput=reput,
+        submit=submit,
+        role=role,
+        marks=marks,
+        options=CheckerOptions(
+            CheckPolicy(
+                int(txn.check_immunity_s * 1000),
+                int(txn.check_interval_s * 1000),
+                txn.max_check_times,
+            )
+        ),
+        on_fatal=hooks.on_fatal,
+    )
+    timed += [rebalancer, delay_scheduler, transaction_checker]
     timed += [raft.repair] if raft is not None and raft.repair is not None else []
     ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
     if not hooks.manual_ticks:
@@ -367,6 +395,8 @@ def start_actors(
         repair=repair_stats,
         rebalancer=rebalancer,
         delay_levels=store.delay_levels,
+        transaction_checker=transaction_checker,
+        transactions=group.transactions,
     )
     return BrokerNode(
         context,
@@ -379,6 +409,7 @@ def start_actors(
         delay_scheduler=delay_scheduler,
         raft=raft,
         ha=ha,
+        transaction_checker=transaction_checker,
     )
 
 

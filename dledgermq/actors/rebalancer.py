@@ -12,7 +12,11 @@ two members of a group at once. Members that stop heartbeating are dropped after
 
 Membership and leases are soft state, rebuilt by heartbeats: after a failover the new
 leader knows every member within one heartbeat interval; a lease then starts afresh
-(a consumer still pulling from the old leader's address gets NOT_LEADER).
+(a consumer still pulling from the old leader's address gets NOT_LEADER). Orderly
+consumers need more: a new writer epoch (a new term on this node, or the first heartbeat
+after start) drops the lease table and begins with a grace period in which an orderly
+member gets only the queues it still holds, first claim wins (`broker/lock_grace.py`),
+so no queue is processed by two orderly consumers across a failover.
 
 Owns: `GroupMembers`, `QueueLocks`, each group's strategy. Must not: touch the log.
 """
@@ -27,6 +31,7 @@ from dledgermq.actors.published import Published
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
+from dledgermq.broker.lock_grace import STALE_WRITER_SLACK_MS, WriterEpoch, grant_orderly
 from dledgermq.broker.membership import GroupMembers, QueueLocks
 from dledgermq.broker.rebalance import AVERAGE, STRATEGIES, MessageQueue, allocate
 from dledgermq.broker.topics import TopicConfig
@@ -44,6 +49,12 @@ class Heartbeat:
     # The zone of this broker (the writer answering): every queue of the group lies there,
     # so `zone_aware` gives them to members of that zone when it has any.
     broker_zone: str | None = None
+    # The writer's term when the API took the request (0 outside Raft groups).
+    term: int = 0
+    # An orderly member: its grants follow the grace rules after a change of writer.
+    orderly: bool = False
+    # (topic, queue id) pairs the member holds under a lease it still considers valid.
+    held: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,13 @@ class RebalanceOptions:
     broker_name: str
     member_timeout_ms: int = 15_000
     lease_ms: int = 20_000
+    # How long an earlier writer may still grant leases once this node became the writer.
+    stale_writer_ms: int = STALE_WRITER_SLACK_MS
+
+    @property
+    def grace_ms(self) -> int:
+        """A new writer's grace for orderly members: every earlier lease has ended after it."""
+        return self.lease_ms + self.stale_writer_ms
 
 
 class RebalancerActor(FailStopActor):
@@ -93,6 +111,7 @@ class RebalancerActor(FailStopActor):
         self._locks = QueueLocks()
         self._strategies: dict[str, str] = {}
         self._now_ms: int | None = None
+        self._epoch: WriterEpoch | None = None
 
     def on_receive(self, message: object) -> None:
         match message:
@@ -122,10 +141,22 @@ class RebalancerActor(FailStopActor):
             raise Unavailable("the broker is starting; heartbeat again")
         return self._now_ms
 
+    def _writer_epoch(self, term: int, now_ms: int) -> WriterEpoch:
+        """The epoch of this node as writer in `term`; a new one drops every lease (an
+        other writer may have granted them since) and starts the orderly grace."""
+        epoch = self._epoch
+        if epoch is not None and term < epoch.term:
+            raise Unavailable(f"heartbeat of term {term} arrived in term {epoch.term}; again")
+        if epoch is None or term > epoch.term:
+            self._locks = QueueLocks()
+            epoch = self._epoch = WriterEpoch(term, now_ms, self._options.grace_ms)
+        return epoch
+
     def _heartbeat(self, beat: Heartbeat) -> dict[str, Any]:
         if beat.strategy not in STRATEGIES:
             raise BadRequest(f"unknown strategy {beat.strategy!r}; one of {list(STRATEGIES)}")
         now = self._now()
+        epoch = self._writer_epoch(beat.term, now)
         self._members.heartbeat(beat.group, beat.client_id, beat.zone, beat.subscriptions, now)
         self._strategies[beat.group] = beat.strategy
         topics = self._topics.value
@@ -141,15 +172,32 @@ class RebalancerActor(FailStopActor):
                 self._members.subscribers(beat.group, topic), queues, beat.strategy
             )
             mine = allocation.get(beat.client_id, ())
-            assignment[topic] = [
-                q.queue_id
-                for q in mine
-                if self._locks.try_lock(beat.group, q, beat.client_id, now, self._options.lease_ms)
-            ]
+            lease_ms = self._options.lease_ms
+            if beat.orderly:
+                held = [MessageQueue(topic, broker, q) for t, q in beat.held if t == topic]
+                granted = grant_orderly(
+                    self._locks,
+                    beat.group,
+                    beat.client_id,
+                    allocated=mine,
+                    held=held,
+                    readable=queues,
+                    epoch=epoch,
+                    now_ms=now,
+                    lease_ms=lease_ms,
+                )
+            else:
+                granted = tuple(
+                    q
+                    for q in mine
+                    if self._locks.try_lock(beat.group, q, beat.client_id, now, lease_ms)
+                )
+            assignment[topic] = [q.queue_id for q in granted]
         return {
             "assignment": assignment,
             "lease_ms": self._options.lease_ms,
             "members": [m.client_id for m in self._members.members(beat.group)],
+            "grace_ms": epoch.grace_left_ms(now),
         }
 
     def _release(self, group: str, client_id: str, topic: str, queue_ids: tuple[int, ...]) -> int:

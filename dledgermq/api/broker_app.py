@@ -25,6 +25,7 @@ from dledgermq.actors.repair import RepairStats
 from dledgermq.actors.reput import Pull, PullRequest, Read, ReputPublished
 from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
+from dledgermq.api.lock_fields import orderly_fields
 from dledgermq.api.openapi import build_openapi
 from dledgermq.api.params import check_known, int_param, path_int, str_param
 from dledgermq.bridge import ReplyTo
@@ -59,7 +60,7 @@ from dledgermq.broker.topics import (
     check_topic_name,
     make_topic_config,
 )
-from dledgermq.config import LimitsConfig
+from dledgermq.config import LimitsConfig, TransactionConfig
 from dledgermq.errors import BadRequest, Busy, NotLeader, TopicExists, TopicNotFound
 from dledgermq.store.record import MessageDraft
 from dledgermq.wire import error_middleware, read_body, respond, wants_msgpack
@@ -99,6 +100,8 @@ class BrokerContext:
     repair: Published[RepairStats] | None = None  # Raft groups: damaged records and repairs.
     rebalancer: pykka.ActorRef[Any] | None = None  # Consumer-group membership and leases.
     delay_levels: DelayLevels = DEFAULT_LEVELS
+    transaction_checker: pykka.ActorRef[Any] | None = None  # Check-backs (the writer's).
+    transactions: TransactionConfig = field(default_factory=TransactionConfig)
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -157,6 +160,9 @@ def make_broker_app(context: BrokerContext) -> web.Application:
     from dledgermq.api.retry_handlers import add_retry_routes  # It builds on this module.
 
     add_retry_routes(app)
+    from dledgermq.api.transaction_handlers import add_transaction_routes
+
+    add_transaction_routes(app)
     return app
 
 
@@ -594,8 +600,9 @@ async def group_heartbeat(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     group = check_group_name(request.match_info["group"])
     body = await read_body(request)
-    _check_fields(body, {"client_id", "zone", "subscriptions", "strategy"})
+    _check_fields(body, {"client_id", "zone", "subscriptions", "strategy", "orderly", "held"})
     client_id = _client_id(body)
+    orderly, held = orderly_fields(body)
     zone = body.get("zone")
     if zone is not None and not isinstance(zone, str):
         raise BadRequest("`zone` must be a string")
@@ -610,7 +617,16 @@ async def group_heartbeat(request: web.Request) -> web.Response:
     answer = await _ask_rebalancer(
         ctx,
         lambda reply: Heartbeat(
-            group, client_id, zone, subscriptions, strategy, reply, ctx.identity.zone
+            group,
+            client_id,
+            zone,
+            subscriptions,
+            strategy,
+            reply,
+            ctx.identity.zone,
+            term=ctx.role.value.term,
+            orderly=orderly,
+            held=held,
         ),
     )
     return respond(request, answer)

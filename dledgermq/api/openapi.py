@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dledgermq import __version__
+from dledgermq.api.openapi_transactions import TRANSACTION_ROUTES, TRANSACTION_SCHEMAS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OBJECT: dict[str, Any] = {"type": "object"}
@@ -241,6 +242,12 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
                     "type": "string",
                     "enum": ["average", "average_by_circle", "consistent_hash", "zone_aware"],
                 },
+                "orderly": {"type": "boolean", "default": False},
+                "held": {
+                    "type": "object",
+                    "description": "orderly only: queues still held under a valid lease",
+                    "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+                },
             },
         },
         {
@@ -252,6 +259,7 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
                 },
                 "lease_ms": {"type": "integer"},
                 "members": {"type": "array", "items": {"type": "string"}},
+                "grace_ms": {"type": "integer", "description": "orderly grace left (ms)"},
             },
         },
         (400, 503),
@@ -308,6 +316,12 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
             "properties": {
                 "msg_ids": {"type": "array", "items": {"type": "string"}},
                 "max_reconsume_times": {"type": "integer", "minimum": 0, "maximum": 1000},
+                "dead_letter": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "straight to %DLQ%<group> (orderly local retries used up)",
+                },
+                "reconsume_times": {"type": "integer", "minimum": 0, "maximum": 1000},
             },
         },
         {
@@ -396,6 +410,10 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         (),
     ),
 ]
+
+
+ROUTES += TRANSACTION_ROUTES
+SCHEMAS.update(TRANSACTION_SCHEMAS)
 
 
 def _operation(route: tuple[Any, ...]) -> dict[str, Any]:

@@ -134,14 +134,10 @@ async def send_back(request: web.Request) -> web.Response:
     with admitted(ctx):
         _check_writable(ctx)
         body = await read_body(request)
-        _check_fields(body, {"msg_ids", "max_reconsume_times"})
+        _check_fields(body, {"msg_ids", "max_reconsume_times", "dead_letter", "reconsume_times"})
         msg_ids = _msg_ids(body, ctx.limits.max_batch_messages)
-        max_times = body.get("max_reconsume_times", MAX_RECONSUME_TIMES_DEFAULT)
-        if type(max_times) is not int or not 0 <= max_times <= MAX_RECONSUME_TIMES_LIMIT:
-            raise BadRequest(
-                f"max_reconsume_times must be within 0..{MAX_RECONSUME_TIMES_LIMIT}, "
-                f"got {max_times!r}"
-            )
+        max_times = _count_field(body, "max_reconsume_times", MAX_RECONSUME_TIMES_DEFAULT)
+        dead_letter_times = _dead_letter_times(body)
         letters: list[Letter] = await read(ctx, _letters(msg_ids))
         plan = plan_send_back(
             letters,
@@ -151,6 +147,7 @@ async def send_back(request: web.Request) -> web.Response:
             levels=ctx.delay_levels,
             now_ms=now_ms(),
             queue_hint=next(ctx.round_robin),
+            dead_letter_times=dead_letter_times,
         )
         check_entry_size(plan.drafts, len(letters), ctx.limits.max_batch_bytes)
         stored = await append(ctx, plan.drafts)
@@ -168,6 +165,28 @@ async def send_back(request: web.Request) -> web.Response:
             }
         )
     return respond(request, {"results": results})
+
+
+def _count_field(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name, default)
+    if type(value) is not int or not 0 <= value <= MAX_RECONSUME_TIMES_LIMIT:
+        raise BadRequest(
+            f"{name} must be within 0..{MAX_RECONSUME_TIMES_LIMIT}, got {value!r}", field=name
+        )
+    return value
+
+
+def _dead_letter_times(body: dict[str, Any]) -> int | None:
+    """`dead_letter: true` sends straight to the DLQ (an orderly consumer's local retries
+    are used up), recording `reconsume_times` (its local count); None: the usual policy."""
+    dead_letter = body.get("dead_letter", False)
+    if type(dead_letter) is not bool:
+        raise BadRequest("`dead_letter` must be true or false", field="dead_letter")
+    if not dead_letter:
+        if "reconsume_times" in body:
+            raise BadRequest("`reconsume_times` goes with `dead_letter: true`")
+        return None
+    return _count_field(body, "reconsume_times", 0)
 
 
 # -- dead letters -----------------------------------------------------------------------------

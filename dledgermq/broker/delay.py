@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dledgermq.broker.retry import DelayLevels
 from dledgermq.broker.topics import PERM_READ_WRITE, TopicConfig
 from dledgermq.errors import BadRequest
-from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record
+from dledgermq.store.record import MessageDraft, Record
 
 SCHEDULE_TOPIC = "%DELAY%SCHEDULE"
 SCHEDULE_PREFIX = "%DELAY%"
@@ -120,5 +120,7 @@ def draft_of(record: Record) -> MessageDraft:
         born_host=record.born_host,
         reconsume_times=record.reconsume_times,
         prepared_transaction_offset=record.prepared_transaction_offset,
-        flags=record.flags & ~FLAG_ENTRY_END,
+        # Flags describe the stored record (its entry's end, a transaction's end), never
+        # the message: a copy written elsewhere starts without them.
+        flags=0,
     )

@@ -24,6 +24,7 @@ from dledgermq.broker.produce import KEY_SEPARATOR, PROPERTY_KEYS, PROPERTY_TAGS
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.state import BrokerState
 from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
+from dledgermq.broker.transactions import FLAG_TRANSACTION_END, HALF_TOPIC, half_topic_config
 from dledgermq.errors import (
     CorruptData,
     MessageNotFound,
@@ -149,6 +150,7 @@ class Dispatcher:
         """
         self.broker_hash = broker_hash(broker_name)
         self.schedule = schedule_config(delay_levels)
+        self.half = half_topic_config()
         # Told the commitlog offset of a record that failed its checks (node.py: repair).
         self.on_damaged: Callable[[int], None] = lambda offset: None
         self._layout = layout
@@ -305,6 +307,8 @@ class Dispatcher:
         config = self.state.topics.get(topic)
         if config is None and topic == SCHEDULE_TOPIC:
             config = self.schedule
+        elif config is None and topic == HALF_TOPIC:
+            config = self.half
         if config is None or queue_id >= config.queue_count:
             return None  # Topic deleted or shrunk after the send: nothing to deliver.
         cq = self._writable_queues[topic, queue_id] = self.cqs.get_or_create(topic, queue_id)
@@ -315,6 +319,10 @@ class Dispatcher:
     ) -> DispatchedMessage | None:
         """Runs once per message: lookups are cached per queue, results built positionally."""
         topic, queue_id, offset = record.topic, record.queue_id, record.commitlog_offset
+        if record.flags & FLAG_TRANSACTION_END and not self.state.transactions.apply_commit_copy(
+            offset, record.size, record.properties, record.store_timestamp_ms
+        ):
+            return None  # A commit of a transaction that had ended: void, never delivered.
         queue_key = (topic, queue_id)
         cq = self._writable_queues.get(queue_key)
         if cq is None:
@@ -324,6 +332,19 @@ class Dispatcher:
         properties = record.properties
         if topic == SCHEDULE_TOPIC:  # Its units carry the due time, not a tag hash.
             queue_offset = cq.append(offset, record.size, due_at(properties))
+        elif topic == HALF_TOPIC:  # Pending now; not indexed (its committed copy will be).
+            queue_offset = cq.append(offset, record.size, 0)
+            self.state.transactions.add_half(
+                offset, record.size, properties, record.store_timestamp_ms
+            )
+            batch.touched.add(queue_key)
+            return DispatchedMessage(
+                make_msg_id(self.broker_hash, offset, record.size),
+                properties.get(PROPERTY_UNIQ_KEY, ""),
+                queue_id,
+                queue_offset,
+                offset,
+            )
         else:
             queue_offset = cq.append(offset, record.size, tag_hash(properties.get(PROPERTY_TAGS)))
         batch.touched.add(queue_key)
@@ -415,6 +436,11 @@ class Dispatcher:
                 record = self._read(unit.commitlog_offset, unit.size)
                 due.append(DueMessage(queue_id, unit.queue_offset, record))
         return due
+
+    def read_stored(self, offset: int, size: int) -> Record | None:
+        """A record the broker's own bookkeeping points at (a half message); None if
+        retention removed it. A damaged one raises CorruptData (never served)."""
+        return self._read(offset, size)
 
     def get_message(self, msg_id: str) -> StoredMessage:
         """By offset message id (this broker) or by the client's unique key."""

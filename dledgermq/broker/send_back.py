@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from dledgermq.broker.delay import PROPERTY_DELAY, PROPERTY_DELIVER_AT, draft_of, schedule
 from dledgermq.broker.retry import (
+    DeadLetter,
     DelayLevels,
     RetryDecision,
     RetryLater,
@@ -154,8 +155,11 @@ def plan_send_back(  # noqa: PLR0913 - the letters and everything the decision d
     levels: DelayLevels,
     now_ms: int,
     queue_hint: int = 0,
+    dead_letter_times: int | None = None,
 ) -> SendBackPlan:
-    """The entry that sends `letters` back for `group`.
+    """The entry that sends `letters` back for `group`. With `dead_letter_times` every
+    letter goes straight to the DLQ (an orderly consumer retried it locally that many
+    times; the letter records the larger of that and its stored count).
 
     Raises:
         BadRequest: a letter may not be sent back (`check_sendable`), a bad maximum.
@@ -169,7 +173,11 @@ def plan_send_back(  # noqa: PLR0913 - the letters and everything the decision d
     for letter in letters:
         record = letter.record
         check_sendable(record, group)
-        decision = next_retry(record.reconsume_times, max_reconsume_times, levels)
+        decision: RetryDecision = (
+            next_retry(record.reconsume_times, max_reconsume_times, levels)
+            if dead_letter_times is None
+            else DeadLetter(max(record.reconsume_times, dead_letter_times))
+        )
         target = retry if isinstance(decision, RetryLater) else dlq
         config = _group_topic(target, topics, created)
         draft = _marked(letter)._replace(

@@ -1,5 +1,6 @@
 """Broker state that travels through the CommitLog: topic configs, consumer offsets, delay
-progress and the broker group's own permission (the maintenance write-disable switch).
+progress, the broker group's own permission (the maintenance write-disable switch) and
+transactions (pending half messages and outcomes, `broker/transactions.py`).
 
 A deterministic state machine over internal records (DESIGN.md §5 rule 5): every replica
 that applies the same committed records in the same order holds the same state, so a new
@@ -22,9 +23,11 @@ from dledgermq.broker.topics import (
     PERM_WRITE,
     SYSTEM_PREFIX,
     TOPIC_CONFIG_TOPIC,
+    TRANSACTION_OP_TOPIC,
     VALID_PERMS,
     TopicConfig,
 )
+from dledgermq.broker.transactions import TransactionTable
 from dledgermq.store.record import MessageDraft
 
 SNAPSHOT_VERSION = 1
@@ -40,6 +43,7 @@ class BrokerState:
     # The broker group's permission (RocketMQ brokerPermission): 6, or 4 while writes are
     # disabled for maintenance. Masks every topic's perm in the NameServer route.
     perm: int = PERM_READ_WRITE
+    transactions: TransactionTable = field(default_factory=TransactionTable)
 
     @property
     def writable(self) -> bool:
@@ -50,16 +54,7 @@ class BrokerState:
         assert topic.startswith(SYSTEM_PREFIX), topic
         change: dict[str, Any] = msgpack.unpackb(body, strict_map_key=False)
         if topic == TOPIC_CONFIG_TOPIC:
-            name = change["topic"]
-            if change["op"] == "put":
-                # An auto-created topic never replaces one an admin created meanwhile.
-                if not (change.get("if_absent") and name in self.topics):
-                    self.topics[name] = TopicConfig.from_wire(change["config"])
-            else:
-                self.topics.pop(name, None)
-                for by_topic in self.offsets.values():
-                    by_topic.pop(name, None)
-            return str(name)
+            return self._apply_topic(change)
         if topic == BROKER_PERM_TOPIC:
             self.perm = int(change["perm"])
             return None
@@ -67,12 +62,27 @@ class BrokerState:
             for queue_id, offset in change["progress"].items():
                 self.delay_progress[int(queue_id)] = int(offset)
             return None
+        if topic == TRANSACTION_OP_TOPIC:
+            self.transactions.apply(change)
+            return None
         if topic == CONSUMER_OFFSET_TOPIC:
             queues = self.offsets.setdefault(change["group"], {}).setdefault(change["topic"], {})
             for queue_id, offset in change["offsets"].items():
                 queues[int(queue_id)] = int(offset)
             return None
         return None  # A system record of a later version: ignored, never fatal.
+
+    def _apply_topic(self, change: dict[str, Any]) -> str:
+        name = change["topic"]
+        if change["op"] == "put":
+            # An auto-created topic never replaces one an admin created meanwhile.
+            if not (change.get("if_absent") and name in self.topics):
+                self.topics[name] = TopicConfig.from_wire(change["config"])
+        else:
+            self.topics.pop(name, None)
+            for by_topic in self.offsets.values():
+                by_topic.pop(name, None)
+        return str(name)
 
     def snapshot(self) -> bytes:
         return msgpack.packb(
@@ -82,6 +92,7 @@ class BrokerState:
                 "offsets": self.offsets,
                 "delay_progress": self.delay_progress,
                 "perm": self.perm,
+                "transactions": self.transactions.to_wire(),
             }
         )
 
@@ -97,6 +108,7 @@ class BrokerState:
             },
             delay_progress={int(q): int(o) for q, o in raw.get("delay_progress", {}).items()},
             perm=int(raw.get("perm", PERM_READ_WRITE)),
+            transactions=TransactionTable.from_wire(raw.get("transactions", {})),
         )
 
 

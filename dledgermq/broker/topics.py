@@ -22,8 +22,10 @@ TOPIC_CONFIG_TOPIC = "%SYS%TOPIC"
 CONSUMER_OFFSET_TOPIC = "%SYS%OFFSET"
 DELAY_PROGRESS_TOPIC = "%SYS%DELAY"
 BROKER_PERM_TOPIC = "%SYS%BROKER"  # The broker group's own permission (write-disable).
-# Built-in topics no client may create, send to or read directly (delay.SCHEDULE_TOPIC).
-RESERVED_PREFIXES = (SYSTEM_PREFIX, "%DELAY%")
+TRANSACTION_OP_TOPIC = "%SYS%TXN"  # Rollbacks and check counts (broker/transactions.py).
+# Built-in topics no client may create, send to or read directly (delay.SCHEDULE_TOPIC,
+# transactions.HALF_TOPIC).
+RESERVED_PREFIXES = (SYSTEM_PREFIX, "%DELAY%", "%TRANS%")
 # A user's send never auto-creates a name in the system namespace: `%` starts every
 # built-in topic (%SYS%, %DELAY%, %RETRY%<group>, %DLQ%<group>), whether or not it is
 # reserved against direct sends.

@@ -16,9 +16,19 @@ from dledgermq.client.message import (
 from dledgermq.client.producer import Producer
 from dledgermq.client.push_consumer import PushConsumer, PushOptions, assign_all
 from dledgermq.client.sync import SyncAdmin, SyncProducer, SyncPullConsumer
+from dledgermq.client.sync_transaction import SyncTransactionProducer
+from dledgermq.client.transaction_producer import (
+    HalfMessage,
+    LocalTransactionState,
+    TransactionCheck,
+    TransactionProducer,
+    TransactionSendResult,
+)
 
 __all__ = [
     "Admin",
+    "HalfMessage",
+    "LocalTransactionState",
     "Message",
     "MessageQueue",
     "OutgoingMessage",
@@ -31,5 +41,9 @@ __all__ = [
     "SyncAdmin",
     "SyncProducer",
     "SyncPullConsumer",
+    "SyncTransactionProducer",
+    "TransactionCheck",
+    "TransactionProducer",
+    "TransactionSendResult",
     "assign_all",
 ]

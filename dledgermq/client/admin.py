@@ -306,6 +306,47 @@ class Admin:
             raise ValueError("msg_ids is empty")
         return await dead_letters.resend(self._http, brokers, group, msg_ids)
 
+    async def transactions(
+        self,
+        *,
+        state: str = "all",
+        producer_group: str | None = None,
+        max_items: int = 100,
+        broker_names: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Per broker group: its pending half messages (oldest first) and remembered
+        outcomes (newest first), as `GET /transactions` answers them."""
+        params = {"state": state, "producer_group": producer_group, "max": max_items}
+        results = await self._fan_out(
+            await self._groups(broker_names),
+            lambda addr: self._http.request("GET", addr, "/transactions", params=params),
+        )
+        _raise_partial(results)
+        return {name: r for name, r in sorted(results.items()) if isinstance(r, dict)}
+
+    async def end_transaction(
+        self,
+        broker_name: str,
+        transaction_id: str,
+        *,
+        producer_group: str,
+        commitlog_offset: int,
+        outcome: str,
+    ) -> dict[str, Any]:
+        """Commit or roll back a pending transaction by hand (an operator's end: the same
+        request a producer sends, bound to id, offset and group)."""
+        [addr] = (await self._groups([broker_name])).values()
+        if addr is None:
+            raise Unavailable(f"broker group {broker_name!r} has no writer now")
+        body = {
+            "producer_group": producer_group,
+            "commitlog_offset": commitlog_offset,
+            "outcome": outcome,
+        }
+        return await self._http.request(
+            "POST", addr, f"/transactions/{_q(transaction_id)}/end", body=body
+        )
+
     async def _post_topic(self, addr: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._http.request("POST", addr, "/topics", body=body)
 

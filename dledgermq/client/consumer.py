@@ -141,7 +141,7 @@ class PullConsumer:
         )
         return assignment.get(topic, []), lease_ms
 
-    async def heartbeat_topics(
+    async def heartbeat_topics(  # noqa: PLR0913 - keyword-only heartbeat fields
         self,
         route_topic: str,
         broker_name: str,
@@ -150,9 +150,15 @@ class PullConsumer:
         client_id: str,
         strategy: str,
         zone: str | None = None,
+        held: Mapping[str, Sequence[int]] | None = None,
     ) -> tuple[dict[str, list[int]], int]:
         """A heartbeat naming every topic this member subscribes to (topic -> tag
         expression), sent to the writer of `broker_name` found through `route_topic`.
+
+        Args:
+            held: for an orderly member (None: a concurrent one), the queue ids per topic
+                it holds under a lease it still considers valid; a new writer lets it keep
+                them through its grace period (docs/ARCHITECTURE.md, orderly consumers).
 
         Returns:
             Per topic, the queue ids of that broker group it may consume now; their lease.
@@ -164,6 +170,9 @@ class PullConsumer:
         }
         if zone is not None:
             body["zone"] = zone
+        if held is not None:
+            body["orderly"] = True
+            body["held"] = {topic: sorted(qids) for topic, qids in held.items() if qids}
         mq = MessageQueue(route_topic, broker_name, 0)
         path = f"/groups/{_q(self.group)}/heartbeat"
         answer = await self._call(mq, "POST", path, body=body, write=True)
@@ -179,6 +188,7 @@ class PullConsumer:
         *,
         broker_name: str | None = None,
         max_reconsume_times: int = MAX_RECONSUME_TIMES_DEFAULT,
+        dead_letter_times: int | None = None,
     ) -> list[dict[str, Any]]:
         """Hand messages this group failed to consume back to the broker group they were
         pulled from (RocketMQ's sendMessageBack): each comes again through the group's
@@ -190,6 +200,8 @@ class PullConsumer:
             broker_name: the broker group they came from; by default the one whose hash
                 prefixes each `msg_id`.
             max_reconsume_times: retries before the dead-letter topic (0: at once).
+            dead_letter_times: straight to the dead-letter topic, recording this many
+                (local) reconsumes: what an orderly consumer does after its local retries.
 
         Returns:
             Per message: `{msg_id, status: RETRY|DLQ, topic, reconsume_times,
@@ -209,10 +221,12 @@ class PullConsumer:
         for (topic, broker), grouped in by_broker.items():
             mq = MessageQueue(topic, broker, 0)
             for chunk in send_back_chunks(grouped):
-                body = {
+                body: dict[str, Any] = {
                     "msg_ids": [m.msg_id for m in chunk],
                     "max_reconsume_times": max_reconsume_times,
                 }
+                if dead_letter_times is not None:
+                    body |= {"dead_letter": True, "reconsume_times": dead_letter_times}
                 answer = await self._call(mq, "POST", path, body=body, write=True)
                 results += answer["results"]
         return results
