@@ -33,7 +33,14 @@ from dledgermq.broker.repair import (
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.commitlog import refill_at, write_in_place
 from dledgermq.store.errors import CorruptRecord, StoreDamaged
-from dledgermq.store.record import BLANK_SIZE, MAGIC_MESSAGE, check_record, peek_header
+from dledgermq.store.record import (
+    BLANK_SIZE,
+    HEADER_SIZE,
+    MAGIC_MESSAGE,
+    MAX_RECORD_SIZE,
+    check_record,
+    peek_header,
+)
 from dledgermq.store.segment import list_segments, segment_path, segment_start
 from dledgermq.transport import Transport
 
@@ -224,7 +231,8 @@ def _cut_short_at(directory: Path, segment_size: int, offset: int) -> int | None
     pos = 0
     while pos + BLANK_SIZE <= len(data):
         magic, size = peek_header(data, pos)
-        if magic != MAGIC_MESSAGE:
+        room = segment_size - (offset + pos - start)
+        if magic != MAGIC_MESSAGE or not HEADER_SIZE <= size <= min(MAX_RECORD_SIZE, room):
             return None  # Padding is never cut short (it is one header); else damage.
         if pos + size > len(data):
             return offset + pos

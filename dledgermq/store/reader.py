@@ -164,6 +164,9 @@ class CommitLogReader:
                 continue
             if magic != MAGIC_MESSAGE:
                 raise CorruptRecord(f"bad magic {magic:#x} at {pos}")
+            if not HEADER_SIZE <= size <= MAX_RECORD_SIZE or pos + size > seg_end:
+                # A damaged size field: no record is that large or spans segments.
+                raise CorruptRecord(f"record at {pos} claims an impossible {size} bytes")
             if pos + size > end:
                 raise ValueError(f"record at {pos} ({size} bytes) crosses the end {end}")
             if at + size > len(view):
