@@ -126,6 +126,11 @@ async def routed_on_both(admin: Admin, topic: str) -> bool:
     return len(route["queues"]) == 2
 
 
+async def writable_on_both(admin: Admin, topic: str) -> bool:
+    queues = (await admin.topic_status(topic))["route"]["queues"]
+    return len(queues) == 2 and all(q["perm"] & 2 for q in queues)
+
+
 async def sends_to(producer: Producer, topic: str, count: int) -> set[str]:
     return {(await producer.send(topic, f"m{i}")).queue.broker_name for i in range(count)}
 
@@ -152,5 +157,9 @@ async def test_the_producer_moves_its_sends_to_the_writable_group(tmp_path: Path
 
             for name in ("broker-a", "broker-b"):
                 await admin.set_write_permission(name, writable=True)
+            # The NameServer learns a group's permission from its next registration.
+            await wait_until_async(
+                lambda: writable_on_both(admin, "Moving"), what="both routes writable again"
+            )
             async with Producer(namesrv) as fresh:
                 assert await sends_to(fresh, "Moving", 8) == {"broker-a", "broker-b"}
