@@ -27,13 +27,20 @@ import pykka
 
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.reput import Read
-from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
+from dledgermq.actors.supervisor import (
+    AnswerAsMessage,
+    FailStopActor,
+    FatalHandler,
+    exit_process,
+    tell,
+)
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.delay import draft_of, release
 from dledgermq.broker.dispatch import Dispatcher, DueMessage
 from dledgermq.broker.retry import DelayLevels
 from dledgermq.broker.state import delay_progress_draft
+from dledgermq.broker.writer_rounds import WriterRounds
 from dledgermq.store.record import MessageDraft
 
 log = logging.getLogger(__name__)
@@ -59,21 +66,6 @@ class _RoundOver:
     error: BaseException | None
 
 
-class _Answer:
-    """A ReplyTo that turns the answer into a message to the scheduler."""
-
-    __slots__ = ("_make", "_ref")
-
-    def __init__(self, ref: pykka.ActorRef[Any], make: Any) -> None:
-        self._ref, self._make = ref, make
-
-    def ok(self, value: Any) -> None:
-        tell(self._ref, self._make(value, None))
-
-    def fail(self, error: BaseException) -> None:
-        tell(self._ref, self._make(None, error))
-
-
 class DelaySchedulerActor(FailStopActor):
     def __init__(
         self,
@@ -91,9 +83,7 @@ class DelaySchedulerActor(FailStopActor):
         self._role = role
         self._marks = marks
         self._options = options
-        self._busy = False
-        self._barrier: int | None = None  # written offset when this node became the writer
-        self._last_round_ms: int | None = None
+        self._rounds = WriterRounds(options.interval_ms)
 
     def on_receive(self, message: object) -> None:
         match message:
@@ -102,40 +92,36 @@ class DelaySchedulerActor(FailStopActor):
             case _Due(messages):
                 self._deliver(messages)
             case _RoundOver(error):
-                self._busy = False
+                self._rounds.done()
                 if error is not None:
                     log.warning("delay delivery round failed (retried): %s", error)
             case _:
                 raise AssertionError(f"unexpected message {message!r}")
 
     def _tick(self, now_ms: int) -> None:
-        if not self._role.value.writable:
-            self._barrier = None
-            return
-        if self._barrier is None:
-            self._barrier = self._marks.written.value
-        if self._marks.dispatched.value < self._barrier or self._busy:
-            return
-        if (
-            self._last_round_ms is not None
-            and now_ms - self._last_round_ms < self._options.interval_ms
+        marks = self._marks
+        writable, written, dispatched = (
+            self._role.value.writable,
+            marks.written.value,
+            marks.dispatched.value,
+        )
+        if not self._rounds.start(
+            now_ms, writable=writable, written=written, dispatched=dispatched
         ):
             return
-        self._last_round_ms = now_ms
-        self._busy = True
         wall_ms, per_queue = _wall_ms(), self._options.per_queue_max
 
         def query(dispatcher: Dispatcher) -> list[DueMessage]:
             return dispatcher.due_delayed(wall_ms, per_queue)
 
-        reply = _Answer(
+        reply = AnswerAsMessage(
             self.actor_ref, lambda due, error: _RoundOver(error) if error else _Due(due)
         )
         tell(self._reput, Read(query, reply))
 
     def _deliver(self, due: list[DueMessage]) -> None:
         if not due:
-            self._busy = False
+            self._rounds.done()
             return
         now_ms = _wall_ms()
         drafts: list[MessageDraft] = []
@@ -150,11 +136,11 @@ class DelaySchedulerActor(FailStopActor):
                 size += len(draft.body)
             progress[message.queue_id] = message.queue_offset + 1
         drafts.append(delay_progress_draft(progress, now_ms))
-        reply = _Answer(self.actor_ref, lambda _value, error: _RoundOver(error))
+        reply = AnswerAsMessage(self.actor_ref, lambda _value, error: _RoundOver(error))
         try:
             self._submit(tuple(drafts), reply)
         except pykka.ActorDeadError:  # The node is stopping.
-            self._busy = False
+            self._rounds.done()
 
 
 def _wall_ms() -> int:

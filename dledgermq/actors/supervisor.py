@@ -56,3 +56,22 @@ def tell(ref: pykka.ActorRef[Any], message: object) -> None:
         ref.tell(message)
     except pykka.ActorDeadError:
         log.debug("dropped %r for a stopped actor", type(message).__name__)
+
+
+class AnswerAsMessage:
+    """A ReplyTo that turns an answer into a message to an actor: `make(value, None)` on
+    success, `make(None, error)` on failure, told to `ref` (the actor's own inbox keeps
+    its state single-threaded)."""
+
+    __slots__ = ("_make", "_ref")
+
+    def __init__(
+        self, ref: pykka.ActorRef[Any], make: Callable[[Any, BaseException | None], object]
+    ) -> None:
+        self._ref, self._make = ref, make
+
+    def ok(self, value: Any) -> None:
+        tell(self._ref, self._make(value, None))
+
+    def fail(self, error: BaseException) -> None:
+        tell(self._ref, self._make(None, error))

@@ -29,7 +29,13 @@ import pykka
 from dledgermq.actors.delay_scheduler import SubmitEntry
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.reput import Read
-from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
+from dledgermq.actors.supervisor import (
+    AnswerAsMessage,
+    FailStopActor,
+    FatalHandler,
+    exit_process,
+    tell,
+)
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.check_channels import ChannelOptions, CheckChannels
@@ -44,6 +50,7 @@ from dledgermq.broker.transactions import (
     due_round,
     end_draft,
 )
+from dledgermq.broker.writer_rounds import WriterRounds
 from dledgermq.errors import Busy, CorruptData, NotLeader
 from dledgermq.store.record import MessageDraft, Record
 
@@ -95,21 +102,6 @@ class _RoundOver:
     error: BaseException | None
 
 
-class _Answer:
-    """A ReplyTo that turns the answer into a message to the checker."""
-
-    __slots__ = ("_make", "_ref")
-
-    def __init__(self, ref: pykka.ActorRef[Any], make: Any) -> None:
-        self._ref, self._make = ref, make
-
-    def ok(self, value: Any) -> None:
-        tell(self._ref, self._make(value, None))
-
-    def fail(self, error: BaseException) -> None:
-        tell(self._ref, self._make(None, error))
-
-
 class TransactionCheckerActor(FailStopActor):
     def __init__(
         self,
@@ -130,9 +122,7 @@ class TransactionCheckerActor(FailStopActor):
         self._channels: CheckChannels[ReplyTo[list[CheckRequest]], CheckRequest] = CheckChannels(
             options.channels
         )
-        self._busy = False
-        self._barrier: int | None = None  # written offset when this node became the writer
-        self._last_round_ms: int | None = None
+        self._rounds = WriterRounds(options.scan_interval_ms)
         self._now_ms = 0  # monotonic, from the last tick
 
     def on_receive(self, message: object) -> None:
@@ -148,7 +138,7 @@ class TransactionCheckerActor(FailStopActor):
             case _Found() as found:
                 self._append(found)
             case _RoundOver(found, error):
-                self._busy = False
+                self._rounds.done()
                 if error is not None:
                     log.warning("transaction check round failed (retried): %s", error)
                 elif found is not None:
@@ -170,20 +160,18 @@ class TransactionCheckerActor(FailStopActor):
         self._answer(answers)
 
     def _tick(self, now_ms: int) -> None:
-        if not self._role.value.writable:
-            self._barrier = None
+        writable = self._role.value.writable
+        if not writable:
             for waiter in self._channels.drop_all():  # Their producers go to the new writer.
                 waiter.fail(NotLeader("this node no longer takes writes"))
+        marks = self._marks
+        if not self._rounds.start(
+            now_ms,
+            writable=writable,
+            written=marks.written.value,
+            dispatched=marks.dispatched.value,
+        ):
             return
-        if self._barrier is None:
-            self._barrier = self._marks.written.value
-        if self._marks.dispatched.value < self._barrier or self._busy:
-            return
-        last = self._last_round_ms
-        if last is not None and now_ms - last < self._options.scan_interval_ms:
-            return
-        self._last_round_ms = now_ms
-        self._busy = True
         wall_ms, policy, limit = _wall_ms(), self._options.policy, self._options.per_round_max
 
         def query(dispatcher: Dispatcher) -> _Found:
@@ -197,7 +185,7 @@ class TransactionCheckerActor(FailStopActor):
                 check.append((dataclasses.replace(txn, checks=txn.checks + 1), record))
             return _Found(check, [dataclasses.replace(t) for t in due.expire])
 
-        reply = _Answer(
+        reply = AnswerAsMessage(
             self.actor_ref, lambda found, error: _RoundOver(None, error) if error else found
         )
         tell(self._reput, Read(query, reply))
@@ -213,13 +201,13 @@ class TransactionCheckerActor(FailStopActor):
         if checked:
             drafts.append(check_draft(checked, now_ms))
         if not drafts:
-            self._busy = False
+            self._rounds.done()
             return
-        reply = _Answer(self.actor_ref, lambda _value, error: _RoundOver(found, error))
+        reply = AnswerAsMessage(self.actor_ref, lambda _value, error: _RoundOver(found, error))
         try:
             self._submit(tuple(drafts), reply)
         except pykka.ActorDeadError:  # The node is stopping.
-            self._busy = False
+            self._rounds.done()
 
     def _hand_out(self, found: _Found) -> None:
         """The round's entry is committed: roll-backs are final, checks go to producers."""
