@@ -6,6 +6,8 @@ and cutting the log there would drop entries this node acknowledged, so the node
 peers over the peer transport, the way the running RepairActor does (`broker/repair.py`
 has the rules), with one difference: only records below the dispatch checkpoint are
 repaired here, because only there is this node's log known to be the committed one.
+Meanwhile the node serves its own intact records below that checkpoint to peers, so two
+nodes repairing at the same time do not wait on each other.
 Bounded in time; without an intact copy the node refuses to start (StoreDamaged).
 """
 
@@ -29,10 +31,12 @@ from dledgermq.broker.repair import (
     decode_repair,
     encode_repair,
     is_repair_frame,
+    serve_repair,
 )
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.commitlog import refill_at, write_in_place
 from dledgermq.store.errors import CorruptRecord, StoreDamaged
+from dledgermq.store.reader import CommitLogReader
 from dledgermq.store.record import (
     BLANK_SIZE,
     HEADER_SIZE,
@@ -73,49 +77,73 @@ async def repair_at_start(  # noqa: PLR0913 - what the node knows at this point
             "re-seed this node (docs/ARCHITECTURE.md, 'Damaged records')."
         )
     cut_at = _cut_short_at(directory, segment_size, offset)
-    async with _PeerCopies(config, group, node, timeout_s) as peers:
-        if cut_at is None:
-            src, (data, _) = await peers.copy(
-                offset,
-                0,
-                lambda data: _check_in_place(directory, segment_size, committed_end, offset, data),
-            )
-            write_in_place(directory, segment_size, offset, data)
-            log.warning("repaired the record at %d with node %d's copy", offset, src)
-            return
-        # A sealed segment must be refilled to its end, the active one to the checkpoint
-        # at least, then on as far as peers have committed it (this node may have
-        # acknowledged entries past its checkpoint: a leader never takes back a match).
-        start = segment_start(offset, segment_size)
-        seg_end = start + segment_size
-        sealed = any(s > start for s in list_segments(directory, segment_size))
-        must_reach = seg_end if sealed else committed_end
-        pos = cut_at
-        while pos < seg_end:
-            accept = functools.partial(_check_run, pos, segment_size=segment_size, end=seg_end)
-            span = min(REPAIR_SPAN_MAX, seg_end - pos)
-            if pos < must_reach:
-                src, (data, after) = await peers.copy(pos, span, accept)
-            elif (copy := await peers.copy_if_any(pos, span, accept)) is not None:
-                src, (data, after) = copy
-            else:
-                break
-            refill_at(directory, segment_size, pos, data, seal=after == seg_end)
-            pos = after
-        log.warning(
-            "refilled %s from %d to %d (cut short) with peers' copies",
-            segment_path(directory, start),
-            cut_at,
-            pos,
+    reader = CommitLogReader(directory, segment_size)
+    served = functools.partial(
+        serve_repair, reader.read_bytes, committed_end=committed_end, segment_size=segment_size
+    )
+    try:
+        async with _PeerCopies(config, group, node, served, timeout_s) as peers:
+            await _repair_from(peers, directory, segment_size, offset, cut_at, committed_end)
+    finally:
+        reader.close()
+
+
+async def _repair_from(
+    peers: _PeerCopies,
+    directory: Path,
+    segment_size: int,
+    offset: int,
+    cut_at: int | None,
+    committed_end: int,
+) -> None:
+    if cut_at is None:
+        src, (data, _) = await peers.copy(
+            offset,
+            0,
+            lambda data: _check_in_place(directory, segment_size, committed_end, offset, data),
         )
+        write_in_place(directory, segment_size, offset, data)
+        log.warning("repaired the record at %d with node %d's copy", offset, src)
+        return
+    # A sealed segment must be refilled to its end, the active one to the checkpoint
+    # at least, then on as far as peers have committed it (this node may have
+    # acknowledged entries past its checkpoint: a leader never takes back a match).
+    start = segment_start(offset, segment_size)
+    seg_end = start + segment_size
+    sealed = any(s > start for s in list_segments(directory, segment_size))
+    must_reach = seg_end if sealed else committed_end
+    pos = cut_at
+    while pos < seg_end:
+        accept = functools.partial(_check_run, pos, segment_size=segment_size, end=seg_end)
+        span = min(REPAIR_SPAN_MAX, seg_end - pos)
+        if pos < must_reach:
+            src, (data, after) = await peers.copy(pos, span, accept)
+        elif (copy := await peers.copy_if_any(pos, span, accept)) is not None:
+            src, (data, after) = copy
+        else:
+            break
+        refill_at(directory, segment_size, pos, data, seal=after == seg_end)
+        pos = after
+    log.warning(
+        "refilled %s from %d to %d (cut short) with peers' copies",
+        segment_path(directory, start),
+        cut_at,
+        pos,
+    )
 
 
 class _PeerCopies:
     """Asks peers round robin for copies over a temporary peer transport (the Raft node is
-    not running yet), within one deadline for the whole repair."""
+    not running yet), within one deadline for the whole repair, and answers their asks
+    with `serve`."""
 
     def __init__(
-        self, config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig, timeout_s: float
+        self,
+        config: ClusterConfig,
+        group: BrokerGroupConfig,
+        node: NodeConfig,
+        serve: Callable[[RepairRequest], RepairReply],
+        timeout_s: float,
     ) -> None:
         raft_id = group.raft_id(node.id)
         peers = {
@@ -125,6 +153,7 @@ class _PeerCopies:
         self._replies: asyncio.Queue[tuple[int, RepairReply]] = asyncio.Queue()
         listen = (node.host, node.peer_bind_port or peers[raft_id][1])
         self._transport = Transport(raft_id, listen, peers, config.secret.encode(), self._deliver)
+        self._serve = serve
         self._deadline = time.monotonic() + timeout_s
         self._timeout_s = timeout_s
         self._asks = 0
@@ -145,6 +174,12 @@ class _PeerCopies:
             return
         if isinstance(frame, RepairReply):
             self._replies.put_nowait((src, frame))
+            return
+        try:
+            reply = self._serve(frame)
+        except CorruptRecord as exc:
+            reply = RepairReply(frame.offset, None, f"damaged here too: {exc}")
+        self._transport.post(src, encode_repair(reply))
 
     async def copy(
         self, offset: int, span: int, accept: Callable[[bytes], tuple[bytes, int]]

@@ -34,18 +34,13 @@ from dledgermq.broker.repair import (
     RepairReply,
     RepairRequest,
     check_repair,
-    record_size_at,
+    copy_of,
+    serve_repair,
 )
 from dledgermq.store.entry_index import decode_position
 from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.reader import CommitLogReader
-from dledgermq.store.record import (
-    BLANK_SIZE,
-    HEADER_SIZE,
-    MAGIC_BLANK,
-    MAX_RECORD_SIZE,
-    peek_header,
-)
+from dledgermq.store.record import BLANK_SIZE
 from dledgermq.store.segment import segment_start
 
 log = logging.getLogger(__name__)
@@ -253,7 +248,7 @@ class RepairActor(FailStopActor):
             self._book.done(offset)
             return
         try:
-            self._copy_of(offset)
+            copy_of(self._reader.read_bytes, offset, self._options.segment_size)
         except (CorruptRecord, OffsetGone) as exc:  # Another write raced it: ask again.
             log.error("record at %d still fails after the repair: %s", offset, exc)
             self._book.refused(offset)
@@ -266,58 +261,17 @@ class RepairActor(FailStopActor):
     # -- serving -----------------------------------------------------------------------------
 
     def _serve(self, src: int, offset: int, span: int) -> None:
-        if offset >= self._dispatched.value:
-            reply = RepairReply(offset, None, "not committed here")
-        else:
-            try:
-                first = self._copy_of(offset)
-                reply = RepairReply(offset, first + self._run_after(offset, first, span))
-            except OffsetGone:
-                reply = RepairReply(offset, None, "retired here")
-            except CorruptRecord as exc:
-                reply = RepairReply(offset, None, f"damaged here too: {exc}")
-                self._damaged(offset)
+        try:
+            reply = serve_repair(
+                self._reader.read_bytes,
+                RepairRequest(offset, span),
+                committed_end=self._dispatched.value,
+                segment_size=self._options.segment_size,
+            )
+        except CorruptRecord as exc:
+            reply = RepairReply(offset, None, f"damaged here too: {exc}")
+            self._damaged(offset)
         self._send(src, reply)
-
-    def _run_after(self, offset: int, first: bytes, span: int) -> bytes:
-        """The committed records after `first` in its segment, up to `span` bytes in all
-        (a refill of a truncated file); stops before anything that fails its checks."""
-        seg = self._options.segment_size
-        run: list[bytes] = []
-        pos, total = offset + len(first), len(first)
-        if peek_header(first, 0)[0] == MAGIC_BLANK:
-            return b""
-        while pos < self._dispatched.value and pos % seg != 0:
-            try:
-                data = self._copy_of(pos)
-            except (OffsetGone, CorruptRecord):
-                break
-            if total + len(data) > span:
-                break
-            run.append(data)
-            total += len(data)
-            if peek_header(data, 0)[0] == MAGIC_BLANK:
-                break
-            pos += len(data)
-        return b"".join(run)
-
-    def _copy_of(self, offset: int) -> bytes:
-        """This node's intact record (or segment padding) at `offset`.
-
-        Raises:
-            CorruptRecord, OffsetGone: there is none.
-        """
-        seg = self._options.segment_size
-        head = self._reader.read_bytes(offset, BLANK_SIZE)
-        magic, size = peek_header(head, 0)
-        if magic == MAGIC_BLANK:
-            data = head
-        elif HEADER_SIZE <= size <= min(MAX_RECORD_SIZE, segment_start(offset, seg) + seg - offset):
-            data = self._reader.read_bytes(offset, size)
-        else:
-            raise CorruptRecord(f"no record at {offset} (magic {magic:#x}, size {size})")
-        record_size_at(data, offset, seg)
-        return data
 
     def _publish(self) -> None:
         self._stats.value = RepairStats(

@@ -17,15 +17,18 @@ Frames are plain dicts for the peer transport (`t` = "RepairRequest"/"RepairRepl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dledgermq.store.errors import CorruptRecord
+from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.record import (
     BLANK_SIZE,
     F_SIZE,
+    HEADER_SIZE,
     MAGIC_BLANK,
     MAGIC_MESSAGE,
+    MAX_RECORD_SIZE,
     check_record,
     peek_header,
 )
@@ -116,6 +119,63 @@ def record_size_at(data: bytes | memoryview, offset: int, segment_size: int) -> 
     if offset + header[F_SIZE] + BLANK_SIZE > seg_end:
         raise CorruptRecord(f"record at {offset} does not fit its segment")
     return int(header[F_SIZE])
+
+
+ReadBytes = Callable[[int, int], bytes]  # (offset, size) -> this node's bytes; may raise OffsetGone
+
+
+def serve_repair(
+    read_bytes: ReadBytes, request: RepairRequest, *, committed_end: int, segment_size: int
+) -> RepairReply:
+    """The answer to a peer's request from this node's own log: its intact record at the
+    offset (and with a span, the intact records after it in the segment), only below
+    `committed_end`, where every replica holds the same bytes.
+
+    Raises:
+        CorruptRecord: this node's own record at the asked offset is damaged as well.
+    """
+    offset = request.offset
+    if offset >= committed_end:
+        return RepairReply(offset, None, "not committed here")
+    try:
+        first = copy_of(read_bytes, offset, segment_size)
+    except OffsetGone:
+        return RepairReply(offset, None, "retired here")
+    if request.span == 0 or peek_header(first, 0)[0] == MAGIC_BLANK:
+        return RepairReply(offset, first)
+    run, pos, total = [first], offset + len(first), len(first)
+    while pos < committed_end and pos % segment_size != 0:
+        try:
+            data = copy_of(read_bytes, pos, segment_size)
+        except (OffsetGone, CorruptRecord):
+            break  # The run stops before anything that fails its checks.
+        if total + len(data) > request.span:
+            break
+        run.append(data)
+        total += len(data)
+        if peek_header(data, 0)[0] == MAGIC_BLANK:
+            break
+        pos += len(data)
+    return RepairReply(offset, b"".join(run))
+
+
+def copy_of(read_bytes: ReadBytes, offset: int, segment_size: int) -> bytes:
+    """This node's intact record (or segment padding) at `offset`.
+
+    Raises:
+        CorruptRecord, OffsetGone: there is none.
+    """
+    head = read_bytes(offset, BLANK_SIZE)
+    magic, size = peek_header(head, 0)
+    room = segment_start(offset, segment_size) + segment_size - offset
+    if magic == MAGIC_BLANK:
+        data = head
+    elif HEADER_SIZE <= size <= min(MAX_RECORD_SIZE, room):
+        data = read_bytes(offset, size)
+    else:
+        raise CorruptRecord(f"no record at {offset} (magic {magic:#x}, size {size})")
+    record_size_at(data, offset, segment_size)
+    return data
 
 
 def check_repair(
