@@ -59,7 +59,7 @@ REPLICAS = 3
 OVERHEAD_BYTES = 150 + 30 + 20
 CQ_FILE_BYTES = 4096  # the first block of each queue's consumequeue file
 FREE_SHARE_MAX = 0.70  # refuse a run needing more than this share of the free space
-USED_RATIO_MAX = 0.80  # ...or one ending above this: brokers force-delete segments at 0.85
+USED_RATIO_MAX = 0.80  # ...or one ending above this (brokers refuse writes at 0.90)
 PULL_MAX = 256  # the broker's default max_pull_messages
 CHECKPOINT_S = 3.0  # default checkpoint_interval_ms: buffered consumequeue units hit disk
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -193,8 +193,8 @@ def check_disk(needed: int) -> dict[str, Any]:
         )
     if ends_at > USED_RATIO_MAX:
         raise SystemExit(
-            f"refusing: the run would leave {where} {ends_at:.0%} full; brokers force-delete "
-            f"the oldest segments at 85% (disk_clean_ratio), which would shrink the backlog"
+            f"refusing: the run would leave {where} {ends_at:.0%} full; brokers refuse "
+            f"writes at 90% (disk_high_water_ratio), which would cut the backlog short"
         )
     log(f"disk: ~{info['estimate_gb']} GB needed, {info['free_gb']} GB free on {where}")
     return info

@@ -14,9 +14,13 @@ not clock readings of limited resolution.
 Counts that must be 0 (any non-zero one makes `Report.ok` False):
 
 - `lost`: acknowledged sends never read anywhere (by a consumer or any node's drain).
-  An ack promises durability; losing one breaks the promise. Modes that promise less
-  (`majority_memory`, async master/slave) pass `expect_lost_ok=True`, and the same
-  messages are reported as `lost_allowed` instead (measured, not a failure).
+  An ack promises durability; losing one breaks the promise.
+- `vanished`: acknowledged sends that were read during the run but are in no node's final
+  drain (checked once any node was drained): lost after a consumer saw them.
+  Modes that promise less (`majority_memory`, async master/slave) pass
+  `expect_lost_ok=True`: `lost` and `vanished` messages are then reported as
+  `lost_allowed` (measured, not a failure), and so are the findings that follow from such
+  a loss alone (see `reuse_after_loss`).
 - `unexpected`: messages read that were never invoked: the system invented or corrupted
   data.
 - `failed_seen`: sends that failed *definitely* and were read anyway. A definite failure
@@ -47,7 +51,12 @@ Counts that are measured, never failures:
 - `duplicated`: messages read at more than one distinct position (a retried send that
   was stored twice); at-least-once delivery allows them;
 - `indeterminate_seen`: indeterminate sends that were read (Jepsen's "recovered");
-- `lost_allowed`: see `lost`;
+- `lost_allowed`: see `vanished`;
+- `reuse_after_loss` (only with `expect_lost_ok`): a position that held a message which
+  is in no final drain, and then another one: the restarted master handed the lost
+  message's queue offset to a new message (as RocketMQ's async replication does). Such a
+  lost message is also excused from `ack_mismatch` and `order_violations`; a position
+  that two *surviving* messages claim is still `offset_reuse`.
 - `availability`: per fault window (a start..end pair of one fault on one target; an
   unended window runs to the end of the history), the longest gap without an acknowledged
   send from the window's start to the first ack after its end (so an outage that outlasts
@@ -168,6 +177,7 @@ class Report:
 
     MUST_BE_EMPTY: ClassVar[tuple[str, ...]] = (
         "lost",
+        "vanished",
         "unexpected",
         "failed_seen",
         "offset_reuse",
@@ -176,14 +186,21 @@ class Report:
         "per_node_missing",
         "nodes_not_drained",
     )
-    ALLOWED: ClassVar[tuple[str, ...]] = ("lost_allowed", "duplicated", "indeterminate_seen")
+    ALLOWED: ClassVar[tuple[str, ...]] = (
+        "lost_allowed",
+        "reuse_after_loss",
+        "duplicated",
+        "indeterminate_seen",
+    )
 
     acknowledged: int
     failed: int
     indeterminate: int
     reads: int
     lost: tuple[str, ...] = ()
+    vanished: tuple[str, ...] = ()
     lost_allowed: tuple[str, ...] = ()
+    reuse_after_loss: tuple[OffsetReuse, ...] = ()
     unexpected: tuple[str, ...] = ()
     duplicated: tuple[str, ...] = ()
     indeterminate_seen: tuple[str, ...] = ()
@@ -345,6 +362,10 @@ def check(history: Iterable[Op], *, nodes: Sequence[str], expect_lost_ok: bool =
     for index, op in enumerate(history):
         facts.add(index, op)
     lost = tuple(msg for msg in facts.oks if msg not in facts.seen)
+    kept = {msg for held in facts.drained.values() for msg in held.values()}
+    vanished = tuple(msg for msg in facts.oks if msg in facts.seen and kept and msg not in kept)
+    excused = _excused(facts, lost, kept) if expect_lost_ok else set()
+    reuse = _offset_reuse(facts)
     missing, not_drained = _drain_findings(facts, nodes)
     return Report(
         acknowledged=len(facts.oks),
@@ -352,18 +373,29 @@ def check(history: Iterable[Op], *, nodes: Sequence[str], expect_lost_ok: bool =
         indeterminate=len(facts.invokes) - len(facts.oks) - len(facts.fails),
         reads=facts.reads,
         lost=() if expect_lost_ok else lost,
-        lost_allowed=lost if expect_lost_ok else (),
+        vanished=() if expect_lost_ok else vanished,
+        lost_allowed=lost + vanished if expect_lost_ok else (),
+        reuse_after_loss=tuple(r for r in reuse if len(set(r.msgs) - excused) <= 1),
         unexpected=tuple(msg for msg in facts.seen if msg not in facts.invokes),
         duplicated=tuple(msg for msg, where in facts.seen.items() if len(where) > 1),
         indeterminate_seen=tuple(_indeterminate_seen(facts)),
         failed_seen=tuple(msg for msg in facts.fails if msg in facts.seen),
-        offset_reuse=tuple(_offset_reuse(facts)),
-        ack_mismatch=tuple(_ack_mismatches(facts)),
-        order_violations=tuple(_order_violations(facts)),
+        offset_reuse=tuple(r for r in reuse if len(set(r.msgs) - excused) > 1),
+        ack_mismatch=tuple(m for m in _ack_mismatches(facts) if m.msg not in excused),
+        order_violations=tuple(
+            v for v in _order_violations(facts) if not {v.earlier, v.later} & excused
+        ),
         per_node_missing=tuple(missing),
         nodes_not_drained=tuple(not_drained),
         availability=_availability(facts),
     )
+
+
+def _excused(facts: _Facts, lost: tuple[str, ...], kept: set[str]) -> set[str]:
+    """With an allowed loss, the messages whose findings follow from it alone: the lost,
+    and any read once but in no final drain (acknowledged or not)."""
+    gone = {msg for msg in facts.seen if msg not in kept} if kept else set()
+    return gone | set(lost)
 
 
 def _indeterminate_seen(facts: _Facts) -> list[str]:

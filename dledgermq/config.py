@@ -50,7 +50,10 @@ class StoreConfig:
     file_reserved_hours: float = 72.0
     retention_check_interval_ms: int = 10_000
     disk_high_water_ratio: float = 0.90
-    disk_clean_ratio: float = 0.85
+    # Forced clean (RocketMQ's diskSpaceCleanForciblyRatio, 0.85 there): at this disk usage
+    # the oldest segments go before file_reserved_hours, acknowledged and unconsumed ones
+    # too. 0 (the default): never; a full disk refuses writes and keeps every message.
+    disk_clean_ratio: float = 0.0
     # Background CRC re-verification of the committed CommitLog (replicated groups repair
     # what it finds from a peer); 0 turns it off.
     scrub_bytes_per_s: int = 4 * MiB
@@ -393,8 +396,10 @@ def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> Non
         raise ConfigError(f"{where}: max_message_bytes must fit in one segment")
     if limits.max_batch_bytes + 64 * 1024 > store.segment_size_bytes:
         raise ConfigError(f"{where}: max_batch_bytes must fit in one segment")
-    if not 0.0 < store.disk_clean_ratio <= store.disk_high_water_ratio <= 1.0:
-        raise ConfigError(f"{where}: need 0 < disk_clean_ratio <= disk_high_water_ratio <= 1")
+    if not 0.0 < store.disk_high_water_ratio <= 1.0:
+        raise ConfigError(f"{where}: need 0 < disk_high_water_ratio <= 1")
+    if not 0.0 <= store.disk_clean_ratio <= store.disk_high_water_ratio:
+        raise ConfigError(f"{where}: need disk_clean_ratio 0 (off) or <= disk_high_water_ratio")
     for name in ("flush_interval_ms", "checkpoint_interval_ms", "cq_units_per_file"):
         if getattr(store, name) <= 0:
             raise ConfigError(f"{where}: {name} must be positive")

@@ -102,7 +102,7 @@ class WriterOptions:
     file_reserved_ms: int
     retention_check_interval_ms: int
     disk_high_water_ratio: float
-    disk_clean_ratio: float
+    disk_clean_ratio: float  # 0: no forced clean
     # How full the CommitLog's disk is (0..1); injected so tests can fill a disk.
     disk_used_ratio: Callable[[Path], float] = disk_used_ratio
     hard_state_path: Path | None = None  # Raft mode: where `WriteRaw.hard_state` goes.
@@ -249,7 +249,7 @@ class CommitLogWriterActor(FailStopActor):
         self._disk_full_mark.value = self._disk_full
         while self._held_raw and not self._disk_full:
             self._write_raw(self._held_raw.popleft())
-        force = ratio >= self._options.disk_clean_ratio
+        force = 0 < self._options.disk_clean_ratio <= ratio
         if force or now_ms - self._last_retention_ms >= self._options.retention_check_interval_ms:
             self._last_retention_ms = now_ms
             deleted = self._log.delete_expired(

@@ -153,3 +153,41 @@ def test_replicated_writes_wait_while_the_disk_is_full_then_go_on_in_order(
     broker.ticker.tick_once(now_ms=20_000)
     wait_until(lambda: durable == [last + 1, last + 2], timeout_s=10)
     assert broker.context.published.marks.written.value == layout.end_offset
+
+
+@pytest.mark.parametrize("clean_ratio", [None, 0.85])
+def test_a_full_disk_deletes_young_segments_only_where_forced_clean_is_on(
+    tmp_path: Path, disk: Disk, clean_ratio: float | None
+) -> None:
+    """By default a full disk keeps every message (writes wait for space); the operator's
+    `disk_clean_ratio` opts in to RocketMQ's forced clean of the oldest segments."""
+    text = TINY_SEGMENTS
+    if clean_ratio is not None:
+        text = text.replace("store:\n", f"store:\n  disk_clean_ratio: {clean_ratio}\n")
+    config = parse_config(text, base_dir=tmp_path)
+    commitlog = NodeLayout(config.node_dir("n1")).commitlog
+    started = open_broker(
+        config, *config.node("n1"), hooks=BrokerHooks(manual_ticks=True, disk_used_ratio=disk)
+    )
+    try:
+        ask(started.writer, Append((topic_put_draft(TopicConfig("T", 1, 1), 1),), ThreadReply()))
+        for _ in range(60):  # young segments: retention alone deletes none of them
+            send(started, os.urandom(7_000))
+        segments = len(list(commitlog.iterdir()))
+        marks = started.context.published.marks
+        started.ticker.tick_once(now_ms=10_000)
+        wait_until(lambda: marks.checkpointed.value == marks.dispatched.value, what="checkpoint")
+        disk.ratio = 0.95
+        started.ticker.tick_once(now_ms=50_000)
+        with pytest.raises(DiskFull):  # the writer has handled the tick
+            send(started, b"refused")
+        if clean_ratio is None:
+            assert len(list(commitlog.iterdir())) == segments
+            pulled = read(started, lambda d: d.pull("T", 0, 0, 100, MATCH_ALL))
+            assert [m.queue_offset for m in pulled.messages] == list(range(60))
+        else:
+            assert len(list(commitlog.iterdir())) == 1
+            low, _ = wait_for_range(started, lambda r: r[0] > 0)
+            assert low > 0
+    finally:
+        started.stop()

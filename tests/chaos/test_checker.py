@@ -112,6 +112,72 @@ def test_expect_lost_ok_reports_lost_as_allowed() -> None:
     assert report.ok
 
 
+def test_acknowledged_read_and_then_gone_from_every_node_has_vanished() -> None:
+    run = clean()
+    msg = run.send("w1", 3, 0, 2)
+    run.read(msg, 0, 2)  # a consumer saw it; no node holds it at the end
+    report = run.check()
+    assert findings(report) == {"vanished": 1}
+    assert not report.ok
+
+
+def lost_master_tail(run: Run) -> tuple[str, str]:
+    """An async master acked w1-3 at 0@2 and a consumer read it; the master died before
+    its slave had it, came back without it and gave 0@2 to w1-4, which every node holds."""
+    lost = run.send("w1", 3, 0, 2, key="k")
+    run.read(lost, 0, 2)
+    survivor = run.send("w1", 4, 0, 2, key="k")
+    run.read(survivor, 0, 2)
+    run.drain(survivor, 0, 2)
+    return lost, survivor
+
+
+def test_a_position_handed_out_again_after_an_allowed_loss_is_reuse_after_loss() -> None:
+    run = clean()
+    lost, _ = lost_master_tail(run)
+    strict = run.check()
+    assert findings(strict) == {"vanished": 1, "offset_reuse": 1}
+    allowed = run.check(expect_lost_ok=True)
+    assert findings(allowed) == {"lost_allowed": 1, "reuse_after_loss": 1}
+    assert allowed.lost_allowed == (lost,)
+    assert allowed.ok
+
+
+def test_an_ack_naming_a_position_another_message_took_after_an_allowed_loss_is_excused() -> None:
+    run = clean()
+    run.send("w1", 3, 0, 2)  # acked, never read: the master died before anyone saw it
+    survivor = run.send("w1", 4, 0, 2)
+    run.drain(survivor, 0, 2)
+    assert findings(run.check()) == {"lost": 1, "ack_mismatch": 1}
+    assert findings(run.check(expect_lost_ok=True)) == {"lost_allowed": 1}
+
+
+def test_order_behind_an_allowed_loss_is_excused_but_not_between_survivors() -> None:
+    run = clean()
+    lost = run.send("w1", 3, 0, 3, key="k")  # acked at 0@3, read, then lost
+    run.read(lost, 0, 3)
+    later = run.send("w1", 4, 0, 2, key="k")  # the restarted master's next offset
+    run.drain(later, 0, 2)
+    assert findings(run.check(expect_lost_ok=True)) == {"lost_allowed": 1}
+    first = run.send("w1", 5, 0, 5, key="k")
+    second = run.send("w1", 6, 0, 4, key="k")  # both survive, in the wrong order
+    run.drain(first, 0, 5)
+    run.drain(second, 0, 4)
+    assert findings(run.check(expect_lost_ok=True)) == {"lost_allowed": 1, "order_violations": 1}
+
+
+def test_two_surviving_messages_at_one_position_stay_offset_reuse_with_allowed_loss() -> None:
+    run = clean()
+    lost = run.send("w1", 3, 0, 2)
+    run.read(lost, 0, 2)
+    survivor, other = run.send("w1", 4, 0, 2), run.send("w2", 2, 0, 2)
+    run.drain(survivor, 0, 2, nodes=["n1", "n3"])
+    run.drain(other, 0, 2, nodes=["n2"])  # n2 holds something else there: divergence
+    report = run.check(expect_lost_ok=True)
+    assert findings(report)["offset_reuse"] == 1
+    assert not report.ok
+
+
 def test_read_never_invoked_is_unexpected() -> None:
     run = clean()
     run.drain("ghost-1", 0, 2)
