@@ -7,6 +7,7 @@ cli.py so that running a server never imports the client.
 from __future__ import annotations
 
 import argparse
+import datetime
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,9 +57,12 @@ def add_client_commands(commands: Any, common: Callable[..., None]) -> None:
     consume.add_argument(
         "--from",
         dest="from_where",
-        choices=["first", "last"],
+        type=start_point,
         default="first",
-        help="where a group without committed offsets starts (default first)",
+        metavar="first|last|TIME",
+        help="where a group without committed offsets starts: first (default), last, or "
+        "the first message stored at/after TIME (ms since the epoch, or ISO 8601 such as "
+        "2026-11-22T09:30:00, local time unless it has an offset)",
     )
     consume.add_argument(
         "--wait",
@@ -251,18 +255,28 @@ def group_progress(args: argparse.Namespace) -> int:
     rows = cli.run_async(run())
 
     def text() -> str:
-        lines = [f"{'BROKER':12} {'QUEUE':>5} {'MAX':>10} {'CONSUMED':>10} {'LAG':>8}  OWNER"]
+        lines = [
+            f"{'BROKER':12} {'QUEUE':>5} {'MAX':>10} {'CONSUMED':>10} {'LAG':>8} "
+            f"{'LAST CONSUMED (stored)':>23}  OWNER"
+        ]
         for r in rows:
             consumed = "-" if r["consumer_offset"] is None else r["consumer_offset"]
             lines.append(
                 f"{r['broker_name']:12} {r['queue_id']:>5} {r['max_offset']:>10} "
-                f"{consumed:>10} {r['lag']:>8}  {r['owner'] or '-'}"
+                f"{consumed:>10} {r['lag']:>8} {_local_time(r['last_consumed_ms']):>23}  "
+                f"{r['owner'] or '-'}"
             )
         lines.append(f"total lag {sum(r['lag'] for r in rows)}")
         return "\n".join(lines)
 
     cli.emit(args, {"group": args.group, "topic": args.topic, "queues": rows}, text)
     return 0
+
+
+def _local_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 # -- send and consume --------------------------------------------------------------------------
@@ -386,12 +400,25 @@ async def _pull(
     return taken
 
 
-async def _start_offset(consumer: PullConsumer, mq: MessageQueue, from_where: str) -> int:
+def start_point(text: str) -> str | int:
+    """`--from`: "first", "last", or a time as ms since the epoch or ISO 8601."""
+    if text in ("first", "last"):
+        return text
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(datetime.datetime.fromisoformat(text).timestamp() * 1000)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not first, last, ms since the epoch or an ISO 8601 time"
+        ) from None
+
+
+async def _start_offset(consumer: PullConsumer, mq: MessageQueue, start: str | int) -> int:
     committed = await consumer.fetch_offset(mq)
     if committed is not None:
         return committed
-    low, high = await consumer.queue_range(mq)
-    return low if from_where == "first" else high
+    return await consumer.initial_offset(mq, start)
 
 
 def _message(m: Message) -> dict[str, Any]:

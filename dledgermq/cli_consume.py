@@ -78,13 +78,12 @@ async def _consume_broadcast(args: argparse.Namespace, addrs: list[str]) -> list
 
 
 async def _broadcast_start(
-    consumer: PullConsumer, store: LocalOffsetStore, mq: MessageQueue, from_where: str
+    consumer: PullConsumer, store: LocalOffsetStore, mq: MessageQueue, start: str | int
 ) -> int:
     offset = store.get(mq)
     if offset is not None:
         return offset
-    low, high = await consumer.queue_range(mq)
-    return low if from_where == "first" else high
+    return await consumer.initial_offset(mq, start)
 
 
 async def _consume_orderly(args: argparse.Namespace, addrs: list[str]) -> list[Message]:

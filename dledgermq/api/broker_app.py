@@ -40,6 +40,7 @@ from dledgermq.broker.produce import (
     check_queue_id,
     topic_for_send,
 )
+from dledgermq.broker.progress import group_progress
 from dledgermq.broker.rebalance import AVERAGE
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.state import (
@@ -146,6 +147,7 @@ def make_broker_app(context: BrokerContext) -> web.Application:
             web.get("/topics/{topic}/queues/{queue_id}/offset-by-time", offset_by_time),
             web.post("/groups/{group}/offsets", commit_offsets),
             web.get("/groups/{group}/offsets", get_offsets),
+            web.get("/groups/{group}/progress", get_progress),
             web.get("/messages/{msg_id}", get_message),
             web.get("/messages", query_messages),
             web.post("/groups/{group}/heartbeat", group_heartbeat),
@@ -471,6 +473,27 @@ async def get_offsets(request: web.Request) -> web.Response:
         return {str(q): o for q, o in sorted(committed.items())}
 
     return respond(request, {"offsets": await read(ctx, offsets)})
+
+
+async def get_progress(request: web.Request) -> web.Response:
+    """Per read queue of the topic here: range, committed offset, lag, when the last
+    consumed message was stored, and (from the writer) the member holding its lease."""
+    ctx = request.app[BROKER]
+    check_known(request, {"topic"})
+    group = check_group_name(request.match_info["group"])
+    topic = check_topic_name(str_param(request, "topic"))
+    rows = await read(ctx, lambda d: group_progress(d, group, topic))
+    owners: dict[str, str | None] = {}
+    if ctx.role.value.writable:
+        view = await _ask_rebalancer(ctx, lambda reply: GroupView(group, reply))
+        owners = view["owners"].get(topic, {})
+    return respond(
+        request,
+        {
+            "queues": [row.to_wire() | {"owner": owners.get(str(row.queue_id))} for row in rows],
+            "owners_known": ctx.role.value.writable,
+        },
+    )
 
 
 # -- queries --------------------------------------------------------------------------------------

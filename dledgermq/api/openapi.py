@@ -210,6 +210,23 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
     ),
     (
         "get",
+        "/groups/{group}/progress",
+        "A consumer group's progress per read queue of the topic on this broker group: range,"
+        " committed offset, lag, store time of the last consumed message (last_consumed_ms),"
+        " lease owner (known to the writer only: owners_known)",
+        None,
+        {
+            "type": "object",
+            "properties": {
+                "queues": {"type": "array", "items": _OBJECT},
+                "owners_known": {"type": "boolean"},
+            },
+        },
+        (400, 404),
+        ("topic",),
+    ),
+    (
+        "get",
         "/messages/{msg_id}",
         "A message by id or by the client's unique key",
         None,

@@ -381,6 +381,15 @@ class Dispatcher:
         cq = self.cqs.get(topic, queue_id)
         return (0, 0) if cq is None else (cq.min_offset, cq.max_offset)
 
+    def store_time_at(self, topic: str, queue_id: int, queue_offset: int) -> int | None:
+        """When the message at `queue_offset` was stored; None if it is gone."""
+        cq = self.cqs.get(topic, queue_id)
+        units = [] if cq is None else cq.get(queue_offset, 1)
+        if not units or units[0].queue_offset != queue_offset:
+            return None
+        record = self._read(units[0].commitlog_offset, units[0].size)
+        return None if record is None else record.store_timestamp_ms
+
     def pull(
         self, topic: str, queue_id: int, offset: int, max_messages: int, tags: TagFilter
     ) -> PullResult:

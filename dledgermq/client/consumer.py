@@ -261,29 +261,16 @@ class PullConsumer:
 
     async def progress(self, topic: str) -> list[dict[str, Any]]:
         """Per queue of `topic`: the broker's range, the group's committed offset, the lag
-        (messages not yet consumed) and the member holding the queue's lease."""
+        (messages not yet consumed), when the last consumed message was stored
+        (`last_consumed_ms`) and the member holding the queue's lease (None when no
+        writer answered: a replica does not know the leases)."""
         rows = []
         queues = await self.fetch_queues(topic)
         for broker in sorted({mq.broker_name for mq in queues}):
-            committed = await self.fetch_offsets(topic, broker)
-            try:
-                owners = (await self.members(topic, broker))["owners"].get(topic, {})
-            except MQError:  # Its writer is away: the offsets still tell the lag.
-                owners = {}
-            for mq in (q for q in queues if q.broker_name == broker):
-                low, high = await self.queue_range(mq)
-                offset = committed.get(mq.queue_id)
-                rows.append(
-                    {
-                        "broker_name": broker,
-                        "queue_id": mq.queue_id,
-                        "min_offset": low,
-                        "max_offset": high,
-                        "consumer_offset": offset,
-                        "lag": high - max(low, offset if offset is not None else low),
-                        "owner": owners.get(str(mq.queue_id)),
-                    }
-                )
+            mq = MessageQueue(topic, broker, 0)
+            path = f"/groups/{_q(self.group)}/progress"
+            answer = await self._call(mq, "GET", path, params={"topic": topic})
+            rows += [{"broker_name": broker} | row for row in answer["queues"]]
         return rows
 
     async def leave(self, topic: str, broker_name: str, client_id: str) -> None:
@@ -296,6 +283,15 @@ class PullConsumer:
         """The first queue offset stored at or after `ts_ms`."""
         path = f"/topics/{_q(mq.topic)}/queues/{mq.queue_id}/offset-by-time"
         return int((await self._call(mq, "GET", path, params={"timestamp_ms": ts_ms}))["offset"])
+
+    async def initial_offset(self, mq: MessageQueue, start: str | int) -> int:
+        """Where to begin in a queue the group has no offset for: "first" (the oldest
+        kept), "last" (only what comes next), or a timestamp in ms (the first message
+        stored at or after it; the end if none is)."""
+        if isinstance(start, int):
+            return await self.offset_by_time(mq, start)
+        low, high = await self.queue_range(mq)
+        return low if start == "first" else high
 
     async def queue_range(self, mq: MessageQueue) -> tuple[int, int]:
         """The queue's (min_offset, max_offset); max is the next offset to be written."""

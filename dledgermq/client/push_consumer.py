@@ -76,7 +76,10 @@ LEASE_WAIT_S = 0.1
 
 MessageCallback = Callable[[list[Message]], Awaitable[None] | None]
 AssignQueues = Callable[[list[MessageQueue]], list[MessageQueue]]
-FromWhere = Literal["first", "last"]
+FromWhere = Literal["first", "last", "timestamp"]
+# RocketMQ's consumeTimestamp default: a group starting "from timestamp" without one given
+# begins with what was stored in the last half hour.
+DEFAULT_LOOKBACK_MS = 30 * 60 * 1000
 MessageModel = Literal["clustering", "broadcasting"]
 CLUSTERING: MessageModel = "clustering"
 BROADCASTING: MessageModel = "broadcasting"
@@ -137,6 +140,7 @@ class PushConsumer:
         callback: MessageCallback,
         tags: str = "*",
         from_where: FromWhere = "last",
+        from_timestamp_ms: int | None = None,
         commit_interval_s: float = 5.0,
         assign_queues: AssignQueues | None = None,
         options: PushOptions | None = None,
@@ -146,8 +150,12 @@ class PushConsumer:
         mode: MessageModel = CLUSTERING,
         offset_file: Path | str | None = None,
     ) -> None:
-        if from_where not in ("first", "last"):
-            raise ValueError(f"from_where must be 'first' or 'last', got {from_where!r}")
+        if from_where not in ("first", "last", "timestamp"):
+            raise ValueError(
+                f"from_where must be 'first', 'last' or 'timestamp', got {from_where!r}"
+            )
+        if from_timestamp_ms is not None and from_where != "timestamp":
+            raise ValueError("from_timestamp_ms needs from_where='timestamp'")
         if mode not in (CLUSTERING, BROADCASTING):
             raise ValueError(f"mode must be {CLUSTERING!r} or {BROADCASTING!r}, got {mode!r}")
         if offset_file is not None and mode != BROADCASTING:
@@ -167,7 +175,11 @@ class PushConsumer:
             self._subscriptions[self._retry_topic] = "*"
         self._callback = callback
         self._tags = tags
-        self._from_where = from_where
+        # Where a queue without a stored offset starts: "first", "last" or a time in ms.
+        self._start: str | int = from_where
+        if from_where == "timestamp":
+            lookback = int(time.time() * 1000) - DEFAULT_LOOKBACK_MS
+            self._start = lookback if from_timestamp_ms is None else from_timestamp_ms
         self._commit_interval_s = commit_interval_s
         self._assign = (
             assign_all if mode == BROADCASTING and assign_queues is None else assign_queues
@@ -422,8 +434,8 @@ class PushConsumer:
         return resumed
 
     async def _start_offset(self, mq: MessageQueue) -> int:
-        """The committed offset, else min/max of the queue as `from_where` says; a retry
-        queue always from its first message (RocketMQ's rule: retries are never old)."""
+        """The committed offset, else where `from_where` says; a retry queue always from
+        its first message (RocketMQ's rule: retries are never old)."""
         failures = 0
         while True:
             try:
@@ -433,14 +445,12 @@ class PushConsumer:
                     committed = await self._pull.fetch_offset(mq)
                 if committed is not None:
                     return committed
-                min_offset, max_offset = await self._pull.queue_range(mq)
+                start = "first" if is_retry_topic(mq.topic) else self._start
+                return await self._pull.initial_offset(mq, start)
             except Exception as err:  # As in _consume: back off, never end the loop.
                 failures += 1
                 log.warning("%s: no start offset yet: %r", mq, err)
                 await asyncio.sleep(backoff_s(failures))
-                continue
-            first = self._from_where == "first" or is_retry_topic(mq.topic)
-            return min_offset if first else max_offset
 
     async def _deliver(self, mq: MessageQueue, messages: list[Message]) -> None:
         """Call back; if that fails, send the batch back to its broker group. Returns

@@ -161,6 +161,35 @@ async def test_offset_by_time(client: TestClient, topic: str) -> None:
     ] == 1
 
 
+async def test_group_progress_tells_lag_and_when_the_last_consumed_message_was_stored(
+    client: TestClient, topic: str
+) -> None:
+    sent = (await send(client, topic, [{"body": f"m{i}"} for i in range(3)], queue_id=1))["results"]
+    second = await (await client.get(f"/messages/{sent[1]['msg_id']}")).json()
+    committed = await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"1": 2}})
+    assert committed.status == 200
+    progress = await (await client.get("/groups/g1/progress", params={"topic": topic})).json()
+    assert progress["owners_known"] is True
+    rows = {row["queue_id"]: row for row in progress["queues"]}
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert rows[1] == {
+        "queue_id": 1,
+        "min_offset": 0,
+        "max_offset": 3,
+        "consumer_offset": 2,
+        "lag": 1,
+        "last_consumed_ms": second["store_timestamp_ms"],
+        "owner": None,
+    }
+    assert rows[0]["consumer_offset"] is None
+    assert rows[0]["last_consumed_ms"] is None
+    never = await (await client.get("/groups/nobody/progress", params={"topic": topic})).json()
+    assert sum(row["lag"] for row in never["queues"]) == 3
+    missing = await client.get("/groups/g1/progress", params={"topic": "NoSuchTopic"})
+    assert await error_of(missing) == (404, "TOPIC_NOT_FOUND")
+    assert await error_of(await client.get("/groups/g1/progress")) == (400, "BAD_REQUEST")
+
+
 async def test_topic_admin(client: TestClient, topic: str) -> None:
     assert await error_of(await client.post("/topics", json={"topic": topic})) == (
         409,

@@ -58,8 +58,16 @@ def test_group_progress_and_a_delayed_send_through_the_cli(cluster: Cluster) -> 
     by_queue = {(q["queue_id"], q["max_offset"], q["consumer_offset"]) for q in progress["queues"]}
     assert sum(q["lag"] for q in progress["queues"]) == 1, progress
     assert any(high == 3 and done == 2 for _, high, done in by_queue), by_queue
+    [read_from] = [q for q in progress["queues"] if q["consumer_offset"]]
+    assert read_from["last_consumed_ms"] == consumed["messages"][1]["store_timestamp_ms"]
     never = cluster.json("group", "progress", "nobody", "--topic", "Lagging")
     assert sum(q["lag"] for q in never["queues"]) == 3  # no committed offset: all of it
+    since = str(consumed["messages"][1]["store_timestamp_ms"])
+    timed = cluster.json("consume", "Lagging", "--group", "g3", "--from", since, "--count", "2")
+    assert [m["body"] for m in timed["messages"]] == ["b", "c"]
+    bad_time = cluster.cli("consume", "Lagging", "--group", "g3", "--from", "noon", check=False)
+    assert bad_time.returncode != 0
+    assert "ISO 8601" in bad_time.stderr
 
     delayed = cluster.json("send", "Lagging", "later", "--delay-level", "1")
     assert delayed["status"] == "SEND_OK"

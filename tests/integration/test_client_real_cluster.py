@@ -514,6 +514,21 @@ async def test_push_consumer_delivers_once_in_order_and_resumes_after_close(
             await consume_until(late, markers, "the late group's markers")
         assert sorted(late.bodies()) == sorted(markers)
 
+        # A new group starting at a time gets what was stored from then on.
+        since = min(m.store_timestamp_ms for m in late.messages)
+        timed = Collector()
+        async with PushConsumer(
+            namesrv,
+            "timed-group",
+            topic,
+            callback=timed,
+            from_where="timestamp",
+            from_timestamp_ms=since,
+            options=PUSH_OPTIONS,
+        ):
+            await consume_until(timed, markers, "the markers stored since the time")
+        assert sorted(timed.bodies()) == sorted(markers)
+
 
 async def test_a_consumer_group_splits_the_queues_and_hands_them_over_without_overlap(
     cluster: Cluster,
