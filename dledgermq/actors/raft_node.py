@@ -118,12 +118,15 @@ class RaftNodeActor(FailStopActor):
             case Inbound(raft_message):
                 driver.step(raft_message)
             case Propose(payload, reply):
-                driver.propose(payload, reply)
+                # While more messages wait, leave the drain to the next one (every other
+                # input drains): a burst of proposals is persisted and sent as one.
+                driver.propose(payload, reply, drain=self.actor_inbox.empty())
             case Persisted(seq, last_term, last_index):
                 driver.persisted(seq, last_term, last_index)
             case TransferLeadership(to, reply):
                 driver.transfer(to, reply)
             case Status(reply):
+                driver.drain()
                 reply.ok(driver.status())
             case _:
                 raise AssertionError(f"unexpected message {message!r}")

@@ -7,7 +7,9 @@ before them are durable, and answer proposals once their entry commits. It is pu
 this code under seeded faults, and `actors/raft_node.py` is a thin pykka shell around it.
 
 Method: every input (`tick`, `step`, `propose`, `persisted`, `transfer`) ends with one
-drain of the core's `Ready`:
+drain of the core's `Ready` (a `propose(..., drain=False)` leaves it to the next input or
+an explicit `drain()`, so a burst of proposals becomes one persist request and one
+AppendEntries per follower: group commit at the Raft layer):
 
 1. its writes become `PersistRequest(seq, ...)` with the next `seq`, handed to `persist`
    (the storage makes them durable in seq order and later calls `persisted(seq, ...)`);
@@ -141,7 +143,7 @@ class RaftDriver:
         self.core.step(message)
         self._drain()
 
-    def propose(self, payload: object, reply: Reply[Index]) -> None:
+    def propose(self, payload: object, reply: Reply[Index], *, drain: bool = True) -> None:
         core = self.core
         if len(self._pending) >= self._pending_max and core.role is Role.LEADER:
             reply.fail(Busy("too many pending proposals", pending=len(self._pending)))
@@ -162,7 +164,8 @@ class RaftDriver:
                 reply.fail(Busy("too many uncommitted entries", reason=reason.value))
             case int(index):
                 self._pending.append((core.term, index, reply))
-        self._drain()
+        if drain:
+            self._drain()
 
     def persisted(self, seq: int, last_term: Term, last_index: Index) -> None:
         """Every request up to `seq` is durable; the durable log ends at (term, index)."""
@@ -201,6 +204,10 @@ class RaftDriver:
         )
 
     # -- the drain ------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Act on what undrained proposals left in the core (cheap when nothing is)."""
+        self._drain()
 
     def _drain(self) -> None:
         ready = self.core.ready()

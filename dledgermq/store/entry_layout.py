@@ -10,6 +10,10 @@ handed to the writer but not yet written included). It places a new entry with t
 CommitLog's own rule (an entry that does not fit the active segment with room for a BLANK
 goes to the next segment), encodes proposals and the no-op each leader appends, and turns
 one Ready's truncation and entries into a single `LogWrite` for the writer. Pure: no files.
+
+Several proposals may be encoded before the Ready that lays them out (the Raft node
+batches a burst of them): each is placed after the one encoded for the index before it,
+remembered until it is laid out (a rejected proposal's index is simply encoded again).
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class EntryLayout:
     def __init__(self, entries: EntryIndex, segment_size_bytes: int) -> None:
         self.entries = entries
         self._segment_size = segment_size_bytes
+        # Index -> end offset of proposals encoded but not laid out yet.
+        self._encoded_ends: dict[int, int] = {}
 
     @classmethod
     def rebuild(
@@ -79,13 +85,15 @@ class EntryLayout:
     def end_offset(self) -> int:
         return self.entries.end_offset
 
-    def place(self, size: int) -> int:
-        """Where an entry of `size` bytes starts if appended now (`segment.place_entry`).
+    def place(self, size: int, end: int | None = None) -> int:
+        """Where an entry of `size` bytes starts if appended to a log ending at `end`
+        (default: now) (`segment.place_entry`).
 
         Raises:
             EntryTooLarge: it cannot fit a whole segment (with room for a BLANK).
         """
-        start = place_entry(self.entries.end_offset, size, self._segment_size)
+        end = self.entries.end_offset if end is None else end
+        start = place_entry(end, size, self._segment_size)
         if start is None:
             raise EntryTooLarge(
                 f"entry of {size} bytes cannot fit a {self._segment_size}-byte segment"
@@ -95,13 +103,18 @@ class EntryLayout:
     def encode_batch(
         self, drafts: Sequence[MessageDraft], *, term: int, index: int, store_timestamp_ms: int
     ) -> EncodedEntry:
-        """Encode a producer batch as entry (term, index) at the end (changes nothing).
+        """Encode a producer batch as entry (term, index): after the log's last entry, or
+        after the proposal encoded for `index - 1` that is not laid out yet.
 
         Raises:
             EntryTooLarge, ValueError, OverflowError, struct.error: as `encode_entry`.
         """
+        if index - 1 == self.entries.last_index:
+            before = self.entries.end_offset
+        else:
+            before = self._encoded_ends[index - 1]
         size = sum(encoded_size(d) for d in drafts)
-        start = self.place(size)
+        start = self.place(size, before)
         data, positions = encode_entry(
             list(drafts),
             term=term,
@@ -109,7 +122,8 @@ class EntryLayout:
             start_offset=start,
             store_timestamp_ms=store_timestamp_ms,
         )
-        return EncodedEntry(data, self.entries.end_offset, positions)
+        self._encoded_ends[index] = start + len(data)
+        return EncodedEntry(data, before, positions)
 
     def encode_noop(self, term: int, index: int) -> bytes:
         start = self.place(encoded_size(_NOOP_DRAFT))
@@ -131,6 +145,9 @@ class EntryLayout:
                 gives it (a replica would diverge: the node must stop, never write it).
         """
         cut = None
+        if truncate_from is not None:
+            # Whatever was encoded from there on was dropped with it (or never accepted).
+            self._encoded_ends = {i: e for i, e in self._encoded_ends.items() if i < truncate_from}
         if truncate_from is not None and truncate_from <= self.entries.last_index:
             self.entries.truncate_from(truncate_from)
             cut = self.entries.end_offset
@@ -140,6 +157,7 @@ class EntryLayout:
             start = self.place(len(data))
             self._check_claim(data, term, index, start)
             self.entries.append(index, term, start, start + len(data))
+            self._encoded_ends.pop(index, None)
             parts.append(data)
         return LogWrite(
             cut,

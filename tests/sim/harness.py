@@ -305,6 +305,9 @@ class SimCluster:
         self.seed = seed
         self.now = 0
         self._rng = random.Random(seed)
+        # Whether a proposal drains at once or is left to the node's next input (the
+        # actor's burst batching); its own stream, so the other draws stay as they were.
+        self._drain_rng = random.Random(seed ^ 0x5EED_BA7C)
         self.raft = raft or RaftOptions()
         self.ids = tuple(range(1, n + 1))
         self.network = SimNetwork(random.Random(self._rng.getrandbits(64)), net or NetOptions())
@@ -462,7 +465,7 @@ class SimCluster:
             payload, leader, node.incarnation, core.term, core.last_index + 1, self.now
         )
         reply = ProposalReply(self, proposal)
-        node.driver.propose(payload, reply)
+        node.driver.propose(payload, reply, drain=self._drain_rng.random() < 0.5)
         if reply.rejected is not None and core.last_index < proposal.index:
             reason = RejectReason(reply.rejected.details["reason"])
             return ProposalRejected(reason, core.leader_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dledgermq.raft.driver import DriverIO, PersistRequest, RaftDriver
 from dledgermq.raft.messages import AppendEntries, AppendEntriesResponse, Message
 
-from .helpers import make_core
+from .helpers import ack, make_core, make_leader, persist_all
 
 
 def test_answers_held_for_a_slow_write_keep_only_the_newest_per_leader() -> None:
@@ -25,3 +25,45 @@ def test_answers_held_for_a_slow_write_keep_only_the_newest_per_leader() -> None
     answers = [m for m in sent if isinstance(m, AppendEntriesResponse)]
     assert len(answers) == 1
     assert answers[0].success
+
+
+class Settled:
+    def __init__(self) -> None:
+        self.index: int | None = None
+
+    def ok(self, value: int) -> None:
+        self.index = value
+
+    def fail(self, error: BaseException) -> None:
+        raise AssertionError(error)
+
+
+def test_a_burst_of_undrained_proposals_is_persisted_and_sent_as_one() -> None:
+    core = make_core(node_id=1)
+    make_leader(core)
+    persist_all(core)
+    for peer in (2, 3):  # followers in step: appends are no longer probes
+        ack(core, peer, core.last_index)
+    sent: list[Message] = []
+    requests: list[PersistRequest] = []
+    driver = RaftDriver(
+        core, DriverIO(persist=requests.append, send=sent.append), pending_proposals_max=10
+    )
+    driver.drain()
+    requests.clear()
+    sent.clear()
+    replies = [Settled() for _ in range(3)]
+    for i, reply in enumerate(replies):
+        driver.propose(b"p%d" % i, reply, drain=False)
+    assert (requests, sent) == ([], [])  # nothing happens until the drain
+    driver.drain()
+    [request] = requests
+    assert [e.payload for e in request.entries] == [b"p0", b"p1", b"p2"]
+    for peer in (2, 3):
+        [append] = [m for m in sent if isinstance(m, AppendEntries) and m.dst == peer]
+        assert [e.payload for e in append.entries] == [b"p0", b"p1", b"p2"]
+    driver.persisted(request.seq, core.term, core.last_index)
+    last = core.last_index
+    prev = append.prev_log_index
+    driver.step(AppendEntriesResponse(3, 1, core.term, True, prev, last, last_index=last))
+    assert [r.index for r in replies] == [last - 2, last - 1, last]

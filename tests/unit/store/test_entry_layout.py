@@ -64,6 +64,33 @@ def test_layout_bytes_make_the_same_log_as_append_entry(tmp_path: Path) -> None:
     replica.close()
 
 
+def test_a_burst_encoded_before_its_lay_out_makes_the_same_log(tmp_path: Path) -> None:
+    """The Raft node batches proposals: several are encoded, then one Ready lays them out;
+    a rejected proposal's index is encoded again (with other drafts) and replaces it."""
+    reference = CommitLog.open(tmp_path / "ref", SEGMENT)
+    replica = CommitLog.open(tmp_path / "replica", SEGMENT)
+    layout = EntryLayout(EntryIndex(), SEGMENT)
+    all_batches = batches(2, 60)
+    index = 0
+    for burst in (all_batches[k : k + 7] for k in range(0, 60, 7)):
+        encoded = []
+        for drafts in burst:
+            index += 1
+            rejected = layout.encode_batch(drafts[:1], term=1, index=index, store_timestamp_ms=3)
+            data = layout.encode_batch(drafts, term=1, index=index, store_timestamp_ms=3).data
+            assert (
+                rejected.before
+                == layout.encode_batch(drafts, term=1, index=index, store_timestamp_ms=3).before
+            )
+            reference.append_entry(drafts, term=1, index=index, store_timestamp_ms=3)
+            encoded.append((1, index, data))
+        replica.append_raw(layout.lay_out(None, encoded).data)
+    assert len(reference.segments) > 3
+    assert segment_bytes(tmp_path / "ref", reference) == segment_bytes(
+        tmp_path / "replica", replica
+    )
+
+
 def test_truncation_cuts_where_the_log_continues_even_across_a_new_segment(
     tmp_path: Path,
 ) -> None:
