@@ -4,6 +4,10 @@ Owns: one private event loop per facade, run in a daemon thread; every call subm
 coroutine with `asyncio.run_coroutine_threadsafe` and waits at most a bounded time (the
 operation's own timeouts plus a margin), raising `errors.Timeout` beyond it.
 
+`SyncFacade` (and `StartedFacade`, for a client that is started) holds what the facades
+share: the loop thread, the bounded wait, closing, and the `with` protocol; each facade
+only forwards its own methods.
+
 Must not: add behaviour; each method forwards to the async client of the same name.
 """
 
@@ -13,7 +17,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from dledgermq.client.admin import Admin
 from dledgermq.client.consumer import DEFAULT_REQUEST_TIMEOUT_S, PullConsumer
@@ -59,7 +63,53 @@ class LoopThread:
             self._loop.close()
 
 
-class SyncProducer:
+class AsyncClient(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=AsyncClient)
+
+
+class SyncFacade(Generic[C]):
+    """Runs an async client on a private loop; closing also stops the loop. `with`
+    closes it at the end (and starts nothing: see `StartedFacade`)."""
+
+    def __init__(self, client: C, thread_name: str, timeout_s: float) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._runner = LoopThread(thread_name)  # Last: nothing can fail after it.
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Run `coro` on the loop, waiting `timeout_s` (default: the facade's) at most."""
+        return self._runner.run(coro, self._timeout_s if timeout_s is None else timeout_s)
+
+    def close(self) -> None:
+        try:
+            self._run(self._client.close())
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StartedFacade(SyncFacade[C]):
+    """A facade whose client must be started; `with` starts it."""
+
+    def start(self) -> None:
+        self._run(self._client.start())
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+
+class SyncProducer(StartedFacade[Producer]):
     """Blocking `Producer`; `send_async` returns a `concurrent.futures.Future`."""
 
     def __init__(
@@ -71,31 +121,15 @@ class SyncProducer:
         retries: int = 2,
         route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
     ) -> None:
-        self._producer = Producer(
+        producer = Producer(
             namesrv_addrs,
             group,
             send_timeout_s=send_timeout_s,
             retries=retries,
             route_refresh_s=route_refresh_s,
         )
-        self._runner = LoopThread("dledgermq-producer")  # Last: nothing can fail after it.
-        self._timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * (retries + 1) + MARGIN_S
-
-    def start(self) -> None:
-        self._runner.run(self._producer.start(), self._timeout_s)
-
-    def close(self) -> None:
-        try:
-            self._runner.run(self._producer.close(), self._timeout_s)
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> SyncProducer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * (retries + 1) + MARGIN_S
+        super().__init__(producer, "dledgermq-producer", timeout_s)
 
     def send(  # noqa: PLR0913 - Producer.send's fields
         self,
@@ -108,7 +142,7 @@ class SyncProducer:
         sharding_key: str | None = None,
         queue: MessageQueue | None = None,
     ) -> SendResult:
-        coro = self._producer.send(
+        coro = self._client.send(
             topic,
             body,
             tags=tags,
@@ -117,7 +151,7 @@ class SyncProducer:
             sharding_key=sharding_key,
             queue=queue,
         )
-        return self._runner.run(coro, self._timeout_s)
+        return self._run(coro)
 
     def send_async(  # noqa: PLR0913 - Producer.send_async's fields
         self,
@@ -134,7 +168,7 @@ class SyncProducer:
         """Send in the background; `callback` runs on the facade's loop thread."""
 
         async def send() -> SendResult:
-            return await self._producer.send_async(
+            return await self._client.send_async(
                 topic,
                 body,
                 tags=tags,
@@ -158,7 +192,7 @@ class SyncProducer:
         sharding_key: str | None = None,
         queue: MessageQueue | None = None,
     ) -> None:
-        coro = self._producer.send_oneway(
+        coro = self._client.send_oneway(
             topic,
             body,
             tags=tags,
@@ -167,7 +201,7 @@ class SyncProducer:
             sharding_key=sharding_key,
             queue=queue,
         )
-        self._runner.run(coro, self._timeout_s)
+        self._run(coro)
 
     def send_batch(
         self,
@@ -177,11 +211,11 @@ class SyncProducer:
         sharding_key: str | None = None,
         queue: MessageQueue | None = None,
     ) -> list[SendResult]:
-        coro = self._producer.send_batch(topic, messages, sharding_key=sharding_key, queue=queue)
-        return self._runner.run(coro, self._timeout_s)
+        coro = self._client.send_batch(topic, messages, sharding_key=sharding_key, queue=queue)
+        return self._run(coro)
 
 
-class SyncPullConsumer:
+class SyncPullConsumer(StartedFacade[PullConsumer]):
     """Blocking `PullConsumer`."""
 
     def __init__(
@@ -192,33 +226,16 @@ class SyncPullConsumer:
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
     ) -> None:
-        self._consumer = PullConsumer(
+        consumer = PullConsumer(
             namesrv_addrs,
             group,
             request_timeout_s=request_timeout_s,
             route_refresh_s=route_refresh_s,
         )
-        self._runner = LoopThread("dledgermq-pull-consumer")
-        self._timeout_s = request_timeout_s + MARGIN_S
-
-    def start(self) -> None:
-        self._runner.run(self._consumer.start(), self._timeout_s)
-
-    def close(self) -> None:
-        try:
-            self._runner.run(self._consumer.close(), self._timeout_s)
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> SyncPullConsumer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(consumer, "dledgermq-pull-consumer", request_timeout_s + MARGIN_S)
 
     def fetch_queues(self, topic: str) -> list[MessageQueue]:
-        return self._runner.run(self._consumer.fetch_queues(topic), self._timeout_s)
+        return self._run(self._client.fetch_queues(topic))
 
     def pull(
         self,
@@ -229,22 +246,20 @@ class SyncPullConsumer:
         tags: str = "*",
         wait_ms: int = 0,
     ) -> PullResult:
-        coro = self._consumer.pull(
-            mq, offset, max_messages=max_messages, tags=tags, wait_ms=wait_ms
-        )
-        return self._runner.run(coro, self._timeout_s + wait_ms / 1000)
+        coro = self._client.pull(mq, offset, max_messages=max_messages, tags=tags, wait_ms=wait_ms)
+        return self._run(coro, self._timeout_s + wait_ms / 1000)
 
     def commit_offset(self, mq: MessageQueue, offset: int) -> None:
-        self._runner.run(self._consumer.commit_offset(mq, offset), self._timeout_s)
+        self._run(self._client.commit_offset(mq, offset))
 
     def fetch_offset(self, mq: MessageQueue) -> int | None:
-        return self._runner.run(self._consumer.fetch_offset(mq), self._timeout_s)
+        return self._run(self._client.fetch_offset(mq))
 
     def offset_by_time(self, mq: MessageQueue, ts_ms: int) -> int:
-        return self._runner.run(self._consumer.offset_by_time(mq, ts_ms), self._timeout_s)
+        return self._run(self._client.offset_by_time(mq, ts_ms))
 
     def queue_range(self, mq: MessageQueue) -> tuple[int, int]:
-        return self._runner.run(self._consumer.queue_range(mq), self._timeout_s)
+        return self._run(self._client.queue_range(mq))
 
     def send_back(
         self,
@@ -253,44 +268,28 @@ class SyncPullConsumer:
         broker_name: str | None = None,
         max_reconsume_times: int = MAX_RECONSUME_TIMES_DEFAULT,
     ) -> list[dict[str, Any]]:
-        coro = self._consumer.send_back(
+        coro = self._client.send_back(
             messages, broker_name=broker_name, max_reconsume_times=max_reconsume_times
         )
-        return self._runner.run(coro, self._timeout_s)
+        return self._run(coro)
 
 
-class SyncAdmin:
+class SyncAdmin(SyncFacade[Admin]):
     """Blocking `Admin`."""
 
     def __init__(self, namesrv_addrs: Sequence[str], *, request_timeout_s: float = 5.0) -> None:
-        self._admin = Admin(namesrv_addrs, request_timeout_s=request_timeout_s)
-        self._runner = LoopThread("dledgermq-admin")
+        admin = Admin(namesrv_addrs, request_timeout_s=request_timeout_s)
         # A call may ask the NameServer, then the brokers: two request timeouts.
-        self._timeout_s = 2 * request_timeout_s + MARGIN_S
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro, self._timeout_s)
-
-    def close(self) -> None:
-        try:
-            self._run(self._admin.close())
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> SyncAdmin:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(admin, "dledgermq-admin", 2 * request_timeout_s + MARGIN_S)
 
     def brokers(self) -> list[dict[str, Any]]:
-        return self._run(self._admin.brokers())
+        return self._run(self._client.brokers())
 
     def broker_status(self, addr: str) -> dict[str, Any]:
-        return self._run(self._admin.broker_status(addr))
+        return self._run(self._client.broker_status(addr))
 
     def list_topics(self) -> list[str]:
-        return self._run(self._admin.list_topics())
+        return self._run(self._client.list_topics())
 
     def create_topic(
         self,
@@ -303,7 +302,7 @@ class SyncAdmin:
         broker_names: Sequence[str] | None = None,
     ) -> dict[str, dict[str, Any]]:
         return self._run(
-            self._admin.create_topic(
+            self._client.create_topic(
                 topic,
                 queues=queues,
                 read_queues=read_queues,
@@ -323,7 +322,7 @@ class SyncAdmin:
         broker_names: Sequence[str] | None = None,
     ) -> dict[str, dict[str, Any]]:
         return self._run(
-            self._admin.update_topic(
+            self._client.update_topic(
                 topic,
                 read_queues=read_queues,
                 write_queues=write_queues,
@@ -333,10 +332,10 @@ class SyncAdmin:
         )
 
     def delete_topic(self, topic: str, *, broker_names: Sequence[str] | None = None) -> list[str]:
-        return self._run(self._admin.delete_topic(topic, broker_names=broker_names))
+        return self._run(self._client.delete_topic(topic, broker_names=broker_names))
 
     def topic_status(self, topic: str) -> dict[str, Any]:
-        return self._run(self._admin.topic_status(topic))
+        return self._run(self._client.topic_status(topic))
 
     def query_by_key(
         self,
@@ -348,13 +347,13 @@ class SyncAdmin:
         max_messages: int = 32,
     ) -> list[Message]:
         return self._run(
-            self._admin.query_by_key(
+            self._client.query_by_key(
                 key, topic=topic, begin_ms=begin_ms, end_ms=end_ms, max_messages=max_messages
             )
         )
 
     def query_by_id(self, msg_id: str) -> Message:
-        return self._run(self._admin.query_by_id(msg_id))
+        return self._run(self._client.query_by_id(msg_id))
 
     def dead_letters(
         self,
@@ -365,7 +364,7 @@ class SyncAdmin:
         broker_names: Sequence[str] | None = None,
     ) -> dict[str, dict[str, Any]]:
         return self._run(
-            self._admin.dead_letters(
+            self._client.dead_letters(
                 group, offset=offset, max_messages=max_messages, broker_names=broker_names
             )
         )
@@ -379,8 +378,8 @@ class SyncAdmin:
         broker_names: Sequence[str] | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
         # "All" runs in rounds of one request each: it may take longer than one call.
-        return self._runner.run(
-            self._admin.resend_dead_letters(
+        return self._run(
+            self._client.resend_dead_letters(
                 group, msg_ids=msg_ids, resend_all=resend_all, broker_names=broker_names
             ),
             self._timeout_s * 10,

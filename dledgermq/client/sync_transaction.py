@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dledgermq.client.message import MessageQueue
 from dledgermq.client.producer import RETRY_WAIT_MAX_S
 from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S
-from dledgermq.client.sync import MARGIN_S, LoopThread
+from dledgermq.client.sync import MARGIN_S, StartedFacade
 from dledgermq.client.transaction_producer import (
     END_ATTEMPTS,
     POLL_WAIT_MS,
@@ -26,7 +26,7 @@ from dledgermq.client.transaction_producer import (
 )
 
 
-class SyncTransactionProducer:
+class SyncTransactionProducer(StartedFacade[TransactionProducer]):
     """Blocking `TransactionProducer`; check-backs are answered while it is open."""
 
     def __init__(  # noqa: PLR0913 - TransactionProducer's knobs
@@ -41,7 +41,7 @@ class SyncTransactionProducer:
         poll_wait_ms: int = POLL_WAIT_MS,
         local_timeout_s: float = 60.0,
     ) -> None:
-        self._producer = TransactionProducer(
+        producer = TransactionProducer(
             namesrv_addrs,
             group,
             check=check,
@@ -50,30 +50,14 @@ class SyncTransactionProducer:
             route_refresh_s=route_refresh_s,
             poll_wait_ms=poll_wait_ms,
         )
-        self._runner = LoopThread("dledgermq-txn-producer")  # Last: nothing fails after it.
-        attempts = retries + 1 + END_ATTEMPTS
-        self._timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * attempts + MARGIN_S
         self._local_timeout_s = local_timeout_s
+        attempts = retries + 1 + END_ATTEMPTS
+        timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * attempts + MARGIN_S
+        super().__init__(producer, "dledgermq-txn-producer", timeout_s)
 
     @property
     def client_id(self) -> str:
-        return self._producer.client_id
-
-    def start(self) -> None:
-        self._runner.run(self._producer.start(), self._timeout_s)
-
-    def close(self) -> None:
-        try:
-            self._runner.run(self._producer.close(), self._timeout_s)
-        finally:
-            self._runner.stop()
-
-    def __enter__(self) -> SyncTransactionProducer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        return self._client.client_id
 
     def send_in_transaction(  # noqa: PLR0913 - TransactionProducer.send_in_transaction's
         self,
@@ -87,7 +71,7 @@ class SyncTransactionProducer:
         queue: MessageQueue | None = None,
         check_immunity_s: int | None = None,
     ) -> TransactionSendResult:
-        coro = self._producer.send_in_transaction(
+        coro = self._client.send_in_transaction(
             topic,
             body,
             local_transaction,
@@ -97,4 +81,4 @@ class SyncTransactionProducer:
             queue=queue,
             check_immunity_s=check_immunity_s,
         )
-        return self._runner.run(coro, self._timeout_s + self._local_timeout_s)
+        return self._run(coro, self._timeout_s + self._local_timeout_s)
