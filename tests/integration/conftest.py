@@ -67,17 +67,39 @@ class Cluster:
 
 
 def write_cluster_file(tmp_path: Path, *, flush: str = "sync") -> Path:
+    return write_test_cluster(tmp_path, "ItCluster", store=SMALL_STORE.format(flush=flush))
+
+
+def write_test_cluster(
+    tmp_path: Path, name: str, *, raft: bool = False, store: str | None = None, tail: str = ""
+) -> Path:
+    """`tmp_path/cluster.yml`: one NameServer and one broker group `broker-a` on free ports,
+    a single node or (`raft`) three Raft nodes with fast elections; then `store` (default
+    SMALL_STORE with sync flush) and `tail` (more YAML, e.g. inside its `limits:` block)."""
+    if raft:
+        nodes = ", ".join(
+            f"{{id: n{i}, port: {free_port()}, peer_port: {free_port()}}}" for i in (1, 2, 3)
+        )
+        group = f"""
+  - name: broker-a
+    mode: raft
+    replication: {{election_timeout_ms: 400, heartbeat_interval_ms: 60}}
+    nodes: [{nodes}]
+"""
+    else:
+        group = f" [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]\n"
     path = tmp_path / "cluster.yml"
     path.write_text(
         f"""
-cluster: ItCluster
+cluster: {name}
 data_dir: ./data
+secret: integration-test-secret
 heartbeat_interval_ms: 1000
 tick_ms: 20
 namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers: [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]
-"""
-        + SMALL_STORE.format(flush=flush)
+brokers:{group}"""
+        + (SMALL_STORE.format(flush="sync") if store is None else store)
+        + tail
     )
     return path
 

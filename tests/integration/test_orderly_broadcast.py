@@ -34,10 +34,9 @@ import pytest
 from dledgermq.client import Message, PushConsumer, PushOptions, SyncProducer
 from dledgermq.client.sync import LoopThread
 from tests.conftest import wait_until
-from tests.integration.conftest import Cluster, free_port, started
+from tests.integration.conftest import Cluster, started, write_test_cluster
 from tests.integration.test_raft_group import converged, leader
 from tests.integration.test_retry_dlq import http
-from tests.support import SMALL_STORE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 QUEUES = 4
@@ -46,45 +45,13 @@ LEASE = "  consumer_lease_ms: 4000\n"  # Continues SMALL_STORE's `limits:` block
 
 
 def write_standalone(tmp_path: Path) -> Path:
-    path = tmp_path / "cluster.yml"
-    path.write_text(
-        f"""
-cluster: OrderIt
-data_dir: ./data
-heartbeat_interval_ms: 1000
-tick_ms: 20
-namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers: [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]
-"""
-        + SMALL_STORE.format(flush="sync")
-        + LEASE
-    )
-    return path
+    return write_test_cluster(tmp_path, "OrderIt", tail=LEASE)
 
 
 def write_raft(tmp_path: Path, lease_ms: int) -> Path:
-    nodes = ", ".join(
-        f"{{id: n{i}, port: {free_port()}, peer_port: {free_port()}}}" for i in (1, 2, 3)
+    return write_test_cluster(
+        tmp_path, "OrderRaftIt", raft=True, tail=f"  consumer_lease_ms: {lease_ms}\n"
     )
-    path = tmp_path / "cluster.yml"
-    path.write_text(
-        f"""
-cluster: OrderRaftIt
-data_dir: ./data
-secret: integration-test-secret
-heartbeat_interval_ms: 1000
-tick_ms: 20
-namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers:
-  - name: broker-a
-    mode: raft
-    replication: {{election_timeout_ms: 400, heartbeat_interval_ms: 60}}
-    nodes: [{nodes}]
-"""
-        + SMALL_STORE.format(flush="sync")
-        + f"  consumer_lease_ms: {lease_ms}\n"
-    )
-    return path
 
 
 @dataclass(frozen=True)

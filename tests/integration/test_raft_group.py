@@ -39,35 +39,14 @@ from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.record import HEADER_SIZE
 from dledgermq.store.segment import segment_path
 from tests.conftest import wait_until
-from tests.integration.conftest import Cluster, free_port, started
-from tests.support import SMALL_STORE
+from tests.integration.conftest import Cluster, started, write_test_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 QUEUES = 4
 
 
 def write_raft_cluster(tmp_path: Path) -> Path:
-    nodes = ", ".join(
-        f"{{id: n{i}, port: {free_port()}, peer_port: {free_port()}}}" for i in (1, 2, 3)
-    )
-    path = tmp_path / "cluster.yml"
-    path.write_text(
-        f"""
-cluster: RaftIt
-data_dir: ./data
-secret: integration-test-secret
-heartbeat_interval_ms: 1000
-tick_ms: 20
-namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers:
-  - name: broker-a
-    mode: raft
-    replication: {{election_timeout_ms: 400, heartbeat_interval_ms: 60}}
-    nodes: [{nodes}]
-"""
-        + SMALL_STORE.format(flush="sync")
-    )
-    return path
+    return write_test_cluster(tmp_path, "RaftIt", raft=True)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import pytest
 from dledgermq.client import Message, PushConsumer, PushOptions, SyncProducer
 from dledgermq.client.sync import LoopThread
 from tests.conftest import wait_until
-from tests.integration.conftest import Cluster, free_port, started
+from tests.integration.conftest import Cluster, started, write_test_cluster
 from tests.integration.test_raft_group import converged, leader, nodes
 from tests.support import SMALL_STORE
 
@@ -46,44 +46,14 @@ def store_with_levels(levels: str) -> str:
 
 
 def write_single_broker(tmp_path: Path) -> Path:
-    path = tmp_path / "cluster.yml"
-    path.write_text(
-        f"""
-cluster: RetryIt
-data_dir: ./data
-heartbeat_interval_ms: 1000
-tick_ms: 20
-namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers: [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]
-"""
-        + store_with_levels("1s 1s 1s")
-    )
-    return path
+    return write_test_cluster(tmp_path, "RetryIt", store=store_with_levels("1s 1s 1s"))
 
 
 def write_raft_group(tmp_path: Path) -> Path:
     """Three Raft nodes; every retry waits level 3 = 8 s (time to kill a leader)."""
-    members = ", ".join(
-        f"{{id: n{i}, port: {free_port()}, peer_port: {free_port()}}}" for i in (1, 2, 3)
+    return write_test_cluster(
+        tmp_path, "RetryRaftIt", raft=True, store=store_with_levels("1s 1s 8s")
     )
-    path = tmp_path / "cluster.yml"
-    path.write_text(
-        f"""
-cluster: RetryRaftIt
-data_dir: ./data
-secret: integration-test-secret
-heartbeat_interval_ms: 1000
-tick_ms: 20
-namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers:
-  - name: broker-a
-    mode: raft
-    replication: {{election_timeout_ms: 400, heartbeat_interval_ms: 60}}
-    nodes: [{members}]
-"""
-        + store_with_levels("1s 1s 8s")
-    )
-    return path
 
 
 class Deliveries:
