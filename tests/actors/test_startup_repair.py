@@ -102,14 +102,22 @@ async def repair_at_once(
     )
 
 
-def test_two_nodes_repairing_at_start_serve_each_other(tmp_path: Path) -> None:
-    config = raft_config(tmp_path)
+def two_copies(
+    tmp_path: Path, entries: int
+) -> tuple[Path, list[tuple[int, int]], int, dict[str, Path]]:
+    """An original log of `entries` entries and byte-identical copies for n1 and n2;
+    returns (original, record places, log end, node directories)."""
     original = tmp_path / "original"
-    places = fill(original, 200)
-    end = places[-1][0] + places[-1][1]
+    places = fill(original, entries)
     dirs = {name: tmp_path / name for name in ("n1", "n2")}
     for directory in dirs.values():
         shutil.copytree(original, directory)
+    return original, places, places[-1][0] + places[-1][1], dirs
+
+
+def test_two_nodes_repairing_at_start_serve_each_other(tmp_path: Path) -> None:
+    config = raft_config(tmp_path)
+    original, places, end, dirs = two_copies(tmp_path, 200)
     flipped = places[40][0]  # n1: one record damaged in the first (sealed) segment
     flip(dirs["n1"], flipped)
     cut = places[-30][0] + 17  # n2: its active segment cut inside a record
@@ -127,12 +135,8 @@ def test_two_nodes_repairing_at_start_serve_each_other(tmp_path: Path) -> None:
 
 def test_a_record_damaged_on_both_nodes_is_not_repaired_from_either(tmp_path: Path) -> None:
     config = raft_config(tmp_path)
-    original = tmp_path / "original"
-    places = fill(original, 50)
-    end = places[-1][0] + places[-1][1]
-    dirs = {name: tmp_path / name for name in ("n1", "n2")}
+    _, places, end, dirs = two_copies(tmp_path, 50)
     for directory in dirs.values():
-        shutil.copytree(original, directory)
         flip(directory, places[10][0])
     flip(dirs["n2"], places[30][0])  # n2 also repairs this one, so it serves meanwhile.
     damaged = read_all(dirs["n1"])

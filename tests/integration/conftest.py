@@ -71,23 +71,32 @@ def write_cluster_file(tmp_path: Path, *, flush: str = "sync") -> Path:
 
 
 def write_test_cluster(
-    tmp_path: Path, name: str, *, raft: bool = False, store: str | None = None, tail: str = ""
+    tmp_path: Path,
+    name: str,
+    *,
+    mode: str = "standalone",
+    store: str | None = None,
+    head: str = "",
+    tail: str = "",
 ) -> Path:
-    """`tmp_path/cluster.yml`: one NameServer and one broker group `broker-a` on free ports,
-    a single node or (`raft`) three Raft nodes with fast elections; then `store` (default
-    SMALL_STORE with sync flush) and `tail` (more YAML, e.g. inside its `limits:` block)."""
-    if raft:
+    """`tmp_path/cluster.yml`: one NameServer and one broker group `broker-a` on free ports:
+    a single node (`standalone`), three Raft nodes with fast elections (`raft`), or a sync
+    master/slave pair m1/s1 (`master_slave`); `head` is top-level YAML before the brokers,
+    then `store` (default SMALL_STORE with sync flush) and `tail` (e.g. inside its
+    `limits:` block)."""
+    if mode == "raft":
         nodes = ", ".join(
             f"{{id: n{i}, port: {free_port()}, peer_port: {free_port()}}}" for i in (1, 2, 3)
         )
-        group = f"""
-  - name: broker-a
-    mode: raft
-    replication: {{election_timeout_ms: 400, heartbeat_interval_ms: 60}}
-    nodes: [{nodes}]
-"""
+        group = "mode: raft, replication: {election_timeout_ms: 400, heartbeat_interval_ms: 60}"
+    elif mode == "master_slave":
+        nodes = ", ".join(
+            f"{{id: {n}, port: {free_port()}, peer_port: {free_port()}}}" for n in ("m1", "s1")
+        )
+        group = "mode: master_slave, replication: {ha_mode: sync, sync_timeout_ms: 3000}"
     else:
-        group = f" [{{name: broker-a, nodes: [{{id: n1, port: {free_port()}}}]}}]\n"
+        assert mode == "standalone", mode
+        nodes, group = f"{{id: n1, port: {free_port()}}}", ""
     path = tmp_path / "cluster.yml"
     path.write_text(
         f"""
@@ -97,7 +106,8 @@ secret: integration-test-secret
 heartbeat_interval_ms: 1000
 tick_ms: 20
 namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-brokers:{group}"""
+{head}brokers: [{{name: broker-a, {group + ", " if group else ""}nodes: [{nodes}]}}]
+"""
         + (SMALL_STORE.format(flush="sync") if store is None else store)
         + tail
     )

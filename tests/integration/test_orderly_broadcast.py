@@ -50,7 +50,7 @@ def write_standalone(tmp_path: Path) -> Path:
 
 def write_raft(tmp_path: Path, lease_ms: int) -> Path:
     return write_test_cluster(
-        tmp_path, "OrderRaftIt", raft=True, tail=f"  consumer_lease_ms: {lease_ms}\n"
+        tmp_path, "OrderRaftIt", mode="raft", tail=f"  consumer_lease_ms: {lease_ms}\n"
     )
 
 

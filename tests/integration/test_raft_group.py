@@ -46,7 +46,7 @@ QUEUES = 4
 
 
 def write_raft_cluster(tmp_path: Path) -> Path:
-    return write_test_cluster(tmp_path, "RaftIt", raft=True)
+    return write_test_cluster(tmp_path, "RaftIt", mode="raft")
 
 
 @pytest.fixture

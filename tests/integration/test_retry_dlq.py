@@ -52,7 +52,7 @@ def write_single_broker(tmp_path: Path) -> Path:
 def write_raft_group(tmp_path: Path) -> Path:
     """Three Raft nodes; every retry waits level 3 = 8 s (time to kill a leader)."""
     return write_test_cluster(
-        tmp_path, "RetryRaftIt", raft=True, store=store_with_levels("1s 1s 8s")
+        tmp_path, "RetryRaftIt", mode="raft", store=store_with_levels("1s 1s 8s")
     )
 
 

@@ -32,56 +32,17 @@ from dledgermq.client import (
     TransactionCheck,
 )
 from tests.conftest import wait_until
-from tests.integration.conftest import free_port, started
+from tests.integration.conftest import started, write_test_cluster
 from tests.integration.test_raft_group import converged, leader, nodes
 from tests.integration.test_retry_dlq import http
-from tests.support import SMALL_STORE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 QUEUES = 2
 
 
 def write_cluster(tmp_path: Path, *, mode: str, max_checks: int) -> Path:
-    if mode == "master_slave":
-        members = ", ".join(
-            f"{{id: {name}, port: {free_port()}, peer_port: {free_port()}}}"
-            for name in ("m1", "s1")
-        )
-        group = f"""
-  - name: broker-a
-    mode: master_slave
-    replication: {{ha_mode: sync, sync_timeout_ms: 3000}}
-    nodes: [{members}]
-"""
-    elif mode == "raft":
-        members = ", ".join(
-            f"{{id: n{i}, port: {free_port()}, peer_port: {free_port()}}}" for i in (1, 2, 3)
-        )
-        group = f"""
-  - name: broker-a
-    mode: raft
-    replication: {{election_timeout_ms: 400, heartbeat_interval_ms: 60}}
-    nodes: [{members}]
-"""
-    else:
-        group = f"""
-  - name: broker-a
-    nodes: [{{id: n1, port: {free_port()}}}]
-"""
-    path = tmp_path / "cluster.yml"
-    path.write_text(
-        f"""
-cluster: TxnIt
-data_dir: ./data
-secret: integration-test-secret
-heartbeat_interval_ms: 1000
-tick_ms: 20
-namesrvs: [{{id: ns1, port: {free_port()}, broker_expiry_ms: 5000, scan_interval_ms: 500}}]
-transactions: {{check_immunity_s: 1, check_interval_s: 1, max_check_times: {max_checks}}}
-brokers:{group}"""
-        + SMALL_STORE.format(flush="sync")
-    )
-    return path
+    checks = f"check_immunity_s: 1, check_interval_s: 1, max_check_times: {max_checks}"
+    return write_test_cluster(tmp_path, "TxnIt", mode=mode, head=f"transactions: {{{checks}}}\n")
 
 
 def bodies(addr: str, topic: str = "T") -> Counter[str]:
