@@ -210,9 +210,11 @@ class CommitLogWriterActor(FailStopActor):
             self._log.truncate(write.cut_offset)
             self._written.value = write.cut_offset
             tell(self._flusher, Truncated(write.cut_offset))
-        if write.data:
+        if write.local:
+            self._log.append_encoded(write.data, write.spans)
+        elif write.data:
             self._log.append_raw(write.data)
-            self._written.value = self._log.write_offset
+        self._written.value = self._log.write_offset
         got = (self._log.write_offset, self._log.last_term, self._log.last_index)
         if got != (write.end_offset, write.last_term, write.last_index):
             # The bytes hold other entries than the layout placed: never go on from here.

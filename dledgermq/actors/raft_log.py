@@ -9,6 +9,8 @@
 - `persist`: a Ready's truncation and entries become one `WriteRaw` for the writer, whose
   flusher reports `Persisted` back in request order (fsync first in `majority_fsync`);
 - `on_commit`: the confirm offset becomes the end of the committed, locally durable entry;
+  a follower's entries go along in memory (as the writer verified them), so that the
+  ReputActor dispatches them without reading them back;
 - `term_at` / `entries`: committed entries below the compacted in-memory mirror, read back
   from the CommitLog for a follower that lags behind it.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,11 +35,11 @@ from dledgermq.actors.raft_node import Persisted, PersistRequest
 from dledgermq.actors.reput import Appended, Confirm
 from dledgermq.actors.supervisor import tell
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.dispatch import WrittenEntry
+from dledgermq.broker.dispatch import ReplicatedEntry, WrittenEntry
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.raft.log import RaftLog
 from dledgermq.raft.types import Entry, Index, Term
-from dledgermq.store.entry_layout import EntryLayout
+from dledgermq.store.entry_layout import EntryLayout, LogWrite
 from dledgermq.store.errors import EntryTooLarge, OffsetGone
 from dledgermq.store.hard_state import StoredHardState
 from dledgermq.store.reader import CommitLogReader
@@ -93,6 +96,8 @@ class CommitLogRaftLog:
         self._writer = writer
         self._reput = reput
         self._fsync = fsync
+        # A peer's entries written but not committed yet, by index (see `on_commit`).
+        self._replicated: deque[tuple[Index, ReplicatedEntry]] = deque()
         self.node: pykka.ActorRef[Any] | None = None  # Set once the Raft node started.
         # Told the offset of a record a cold read found damaged (node.py: repair).
         self.on_damaged: Callable[[int], None] = lambda offset: None
@@ -129,15 +134,34 @@ class CommitLogRaftLog:
                 for e in request.entries
             ],
         )
+        self._keep_replicated(request, write)
         hard_state = request.hard_state
         stored = None if hard_state is None else StoredHardState(hard_state.term, hard_state.vote)
         assert self.node is not None, "the Raft node persists only after it started"
         durable = Persisted(request.seq, write.last_term, write.last_index)
         tell(self._writer, WriteRaw(write, stored, self._fsync, partial(tell, self.node, durable)))
 
+    def _keep_replicated(self, request: PersistRequest, write: LogWrite) -> None:
+        """Remember a peer's entries until they commit (what a cut drops goes with it)."""
+        replicated = self._replicated
+        if request.truncate_from is not None:
+            while replicated and replicated[-1][0] >= request.truncate_from:
+                replicated.pop()
+        if write.local:  # Its own proposals reach the ReputActor with their drafts.
+            return
+        before = write.start_offset
+        for span, entry in zip(write.spans, request.entries, strict=True):
+            data = _as_bytes(entry.payload)
+            replicated.append((span.index, ReplicatedEntry(before, span.offset, data)))
+            before = span.offset + len(data)
+
     def on_commit(self, index: Index, term: Term) -> None:
         del term
-        tell(self._reput, Confirm(self.layout.entries.end_of(index)))
+        committed = []
+        replicated = self._replicated
+        while replicated and replicated[0][0] <= index:
+            committed.append(replicated.popleft()[1])
+        tell(self._reput, Confirm(self.layout.entries.end_of(index), tuple(committed)))
 
     # -- ColdEntries ----------------------------------------------------------------------
 

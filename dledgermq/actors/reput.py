@@ -22,7 +22,7 @@ from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.dispatch import Dispatcher, PullResult, WrittenEntry
+from dledgermq.broker.dispatch import Dispatcher, PullResult, ReplicatedEntry, WrittenEntry
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.long_poll import LongPolls
 from dledgermq.broker.topics import PERM_READ_WRITE, TopicConfig
@@ -46,9 +46,11 @@ class Appended:
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
-    """Everything below `offset` may be shown to consumers."""
+    """Everything below `offset` may be shown to consumers; `entries` are some of the
+    newly committed ones, in memory (a follower's), so dispatch need not read them back."""
 
     offset: int
+    entries: tuple[ReplicatedEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ class ReputActor(FailStopActor):
         self._options = options
         self._confirm = dispatcher.dispatched_offset
         self._pending: dict[int, ReplyTo[Any]] = {}
-        self._written: dict[int, WrittenEntry] = {}
+        self._written: dict[int, WrittenEntry | ReplicatedEntry] = {}
         self._polls: LongPolls[Pull] = LongPolls(options.long_polls_max)
         self._now_ms = 0
         self._last_checkpoint_ms = 0
@@ -128,14 +130,12 @@ class ReputActor(FailStopActor):
         published.marks.checkpointed.value = dispatcher.checkpointed_offset
         published.publish(dispatcher)
 
-    def on_receive(self, message: object) -> None:  # noqa: C901 - one match lists every message
+    def on_receive(self, message: object) -> None:
         match message:
             case Appended() as appended:
                 self._appended(appended)
-            case Confirm(offset):
-                if offset > self._confirm:
-                    self._confirm = offset
-                    self._dispatch()
+            case Confirm() as confirm:
+                self._confirmed(confirm)
             case ContinueDispatch():
                 self._dispatch()
             case ReleaseHeldPulls():
@@ -159,6 +159,14 @@ class ReputActor(FailStopActor):
         self._pending[appended.start_offset] = appended.reply
         if appended.entry is not None:
             self._written[appended.entry.before] = appended.entry
+
+    def _confirmed(self, confirm: Confirm) -> None:
+        for entry in confirm.entries:
+            if entry.before >= self._dispatcher.dispatched_offset:
+                self._written[entry.before] = entry
+        if confirm.offset > self._confirm:
+            self._confirm = confirm.offset
+            self._dispatch()
 
     def _dispatch(self) -> None:
         batch = self._dispatcher.dispatch_upto(self._confirm, self._written)

@@ -44,7 +44,14 @@ from dledgermq.store.consume_queue import (
 )
 from dledgermq.store.errors import CorruptCheckpoint, CorruptRecord, OffsetGone, StoreDamaged
 from dledgermq.store.index_file import IndexStore
-from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft, Record, RecordMeta, decode_meta
+from dledgermq.store.record import (
+    FLAG_ENTRY_END,
+    MessageDraft,
+    Record,
+    RecordMeta,
+    decode_meta,
+    decode_verified_meta,
+)
 
 log = logging.getLogger(__name__)
 UNIQUE_KEY_PREFIX = "#U#"
@@ -54,11 +61,19 @@ MAX_PULL_BYTES = 8 * 1024 * 1024
 
 
 class DispatchedMessage(NamedTuple):
-    msg_id: str
+    """Where a dispatched message went; its id is formatted only when asked for (a
+    producer's answer), not for every message a follower dispatches."""
+
+    broker_hash: str
     unique_key: str
     queue_id: int
     queue_offset: int
     commitlog_offset: int
+    size: int
+
+    @property
+    def msg_id(self) -> str:
+        return make_msg_id(self.broker_hash, self.commitlog_offset, self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,22 @@ class WrittenEntry:
     def end_offset(self) -> int:
         offset, size = self.positions[-1]
         return offset + size
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicatedEntry:
+    """A committed entry's records as this node's writer verified and wrote them (a Raft
+    follower's copy of a leader's entry), so the ReputActor need not read them back nor
+    check their CRCs again. `before` as for `WrittenEntry`; `start_offset` is where its
+    first record lies."""
+
+    before: int
+    start_offset: int
+    data: bytes
+
+    @property
+    def end_offset(self) -> int:
+        return self.start_offset + len(self.data)
 
 
 @dataclass(slots=True)
@@ -211,13 +242,13 @@ class Dispatcher:
     def dispatch_upto(
         self,
         confirm_offset: int,
-        written: dict[int, WrittenEntry] | None = None,
+        written: dict[int, WrittenEntry | ReplicatedEntry] | None = None,
         max_bytes: int = 4 * 1024 * 1024,
     ) -> DispatchBatch:
         """Dispatch whole entries in [dispatched_offset, confirm_offset), about max_bytes.
 
         An entry found in `written` (keyed by `before`) is dispatched from memory; any
-        other from the log (recovery, replicated entries). Both go through
+        other from the log (recovery, entries written before a restart). All go through
         `_dispatch_record` with the same values, so queue offsets cannot differ.
         """
         batch = DispatchBatch()
@@ -229,7 +260,10 @@ class Dispatcher:
             entry = written.get(self.dispatched_offset)
             if entry is not None and entry.end_offset <= confirm_offset:
                 del written[entry.before]
-                self._dispatch_written(entry, batch)
+                if isinstance(entry, WrittenEntry):
+                    self._dispatch_written(entry, batch)
+                else:
+                    self._dispatch_replicated(entry, batch)
             else:
                 self._dispatch_from_log(confirm_offset, start + max_bytes, batch)
                 for stale in [b for b in written if b < self.dispatched_offset]:
@@ -259,6 +293,19 @@ class Dispatcher:
         end = entry.end_offset
         batch.entries.append(DispatchedEntry(entry.positions[0][0], end, tuple(messages)))
         self.dispatched_offset = end
+
+    def _dispatch_replicated(self, entry: ReplicatedEntry, batch: DispatchBatch) -> None:
+        view = memoryview(entry.data)
+        messages: list[DispatchedMessage] = []
+        pos = 0
+        while pos < len(view):
+            record = decode_verified_meta(view, pos)
+            message = self._dispatch_record(record, batch)
+            if message is not None:
+                messages.append(message)
+            pos += record.size
+        batch.entries.append(DispatchedEntry(entry.start_offset, entry.end_offset, tuple(messages)))
+        self.dispatched_offset = entry.end_offset
 
     def _dispatch_from_log(
         self, confirm_offset: int, stop_after: int, batch: DispatchBatch
@@ -339,11 +386,12 @@ class Dispatcher:
             )
             batch.touched.add(queue_key)
             return DispatchedMessage(
-                make_msg_id(self.broker_hash, offset, record.size),
+                self.broker_hash,
                 properties.get(PROPERTY_UNIQ_KEY, ""),
                 queue_id,
                 queue_offset,
                 offset,
+                record.size,
             )
         else:
             queue_offset = cq.append(offset, record.size, tag_hash(properties.get(PROPERTY_TAGS)))
@@ -356,11 +404,7 @@ class Dispatcher:
         if unique_key:
             self.index.put(UNIQUE_KEY_PREFIX + unique_key, offset, record.store_timestamp_ms)
         return DispatchedMessage(
-            make_msg_id(self.broker_hash, offset, record.size),
-            unique_key,
-            queue_id,
-            queue_offset,
-            offset,
+            self.broker_hash, unique_key, queue_id, queue_offset, offset, record.size
         )
 
     # -- reads ----------------------------------------------------------------------------

@@ -18,9 +18,11 @@ any later segment files.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dledgermq.store.entry_index import EntrySpan
 from dledgermq.store.errors import CorruptRecord, EntryTooLarge, OffsetGone
 from dledgermq.store.fileio import fdatasync, fsync, fsync_dir, write_all
 from dledgermq.store.reader import CommitLogReader
@@ -66,17 +68,6 @@ class AppendResult:
     start_offset: int
     end_offset: int
     positions: list[tuple[int, int]]
-
-
-@dataclass(frozen=True, slots=True)
-class _RawEntry:
-    """One verified entry of `append_raw` input: bytes [begin, end) of that input."""
-
-    begin: int
-    end: int
-    offset: int
-    term: int
-    index: int
 
 
 class CommitLog:
@@ -189,6 +180,17 @@ class CommitLog:
         """
         view = data if isinstance(data, memoryview) else memoryview(data)
         entries, positions = _split_entries(view, (self._last_term, self._last_index))
+        self._write_entries(view, entries)
+        start = positions[0][0] if positions else self._write_offset
+        return AppendResult(start, self._write_offset, positions)
+
+    def append_encoded(self, data: bytes, entries: Sequence[EntrySpan]) -> None:
+        """Append entries this node encoded itself at their places (a Raft leader's own
+        proposals and no-ops): their records are not verified again, only their places."""
+        self._write_entries(memoryview(data), entries)
+
+    def _write_entries(self, view: memoryview, entries: Sequence[EntrySpan]) -> None:
+        """Write whole entries of `view` where they belong, or nothing if one is misplaced."""
         planned = self._write_offset
         for entry in entries:
             planned = self._place_raw(planned, entry)
@@ -199,8 +201,6 @@ class CommitLog:
             write_all(self._fd, view[entry.begin : entry.end], entry.offset - self._segments[-1])
             self._write_offset = entry.offset + entry.end - entry.begin
             self._last_term, self._last_index = entry.term, entry.index
-        start = positions[0][0] if positions else self._write_offset
-        return AppendResult(start, self._write_offset, positions)
 
     def _place(self, size: int, end: int | None = None) -> int:
         """Where an entry of `size` bytes goes after `end` (default: the log's end).
@@ -215,7 +215,7 @@ class CommitLog:
             )
         return start
 
-    def _place_raw(self, planned: int, entry: _RawEntry) -> int:
+    def _place_raw(self, planned: int, entry: EntrySpan) -> int:
         """Check a replicated entry sits where this log would put it; return its end."""
         expected = self._place(entry.end - entry.begin, planned)
         if entry.offset != expected:
@@ -376,14 +376,14 @@ def refill_at(directory: Path, segment_size: int, offset: int, data: bytes, *, s
 
 def _split_entries(
     view: memoryview, last: tuple[int, int]
-) -> tuple[list[_RawEntry], list[tuple[int, int]]]:
+) -> tuple[list[EntrySpan], list[tuple[int, int]]]:
     """Verify every record of `view` and group them into complete entries.
 
     Raises:
         CorruptRecord: a damaged record, records of an entry not contiguous or not sharing
             (term, index), an entry out of sequence after `last`, or a trailing partial entry.
     """
-    entries: list[_RawEntry] = []
+    entries: list[EntrySpan] = []
     positions: list[tuple[int, int]] = []
     last_term, last_index = last
     pos = begin = first_offset = next_offset = 0
@@ -407,7 +407,7 @@ def _split_entries(
         next_offset = offset + size
         pos += size
         if header[F_FLAGS] & FLAG_ENTRY_END:
-            entries.append(_RawEntry(begin, pos, first_offset, term, index))
+            entries.append(EntrySpan(begin, pos, first_offset, term, index))
             in_entry = False
     if in_entry:
         raise CorruptRecord("replicated data ends inside an entry")

@@ -27,6 +27,17 @@ from dledgermq.store.record import (
 )
 
 
+class EntrySpan(NamedTuple):
+    """One whole entry inside a buffer of entries about to be appended: its bytes are
+    `[begin, end)` of that buffer, its first record sits at log offset `offset`."""
+
+    begin: int
+    end: int
+    offset: int
+    term: int
+    index: int  # type: ignore[assignment]
+
+
 class EntryPosition(NamedTuple):
     """What a header-only scan of the log yields per record (for `EntryIndex.rebuild`)."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from dledgermq.store.entry_index import EntryIndex, EntryPosition
+from dledgermq.store.entry_index import EntryIndex, EntryPosition, EntrySpan
 from dledgermq.store.errors import CorruptRecord, EntryTooLarge
 from dledgermq.store.record import (
     F_INDEX,
@@ -59,21 +59,26 @@ class EncodedEntry:
 @dataclass(frozen=True, slots=True)
 class LogWrite:
     """One Ready's change to the CommitLog: cut at `cut_offset` (if set), then append
-    `data` (whole entries); afterwards the log ends with entry (last_term, last_index)."""
+    `data` (whole entries, each placed as in `spans`, the first after `start_offset`);
+    afterwards the log ends with entry (last_term, last_index). `local`: this node encoded
+    every entry of it (its own proposals and no-ops), so there is nothing to verify."""
 
     cut_offset: int | None
     data: bytes
     end_offset: int
     last_term: int
     last_index: int
+    start_offset: int = 0
+    spans: tuple[EntrySpan, ...] = ()
+    local: bool = False
 
 
 class EntryLayout:
     def __init__(self, entries: EntryIndex, segment_size_bytes: int) -> None:
         self.entries = entries
         self._segment_size = segment_size_bytes
-        # Index -> end offset of proposals encoded but not laid out yet.
-        self._encoded_ends: dict[int, int] = {}
+        # Index -> (end offset, bytes) of proposals encoded but not laid out yet.
+        self._encoded: dict[int, tuple[int, bytes]] = {}
 
     @classmethod
     def rebuild(
@@ -112,7 +117,7 @@ class EntryLayout:
         if index - 1 == self.entries.last_index:
             before = self.entries.end_offset
         else:
-            before = self._encoded_ends[index - 1]
+            before = self._encoded[index - 1][0]
         size = sum(encoded_size(d) for d in drafts)
         start = self.place(size, before)
         data, positions = encode_entry(
@@ -122,7 +127,7 @@ class EntryLayout:
             start_offset=start,
             store_timestamp_ms=store_timestamp_ms,
         )
-        self._encoded_ends[index] = start + len(data)
+        self._encoded[index] = (start + len(data), data)
         return EncodedEntry(data, before, positions)
 
     def encode_noop(self, term: int, index: int) -> bytes:
@@ -147,24 +152,36 @@ class EntryLayout:
         cut = None
         if truncate_from is not None:
             # Whatever was encoded from there on was dropped with it (or never accepted).
-            self._encoded_ends = {i: e for i, e in self._encoded_ends.items() if i < truncate_from}
+            self._encoded = {i: e for i, e in self._encoded.items() if i < truncate_from}
         if truncate_from is not None and truncate_from <= self.entries.last_index:
             self.entries.truncate_from(truncate_from)
             cut = self.entries.end_offset
+        start_offset = self.entries.end_offset
         parts: list[bytes] = []
+        spans: list[EntrySpan] = []
+        local = True
+        begin = 0
         for term, index, payload in entries:
+            encoded = self._encoded.pop(index, None)
+            # The very bytes encoded here (a stale encoding of a rejected proposal at the
+            # same index is another object): a peer's entry is never taken as local.
+            local = local and (payload is None or (encoded is not None and encoded[1] is payload))
             data = self.encode_noop(term, index) if payload is None else payload
             start = self.place(len(data))
             self._check_claim(data, term, index, start)
             self.entries.append(index, term, start, start + len(data))
-            self._encoded_ends.pop(index, None)
             parts.append(data)
+            spans.append(EntrySpan(begin, begin + len(data), start, term, index))
+            begin += len(data)
         return LogWrite(
             cut,
             b"".join(parts),
             self.entries.end_offset,
             self.entries.last_term,
             self.entries.last_index,
+            start_offset,
+            tuple(spans),
+            local,
         )
 
     @staticmethod

@@ -30,10 +30,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
-import zlib
 from typing import NamedTuple
 
 import msgpack
+
+try:  # The same CRC-32 as zlib's, with SIMD: ~5x faster at 1 KiB, ~10x at 16 KiB.
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - a platform without its wheel
+    from zlib import crc32
 
 from dledgermq.store.errors import CorruptRecord
 
@@ -216,7 +220,7 @@ def _encode_into(
         + props
     )
     place_bytes = _PLACE.pack(size, term, index, offset)
-    crc = zlib.crc32(body, zlib.crc32(tail, zlib.crc32(place_bytes)))
+    crc = crc32(body, crc32(tail, crc32(place_bytes)))
     parts.append(_HEAD.pack(MAGIC_MESSAGE, size, term, index, offset, crc))
     parts.append(tail)
     parts.append(body)
@@ -310,8 +314,8 @@ def check_record(
         raise CorruptRecord(f"truncated record at {pos}: {available} of {size} bytes")
     if expected_offset is not None and header[F_OFFSET] != expected_offset:
         raise CorruptRecord(f"record claims offset {header[F_OFFSET]}, read at {expected_offset}")
-    place_crc = zlib.crc32(view[pos + _PLACE_START : pos + _PLACE_END])
-    if zlib.crc32(view[pos + CRC_START : pos + size], place_crc) != header[F_CRC]:
+    place_crc = crc32(view[pos + _PLACE_START : pos + _PLACE_END])
+    if crc32(view[pos + CRC_START : pos + size], place_crc) != header[F_CRC]:
         raise CorruptRecord(f"CRC mismatch at {pos}")
     return header
 
@@ -371,7 +375,16 @@ def decode_meta(
 ) -> RecordMeta:
     """Verify the record at `pos` (CRC included) and decode what dispatch needs."""
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
-    h = check_record(view, pos, expected_offset)
+    return _meta(view, pos, check_record(view, pos, expected_offset))
+
+
+def decode_verified_meta(view: memoryview, pos: int) -> RecordMeta:
+    """`decode_meta` of bytes already verified in memory (a follower's writer checked every
+    record of an entry before writing it): the CRC is not computed again."""
+    return _meta(view, pos, HEADER.unpack_from(view, pos))
+
+
+def _meta(view: memoryview, pos: int, h: tuple[int, ...]) -> RecordMeta:
     topic, properties, body_at = _topic_and_properties(view, pos, h)
     return RecordMeta(
         h[F_OFFSET],

@@ -84,6 +84,45 @@ def test_a_proposal_is_answered_through_the_reput_actor_only_at_commit(tmp_path:
     assert confirm == Confirm(second.write.end_offset)
 
 
+def test_a_followers_entries_reach_the_reput_actor_in_memory_at_commit_not_when_cut(
+    tmp_path: Path,
+) -> None:
+    """What a follower wrote goes to dispatch with the confirm that commits it (no read
+    back, no second CRC check); an uncommitted entry a new leader cuts never does."""
+    leader = EntryLayout(EntryIndex(), SEGMENT)
+    raft_log, writer, reput, _ = make(tmp_path)
+
+    def leaders_entry(term: int, index: int) -> bytes:
+        drafts = (MessageDraft("T", 0, b"m%d-%d" % (term, index)),)
+        data = leader.encode_batch(drafts, term=term, index=index, store_timestamp_ms=9).data
+        leader.lay_out(None, [(term, index, data)])
+        return bytes(bytearray(data))  # as received: not the object the leader encoded
+
+    payloads = [leaders_entry(1, i) for i in (1, 2, 3)]
+    raft_log.persist(
+        PersistRequest(1, None, tuple(Entry(1, i, payloads[i - 1]) for i in (1, 2, 3)), None)
+    )
+    (write,) = writer.told
+    assert not write.write.local  # a peer's bytes: the writer verifies every record
+    raft_log.on_commit(1, 1)
+    leader.lay_out(3, [])
+    replacement = leaders_entry(2, 3)
+    raft_log.persist(PersistRequest(2, 3, (), None))  # entry 3 is cut before it commits
+    raft_log.persist(PersistRequest(3, None, (Entry(2, 3, replacement),), None))
+    raft_log.on_commit(3, 2)
+    first, second = reput.told
+    assert [(e.before, e.start_offset, e.data) for e in first.entries] == [
+        (0, 0, payloads[0])
+    ]
+    assert first.offset == len(payloads[0])
+    # Entry 2 as written first; entry 3 only as written again after the cut.
+    assert [e.data for e in second.entries] == [payloads[1], replacement]
+    assert [e.before for e in second.entries] == [len(payloads[0]), sum(map(len, payloads[:2]))]
+    assert second.offset == raft_log.layout.entries.end_of(3)
+    raft_log.on_commit(3, 2)
+    assert reput.told[-1].entries == ()
+
+
 def test_a_batch_that_cannot_fit_a_segment_is_refused_before_replication(tmp_path: Path) -> None:
     raft_log, writer, _, _ = make(tmp_path)
     with pytest.raises(MessageTooLarge):

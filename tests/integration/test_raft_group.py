@@ -92,6 +92,25 @@ def post(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> dict[str
         return json.loads(response.read())
 
 
+def send_to_leader(cluster: Cluster, topic: str, body: str, among: set[str]) -> dict[str, Any]:
+    """Send one message to whichever of `among` leads; a send refused because leadership
+    moved meanwhile (421: not written) is sent again to the next leader."""
+
+    def attempt() -> dict[str, Any] | None:
+        boss = leader(cluster, among=among)
+        if boss is None:
+            return None
+        url = f"http://{nodes(cluster)[boss]}/topics/{topic}/messages"
+        try:
+            return post(url, {"messages": [{"body": body}]})
+        except urllib.error.HTTPError as exc:
+            if exc.code != 421:
+                raise
+            return None
+
+    return wait_until(attempt, timeout_s=30, what=f"a leader among {sorted(among)} to take {body}")
+
+
 def read_all(addr: str, topic: str) -> dict[tuple[int, int], bytes]:
     """Every message of every queue on one node: (queue, offset) -> body."""
     stored: dict[tuple[int, int], bytes] = {}
@@ -264,8 +283,7 @@ def test_an_isolated_leader_truncates_its_uncommitted_tail_when_it_rejoins(raft:
     for node in followers:
         os.kill(raft.pid(node), signal.SIGKILL)
     raft.cli("cluster", "up", str(raft.path), "--detach")  # the two followers only
-    new = wait_until(lambda: leader(raft, among=set(followers)), timeout_s=30, what="a leader")
-    after = post(f"http://{nodes(raft)[new]}/topics/U/messages", {"messages": [{"body": "new"}]})
+    after = send_to_leader(raft, "U", "new", among=set(followers))
     os.kill(raft.pid(old), signal.SIGKILL)
     raft.cli("cluster", "up", str(raft.path), "--detach")  # the old leader rejoins
     acked = [

@@ -1,9 +1,10 @@
 """Dispatch from the writer's memory and dispatch from the log must agree exactly.
 
-The leader dispatches entries it just wrote from memory; recovery (and replicated
-entries) read them back from the log. Method: write a log with topic records, several
-queues, tags, keys and segment roll-overs; dispatch it once from memory and once, into
-a second set of ConsumeQueues, from the log; compare results, queue units and lookups.
+The leader dispatches entries it just wrote from their drafts, a Raft follower from the
+bytes its writer verified; recovery reads them back from the log. Method: write a log with
+topic records, several queues, tags, keys and segment roll-overs; dispatch it from drafts,
+from entry bytes and from the log, each into its own ConsumeQueues; compare results,
+queue units and lookups.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from dledgermq.broker.dispatch import Dispatcher, StoreOptions, WrittenEntry
+from dledgermq.broker.dispatch import Dispatcher, ReplicatedEntry, StoreOptions, WrittenEntry
 from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.state import offset_commit_draft, topic_put_draft
@@ -75,11 +76,18 @@ def test_memory_and_log_dispatch_agree(tmp_path: Path) -> None:
     written = write_log(tmp_path / "commitlog", seed=7)
     end = written[-1].end_offset
     results = {}
-    for mode in ("memory", "log"):
+    for mode in ("memory", "replicated", "log"):
         layout = NodeLayout(tmp_path / mode)
         reader = CommitLogReader(tmp_path / "commitlog", SEGMENT)
         dispatcher = Dispatcher("broker-a", layout, OPTIONS, reader)
-        pending = {e.before: e for e in written} if mode == "memory" else {}
+        pending: dict[int, WrittenEntry | ReplicatedEntry] = {}
+        if mode == "memory":
+            pending = {e.before: e for e in written}
+        elif mode == "replicated":
+            for e in written:
+                start = e.positions[0][0]
+                data = reader.read_bytes(start, e.end_offset - start)
+                pending[e.before] = ReplicatedEntry(e.before, start, data)
         entries = []
         while dispatcher.dispatched_offset < end:
             entries += dispatcher.dispatch_upto(end, pending, max_bytes=20_000).entries
@@ -88,6 +96,7 @@ def test_memory_and_log_dispatch_agree(tmp_path: Path) -> None:
         dispatcher.close()
         reader.close()
     assert results["memory"] == results["log"]
+    assert results["replicated"] == results["log"]
     entries, _ = results["log"]
     assert [e.start_offset for e in entries] == [e.positions[0][0] for e in written]
     assert sum(len(e.messages) for e in entries) == sum(

@@ -91,6 +91,37 @@ def test_a_burst_encoded_before_its_lay_out_makes_the_same_log(tmp_path: Path) -
     )
 
 
+def test_only_bytes_encoded_here_are_written_unverified_and_make_the_same_log(
+    tmp_path: Path,
+) -> None:
+    """A leader's own entries skip the record checks (`append_encoded`); an equal copy from
+    a peer, or a stale encoding of a rejected proposal at the same index, does not."""
+    leader = EntryLayout(EntryIndex(), SEGMENT)
+    follower = EntryLayout(EntryIndex(), SEGMENT)
+    ours = CommitLog.open(tmp_path / "leader", SEGMENT)
+    theirs = CommitLog.open(tmp_path / "follower", SEGMENT)
+    for index, drafts in enumerate(batches(3, 40), start=1):
+        data = leader.encode_batch(drafts, term=1, index=index, store_timestamp_ms=5).data
+        write = leader.lay_out(None, [(1, index, data)])
+        assert write.local
+        assert [(s.index, s.offset) for s in write.spans] == [
+            (index, leader.entries.span(index)[0])
+        ]
+        ours.append_encoded(write.data, write.spans)
+        follower.encode_batch(drafts[:1], term=1, index=index, store_timestamp_ms=5)  # stale
+        copy = bytes(bytearray(data))  # equal bytes, another object: a peer's
+        replicated = follower.lay_out(None, [(1, index, copy)])
+        assert not replicated.local
+        theirs.append_raw(replicated.data)
+    assert len(ours.segments) > 2
+    assert segment_bytes(tmp_path / "leader", ours) == segment_bytes(
+        tmp_path / "follower", theirs
+    )
+    assert leader.lay_out(None, [(2, 41, None)]).local  # the no-op is always encoded here
+    ours.close()
+    theirs.close()
+
+
 def test_truncation_cuts_where_the_log_continues_even_across_a_new_segment(
     tmp_path: Path,
 ) -> None:
