@@ -151,7 +151,8 @@ class CommitLogRaftLog:
             return
         before = write.start_offset
         for span, entry in zip(write.spans, request.entries, strict=True):
-            data = _as_bytes(entry.payload)
+            # A new leader's no-op is encoded here (the same bytes on every replica).
+            data = write.data[span.begin : span.end] if entry.is_noop else _as_bytes(entry.payload)
             replicated.append((span.index, ReplicatedEntry(before, span.offset, data)))
             before = span.offset + len(data)
 

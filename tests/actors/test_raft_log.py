@@ -105,21 +105,23 @@ def test_a_followers_entries_reach_the_reput_actor_in_memory_at_commit_not_when_
     (write,) = writer.told
     assert not write.write.local  # a peer's bytes: the writer verifies every record
     raft_log.on_commit(1, 1)
-    leader.lay_out(3, [])
-    replacement = leaders_entry(2, 3)
+    noop = leader.lay_out(3, [(2, 3, None)]).data  # a new leader: its no-op replaces entry 3
+    replacement = leaders_entry(2, 4)
     raft_log.persist(PersistRequest(2, 3, (), None))  # entry 3 is cut before it commits
-    raft_log.persist(PersistRequest(3, None, (Entry(2, 3, replacement),), None))
-    raft_log.on_commit(3, 2)
+    raft_log.persist(PersistRequest(3, None, (Entry(2, 3, NOOP), Entry(2, 4, replacement)), None))
+    raft_log.on_commit(4, 2)
     first, second = reput.told
     assert [(e.before, e.start_offset, e.data) for e in first.entries] == [
         (0, 0, payloads[0])
     ]
     assert first.offset == len(payloads[0])
-    # Entry 2 as written first; entry 3 only as written again after the cut.
-    assert [e.data for e in second.entries] == [payloads[1], replacement]
-    assert [e.before for e in second.entries] == [len(payloads[0]), sum(map(len, payloads[:2]))]
-    assert second.offset == raft_log.layout.entries.end_of(3)
-    raft_log.on_commit(3, 2)
+    # Entry 2 as written first; entry 3 only as written again after the cut (the no-op).
+    assert [e.data for e in second.entries] == [payloads[1], noop, replacement]
+    ends = [raft_log.layout.entries.end_of(i) for i in (1, 2, 3, 4)]
+    assert [e.before for e in second.entries] == ends[:3]
+    assert [e.end_offset for e in second.entries] == ends[1:]
+    assert second.offset == ends[3]
+    raft_log.on_commit(4, 2)
     assert reput.told[-1].entries == ()
 
 
