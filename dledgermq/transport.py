@@ -20,7 +20,11 @@ hello binds the dialer to the listener and to this connection's challenge, so a 
 hello cannot be replayed. (Frames themselves are not encrypted or authenticated one by
 one: someone able to rewrite traffic on the cluster's network could still inject them.)
 
-Delivery is at-most-once per frame and in order per peer while a connection lasts.
+Delivery is at-most-once per frame and in order per peer while a connection lasts. A
+frame posted while its peer's connection is idle is written at once, in the loop callback
+that received it; the pump task drains only what queued up behind a busy socket. Inbound
+frames are cut from whole chunks read off the socket, so a burst costs one read, not two
+awaits per frame.
 A full queue (``send_queue_max`` frames or ``send_queue_max_bytes`` bytes, whichever comes
 first: AppendEntries and HA pushes carry megabytes) drops the new frame (``send`` returns
 False); frames queued while a peer is
@@ -80,6 +84,10 @@ BACKOFF_JITTER_S = 0.05
 # Shorter-lived links (e.g. rejected handshakes) keep backing off, so no busy redial.
 HEALTHY_LINK_S = 1.0
 BATCH_MAX_FRAMES = 128
+# A frame is written straight to a connected peer's socket while its queue is empty and
+# the socket's own buffer holds less than this; beyond, frames queue (bounded) for the pump.
+WRITE_THROUGH_MAX_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 256 * 1024
 SEND_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 # An inbound link with no frame for this long is closed (a dead peer's half-open socket
 # would otherwise hold a task and a socket until stop); Raft traffic is never this quiet
@@ -120,7 +128,7 @@ def _hello_mac(
     return hmac.new(secret, signed, hashlib.sha256).digest()
 
 
-def _decode_body(body: bytes) -> Payload | None:
+def _decode_body(body: bytes | memoryview) -> Payload | None:
     """The frame's dict, or None when it is not a msgpack map."""
     try:
         payload = msgpack.unpackb(body, raw=False, strict_map_key=False)
@@ -144,6 +152,8 @@ class _PeerLink:
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
+        # The connection while it is up: frames may be written through (see `send`).
+        self.writer: asyncio.StreamWriter | None = None
 
 
 class Transport:
@@ -250,6 +260,15 @@ class Transport:
         if link.queue and link.queued_bytes + len(frame) > self._queue_max_bytes:
             self.dropped += 1  # One frame always fits, so a big one cannot starve a link.
             return False
+        writer = link.writer
+        if (
+            writer is not None
+            and not link.queue
+            and writer.transport.get_write_buffer_size() < WRITE_THROUGH_MAX_BYTES
+        ):
+            writer.write(frame)  # In order: nothing is queued ahead of it.
+            self.sent += 1
+            return True
         link.queue.append(frame)
         link.queued_bytes += len(frame)
         link.wake.set()
@@ -303,6 +322,8 @@ class Transport:
         try:
             await self._pump(link, writer, down)
         finally:
+            link.writer = None
+            writer.close()  # Now: a stop that cancels the waits below must not leak it.
             watcher.cancel()
             await asyncio.wait([watcher], timeout=CLOSE_TIMEOUT_S)
             await _close_writer(writer)
@@ -341,25 +362,30 @@ class Transport:
                         break
         except OSError:
             pass
+        link.writer = None
         down.set()
         link.wake.set()
 
     async def _pump(
         self, link: _PeerLink, writer: asyncio.StreamWriter, down: asyncio.Event
     ) -> None:
-        """Write queued frames in batches until stopped or the connection breaks."""
+        """Write queued frames in batches until stopped or the connection breaks; frames
+        sent while nothing is queued go straight to the socket meanwhile (`send`)."""
         while self._running and not down.is_set():
             if not link.queue:
+                link.writer = writer
                 link.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(link.wake.wait(), IDLE_POLL_S)
+                    async with asyncio.timeout(IDLE_POLL_S):
+                        await link.wake.wait()
                 continue
             count = min(len(link.queue), BATCH_MAX_FRAMES)
             batch = [link.queue.popleft() for _ in range(count)]
             link.queued_bytes -= sum(len(frame) for frame in batch)
             try:
                 writer.writelines(batch)
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await writer.drain()
             except (OSError, TimeoutError) as exc:
                 self.dropped += count  # at-most-once: never resend a frame that may be out
                 log.info("link %d->%d broke mid-write: %r", self.node_id, link.peer_id, exc)
@@ -413,35 +439,57 @@ class Transport:
 
     async def _read_frames(self, src: int, reader: asyncio.StreamReader) -> None:
         """Deliver frames from an authenticated peer until EOF, a bad frame or stop."""
-        idle_polls = 0
+        buffer = bytearray()
+        quiet_s = 0.0
         while self._running:
             try:
-                header = await asyncio.wait_for(reader.readexactly(4), IDLE_POLL_S)
+                async with asyncio.timeout(IDLE_POLL_S):
+                    chunk = await reader.read(READ_CHUNK_BYTES)
             except TimeoutError:
-                idle_polls += 1  # Nothing was consumed; a silent link may be half-open
-                if idle_polls * IDLE_POLL_S >= INBOUND_IDLE_CLOSE_S:  # (peer lost power):
+                quiet_s += IDLE_POLL_S
+                if buffer and quiet_s >= BODY_TIMEOUT_S:
+                    log.warning("peer %d stalled inside a frame; closing", src)
+                    return
+                if quiet_s >= INBOUND_IDLE_CLOSE_S:  # A half-open link (peer lost power):
                     log.info("peer %d silent for %.0fs; closing", src, INBOUND_IDLE_CLOSE_S)
                     return  # it redials when it has something to say.
                 continue
-            idle_polls = 0
-            (size,) = FRAME_HEADER.unpack(header)
-            if size > self._frame_max:
-                log.warning(
-                    "peer %d sent a %d-byte frame (limit %d); closing", src, size, self._frame_max
-                )
+            if not chunk:
+                return  # EOF
+            quiet_s = 0.0
+            buffer += chunk
+            used = self._deliver_whole_frames(src, buffer)
+            if used is None:
                 return
-            try:
-                body = await asyncio.wait_for(reader.readexactly(size), BODY_TIMEOUT_S)
-            except TimeoutError:
-                log.warning("peer %d stalled inside a frame; closing", src)
-                return
-            payload = _decode_body(body)
-            if payload is None:
-                log.warning("peer %d sent a malformed frame; closing", src)
-                return
-            self.received += 1
-            if not self._deliver(src, payload):
-                return
+            del buffer[:used]
+
+    def _deliver_whole_frames(self, src: int, buffer: bytearray) -> int | None:
+        """Deliver every complete frame at the start of `buffer`; the bytes they used, or
+        None when the connection must close (an oversized or malformed frame)."""
+        pos = 0
+        with memoryview(buffer) as view:
+            while len(view) - pos >= FRAME_HEADER.size:
+                (size,) = FRAME_HEADER.unpack_from(view, pos)
+                if size > self._frame_max:
+                    log.warning(
+                        "peer %d sent a %d-byte frame (limit %d); closing",
+                        src,
+                        size,
+                        self._frame_max,
+                    )
+                    return None
+                end = pos + FRAME_HEADER.size + size
+                if end > len(view):
+                    break
+                payload = _decode_body(view[pos + FRAME_HEADER.size : end])
+                if payload is None:
+                    log.warning("peer %d sent a malformed frame; closing", src)
+                    return None
+                self.received += 1
+                if not self._deliver(src, payload):
+                    return None
+                pos = end
+        return pos
 
     def _deliver(self, src: int, payload: Payload) -> bool:
         """Hand one message to the owner; a failing handler closes only this connection."""
