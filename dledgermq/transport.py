@@ -264,6 +264,7 @@ class Transport:
         if (
             writer is not None
             and not link.queue
+            and not writer.transport.is_closing()
             and writer.transport.get_write_buffer_size() < WRITE_THROUGH_MAX_BYTES
         ):
             writer.write(frame)  # In order: nothing is queued ahead of it.

@@ -149,6 +149,26 @@ async def test_two_nodes_exchange_frames_in_order(net) -> None:
     assert (a.received, b.received, a.dropped, b.dropped) == (50, 200, 0, 0)
 
 
+async def test_frames_written_through_and_queued_behind_a_full_socket_keep_their_order(
+    net,
+) -> None:
+    """On a live connection frames go straight to the socket until its buffer passes
+    WRITE_THROUGH_MAX_BYTES, then queue for the pump: the peer still gets them in order."""
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    _, b_inbox = await cluster.start(2)
+    assert a.send(2, {"seq": 0})
+    await b_inbox.wait_count(1, 1)  # connected, idle: the next frames may be written through
+    blob = b"y" * (256 * 1024)
+    count = 129  # 32 MiB: more than loopback's kernel buffers and WRITE_THROUGH_MAX_BYTES
+    assert all(a.send(2, {"seq": i, "blob": blob}) for i in range(1, count))
+    assert a.sent > 1, "the first frames went straight to the socket"
+    assert a._links[2].queue, "frames behind a full socket buffer queued"
+    await b_inbox.wait_count(1, count, timeout_s=20)
+    assert b_inbox.seqs_from(1) == list(range(count))
+    assert a.dropped == 0
+
+
 async def test_three_nodes_keep_order_per_peer(net) -> None:
     cluster = net(1, 2, 3)
     nodes = {i: await cluster.start(i) for i in (1, 2, 3)}
