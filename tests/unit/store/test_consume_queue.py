@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
+from dledgermq.store import consume_queue
 from dledgermq.store.consume_queue import (
+    SYNC_FILESYSTEM_MIN_FILES,
     UNIT,
     UNIT_SIZE,
     ConsumeQueue,
@@ -241,3 +244,50 @@ def test_units_per_file_change_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="aligned"):
         ConsumeQueue.open(tmp_path, 3)
     assert os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("syncfs_supported", [True, False])
+@pytest.mark.parametrize("queues", [3, SYNC_FILESYSTEM_MIN_FILES])
+def test_a_checkpoint_of_many_files_syncs_their_filesystem_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queues: int, syncfs_supported: bool
+) -> None:
+    """Thousands of queues cost one syncfs per checkpoint, not one fsync each; a few files,
+    or a platform without syncfs, are fsynced one by one."""
+    real_sync_filesystem, real_fsync = consume_queue.sync_filesystem, os.fsync
+    syncfs_calls: list[int] = []
+    fsynced: list[int] = []
+
+    def sync_filesystem(fd: int) -> bool:
+        syncfs_calls.append(fd)
+        return syncfs_supported and real_sync_filesystem(fd)
+
+    def fsync(fd: int) -> None:
+        fsynced.append(fd)
+        real_fsync(fd)
+
+    cqs = ConsumeQueues.open(tmp_path, PER_FILE)
+    for queue_id in range(queues):
+        fill(cqs.get_or_create("T", queue_id), 2)
+    pending = cqs.write_out_all()
+    assert len(pending.files) == queues
+    assert pending.dirs  # the new queue directories
+    monkeypatch.setattr(consume_queue, "sync_filesystem", sync_filesystem)
+    monkeypatch.setattr(os, "fsync", fsync)
+    pending.run()
+
+    many = queues >= SYNC_FILESYSTEM_MIN_FILES
+    assert len(syncfs_calls) == (1 if many else 0)
+    one_by_one = len(pending.files) + len(pending.dirs)
+    assert len(fsynced) == (0 if many and syncfs_supported else one_by_one)
+    cqs.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="syncfs(2) is Linux's")
+def test_sync_filesystem_is_a_real_syscall_on_linux(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert consume_queue.sync_filesystem(fd) is True
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        consume_queue.sync_filesystem(10_000)  # not an open fd: an error, not silence
