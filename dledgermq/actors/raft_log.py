@@ -10,7 +10,8 @@
   flusher reports `Persisted` back in request order (fsync first in `majority_fsync`);
 - `on_commit`: the confirm offset becomes the end of the committed, locally durable entry;
   a follower's entries go along in memory (as the writer verified them), so that the
-  ReputActor dispatches them without reading them back;
+  ReputActor dispatches them without reading them back; the entry index may then forget
+  the places of older entries (it reads them back from the log when asked);
 - `term_at` / `entries`: committed entries below the compacted in-memory mirror, read back
   from the CommitLog for a follower that lags behind it.
 
@@ -39,6 +40,7 @@ from dledgermq.broker.dispatch import ReplicatedEntry, WrittenEntry
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.raft.log import RaftLog
 from dledgermq.raft.types import Entry, Index, Term
+from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout, LogWrite
 from dledgermq.store.errors import EntryTooLarge, OffsetGone
 from dledgermq.store.hard_state import StoredHardState
@@ -91,6 +93,8 @@ class CommitLogRaftLog:
         disk_full: Published[bool] | None = None,
     ) -> None:
         self.layout = layout
+        # Entries the index forgot (settled at commit) are read back with this reader.
+        layout.entries.scan = partial(reader.iter_records, decode=decode_position)
         self._disk_full = disk_full
         self._reader = reader
         self._writer = writer
@@ -162,7 +166,9 @@ class CommitLogRaftLog:
         replicated = self._replicated
         while replicated and replicated[0][0] <= index:
             committed.append(replicated.popleft()[1])
-        tell(self._reput, Confirm(self.layout.entries.end_of(index), tuple(committed)))
+        entries = self.layout.entries
+        tell(self._reput, Confirm(entries.end_of(index), tuple(committed)))
+        entries.settle(index)  # Written here (and durable): the index may forget its place.
 
     # -- ColdEntries ----------------------------------------------------------------------
 

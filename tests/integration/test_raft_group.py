@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from dledgermq.client import PushConsumer, PushOptions, SyncProducer
@@ -213,6 +214,55 @@ def test_leader_kill_fails_over_and_every_ack_survives_on_every_node(raft: Clust
 
     group = wait_until(caught_up, timeout_s=30, what="cluster status: a leader, no lag")
     assert group["writer"] in nodes(raft)
+
+
+async def send_many(cluster: Cluster, topic: str, count: int) -> list[tuple[int, int, bytes]]:
+    """`count` one-message sends, 32 in flight, each its own Raft entry; a send the leader
+    refused (421: moved) goes to the next leader."""
+    acked: list[tuple[int, int, bytes]] = []
+    counter = iter(range(count))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        addr = None
+        for n in counter:
+            body = f"b-{n}".encode()
+            while True:
+                if addr is None:
+                    boss = await asyncio.to_thread(leader, cluster)
+                    addr = boss and nodes(cluster)[boss]
+                    continue
+                payload = {"messages": [{"body": body.decode()}]}
+                async with session.post(
+                    f"http://{addr}/topics/{topic}/messages", json=payload
+                ) as r:
+                    if r.status == 421:
+                        addr = None
+                        continue
+                    assert r.status == 200, await r.text()
+                    result = (await r.json())["results"][0]
+                acked.append((result["queue_id"], result["queue_offset"], body))
+                break
+
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.timeout(120):
+        await asyncio.gather(*(worker(session) for _ in range(32)))
+    return acked
+
+
+def test_a_follower_far_behind_catches_up_from_entries_the_leaders_index_forgot(
+    raft: Cluster,
+) -> None:
+    """More entries are committed while a follower is down than an entry index keeps exact
+    places for (it forgets all but the newest 16k-32k): the leader reads their places back
+    from its log to send them, and the restarted follower rebuilds its index from the log."""
+    raft.json("topic", "create", "B", "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    down = next(n for n in nodes(raft) if n != boss)
+    os.kill(raft.pid(down), signal.SIGKILL)
+    acked = asyncio.run(send_many(raft, "B", 40_000))
+    raft.cli("cluster", "up", str(raft.path), "--detach")  # restarts the killed node only
+    wait_until(lambda: statuses(raft)[down] is not None, timeout_s=30)
+    assert_every_ack_on_every_node(raft, "B", acked)
 
 
 def test_leader_transfer_moves_leadership_without_losing_acks(raft: Cluster) -> None:
