@@ -42,7 +42,7 @@ from dledgermq.raft.log import RaftLog
 from dledgermq.raft.types import Entry, Index, Term
 from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout, LogWrite
-from dledgermq.store.errors import EntryTooLarge, OffsetGone
+from dledgermq.store.errors import EntryTooLarge, OffsetGone, UnreadableEntries
 from dledgermq.store.hard_state import StoredHardState
 from dledgermq.store.reader import CommitLogReader
 from dledgermq.store.record import MessageDraft, first_damaged
@@ -168,7 +168,7 @@ class CommitLogRaftLog:
             committed.append(replicated.popleft()[1])
         entries = self.layout.entries
         tell(self._reput, Confirm(entries.end_of(index), tuple(committed)))
-        entries.settle(index)  # Written here (and durable): the index may forget its place.
+        entries.settle(index)  # Written to the log files here (and durable).
 
     # -- ColdEntries ----------------------------------------------------------------------
 
@@ -186,10 +186,17 @@ class CommitLogRaftLog:
             log.warning("entry %d was retired: a follower that needs it must be re-seeded", lo)
             return ()
         for index in range(lo, hi):
-            start, end = spans.span(index)
             try:
+                start, end = spans.span(index)  # may read a forgotten entry's block back
                 data = self._reader.read_bytes(start, end - start)
             except OffsetGone:
+                break
+            except UnreadableEntries as exc:
+                damaged = self._reader.find_damage(exc.start, exc.end)
+                if damaged is None:
+                    raise  # Intact records, yet other entries than the index holds.
+                log.error("entry %d: the record at %d is damaged", index, damaged)
+                self.on_damaged(damaged)
                 break
             damaged = first_damaged(data, start)
             if damaged is not None:  # Never sent: the follower waits for the repair.

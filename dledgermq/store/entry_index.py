@@ -6,14 +6,16 @@ The CommitLog *is* the Raft log (DESIGN.md §1): an entry is a run of records sh
 (the confirm offset is the end of the entry at the commit index), with `base_index` /
 `base_term` standing for entries below the first one held (retired segments, compaction).
 
-Memory must not grow with the backlog (20M one-message entries at 24 B each would be
-480 MB), so only the newest entries keep their exact places. Terms are kept as runs (one
+Memory must not grow with the backlog as it did (24 B per entry: 20M one-message entries
+would hold 480 MB), so only the newest entries keep their exact places; the rest cost a
+mark per 64 entries (0.25 B each). Terms are kept as runs (one
 per term change). Once entries are in the log files (`settle`), all but the newest
 `keep_exact` are forgotten in chunks, keeping a *mark* (index, end) every 64 entries or
 1 MiB; the span of a forgotten entry is read back from the log by scanning the records
 between two marks (`scan`, injected: this module does no I/O itself). Only a follower far
 behind, or a start-up far from the tail, asks for those; they ask in order, so the last
-block read is cached. DLedger keeps a fixed-size index file instead; this needs no file to
+block read is cached (two followers far behind at different places re-read theirs).
+DLedger keeps a fixed-size index file instead; this needs no file to
 keep consistent with the log across crashes. Rebuilt by scanning the log at start.
 """
 
@@ -24,7 +26,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from dledgermq.store.errors import CorruptRecord
+from dledgermq.store.errors import CorruptRecord, UnreadableEntries
 from dledgermq.store.record import (
     F_FLAGS,
     F_INDEX,
@@ -190,8 +192,8 @@ class EntryIndex:
         return block.first_index - 1 + bisect.bisect_right(block.ends, offset)
 
     def settle(self, upto: int) -> None:
-        """Entries up to `upto` are in the log files: all but the newest `keep_exact` of them
-        may be forgotten (read back by `scan` when asked for)."""
+        """Entries up to `upto` are written to the log files (so `scan` can read them back):
+        all but the newest `keep_exact` of them may be forgotten."""
         forget = min(upto, self.last_index) - self._keep_exact - self._exact_from + 1
         if forget < self._settle_chunk:
             return
@@ -259,7 +261,8 @@ class EntryIndex:
         (the last forgotten entry past the last mark), read back from the log.
 
         Raises:
-            CorruptRecord: the log holds other entries there than the marks say.
+            UnreadableEntries: a record there is damaged, or holds another entry.
+            OffsetGone: retention removed a segment the block starts in.
         """
         if mark == 0:
             low_index, low_end = self.base_index, self._base_end
@@ -276,25 +279,33 @@ class EntryIndex:
         starts: list[int] = []
         ends: list[int] = []
         first_record: EntryPosition | None = None
-        for record in self.scan(low_end, high_end):
-            first_record = first_record or record
-            if record.is_entry_end:
-                if record.index != low_index + len(ends) + 1:
-                    raise CorruptRecord(
-                        f"entry {record.index} at {record.commitlog_offset}: "
-                        f"expected entry {low_index + len(ends) + 1}"
-                    )
-                starts.append(first_record.commitlog_offset)
-                ends.append(record.end_offset)
-                first_record = None
+        try:
+            for record in self.scan(low_end, high_end):
+                first_record = first_record or record
+                if record.is_entry_end:
+                    expected = low_index + len(ends) + 1
+                    if (record.index, record.term) != (expected, self.term_at(expected)):
+                        raise UnreadableEntries(
+                            low_end,
+                            high_end,
+                            f"entry ({record.term}, {record.index}) at "
+                            f"{record.commitlog_offset}, expected ({self.term_at(expected)}, "
+                            f"{expected})",
+                        )
+                    starts.append(first_record.commitlog_offset)
+                    ends.append(record.end_offset)
+                    first_record = None
+        except UnreadableEntries:
+            raise
+        except CorruptRecord as exc:
+            raise UnreadableEntries(low_end, high_end, str(exc)) from exc
         if (
             first_record is not None
             or len(ends) != high_index - low_index
             or (ends and ends[-1] != high_end)
         ):
-            raise CorruptRecord(
-                f"the log between {low_end} and {high_end} does not hold entries "
-                f"{low_index + 1}..{high_index}"
+            raise UnreadableEntries(
+                low_end, high_end, f"does not hold entries {low_index + 1}..{high_index}"
             )
         self._block = _Block(low_index + 1, starts, ends)
         return self._block

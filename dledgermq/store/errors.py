@@ -11,6 +11,17 @@ class CorruptRecord(ValueError):
     """Bytes that should hold a CommitLog record fail a check (magic, size, offset, CRC)."""
 
 
+class UnreadableEntries(CorruptRecord):
+    """The log in [start, end), between two marks of the entry index, does not read back as
+    the entries the index holds there: a damaged record (find it with
+    `CommitLogReader.find_damage`), or a log that is not the index's."""
+
+    def __init__(self, start: int, end: int, reason: str) -> None:
+        super().__init__(f"log [{start}, {end}): {reason}")
+        self.start = start
+        self.end = end
+
+
 class CorruptLog(ValueError):
     """The segment files themselves are inconsistent (e.g. a gap between segments)."""
 

@@ -111,9 +111,7 @@ def test_a_followers_entries_reach_the_reput_actor_in_memory_at_commit_not_when_
     raft_log.persist(PersistRequest(3, None, (Entry(2, 3, NOOP), Entry(2, 4, replacement)), None))
     raft_log.on_commit(4, 2)
     first, second = reput.told
-    assert [(e.before, e.start_offset, e.data) for e in first.entries] == [
-        (0, 0, payloads[0])
-    ]
+    assert [(e.before, e.start_offset, e.data) for e in first.entries] == [(0, 0, payloads[0])]
     assert first.offset == len(payloads[0])
     # Entry 2 as written first; entry 3 only as written again after the cut (the no-op).
     assert [e.data for e in second.entries] == [payloads[1], noop, replacement]
@@ -165,3 +163,43 @@ def test_the_mirror_holds_the_unapplied_tail_and_reads_the_rest_from_the_log(
         assert entry.payload == reader.read_bytes(start, end - start)
     log.close()
     reader.close()
+
+
+def test_a_damaged_forgotten_entry_goes_to_repair_and_a_retired_one_is_not_sent(
+    tmp_path: Path,
+) -> None:
+    """Entries the index forgot are read back from the log for a follower far behind: a
+    damaged record there is reported for repair (nothing from it on is sent), and entries
+    whose block starts in a segment retention removed are simply not sent (the follower
+    must be re-seeded), never a crash of the leader."""
+    log = CommitLog.open(tmp_path, SEGMENT)
+    small = {
+        "keep_exact": 3,
+        "settle_chunk": 2,
+        "mark_every_entries": 4,
+        "mark_every_bytes": 1 << 20,
+    }
+    entries = EntryIndex(**small)
+    for index in range(1, 61):
+        result = log.append_entry(
+            [MessageDraft("T", 0, bytes([index]) * 3000)], term=1, index=index, store_timestamp_ms=1
+        )
+        entries.append(index, 1, result.start_offset, result.end_offset)
+    raft_log, *_ = make(tmp_path, EntryLayout(entries, SEGMENT))
+    entries.settle(60)
+    damaged: list[int] = []
+    raft_log.on_damaged = damaged.append
+    assert [e.index for e in raft_log.entries(5, 12)] == list(range(5, 12))
+
+    start_14 = entries.span(14)[0]
+    segment = tmp_path / f"{start_14 - start_14 % SEGMENT:020d}"
+    data = bytearray(segment.read_bytes())
+    data[start_14 % SEGMENT + 500] ^= 0xFF  # a body byte of entry 14 (block 13..16)
+    segment.write_bytes(bytes(data))
+    sent = raft_log.entries(10, 20)
+    assert [e.index for e in sent] == [10, 11, 12]
+    assert damaged == [start_14]
+
+    log.delete_expired(0, 0, force=True, max_files=1)  # retires the first segment
+    assert raft_log.entries(2, 10) == ()
+    log.close()

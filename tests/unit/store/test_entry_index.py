@@ -18,7 +18,7 @@ import pytest
 
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
 from dledgermq.store.entry_index import EntryIndex, EntryPosition, decode_position
-from dledgermq.store.errors import CorruptRecord
+from dledgermq.store.errors import CorruptRecord, UnreadableEntries
 from dledgermq.store.record import FLAG_ENTRY_END, MessageDraft
 
 SEGMENT = 8 * 1024
@@ -214,19 +214,31 @@ def test_forgotten_entries_are_read_back_from_the_log_exactly(tmp_path: Path, se
     log.close()
 
 
-def test_a_log_that_disagrees_with_the_marks_is_refused() -> None:
-    def scan_of(indexes: list[int]) -> list[EntryPosition]:
-        return [EntryPosition(1, i, (i - 1) * 100, 100, FLAG_ENTRY_END) for i in indexes]
+def test_a_log_that_disagrees_with_the_marks_is_refused_with_the_range_to_check() -> None:
+    def scan_of(entries: list[tuple[int, int]]) -> list[EntryPosition]:
+        return [EntryPosition(t, i, (i - 1) * 100, 100, FLAG_ENTRY_END) for t, i in entries]
 
     entries = EntryIndex(**TINY)
     for index in range(1, 21):
-        entries.append(index, 1, (index - 1) * 100, index * 100)
+        entries.append(index, 1 + index // 10, (index - 1) * 100, index * 100)
     entries.settle(20)
-    entries.scan = lambda start, end: scan_of([1, 2, 3, 4])
+    entries.scan = lambda start, end: scan_of([(1, 1), (1, 2), (1, 3), (1, 4)])
     assert entries.span(2) == (100, 200)
-    entries.scan = lambda start, end: scan_of([5, 6, 8, 9])  # entry 7 is missing
-    with pytest.raises(CorruptRecord, match="expected entry 7"):
+    entries.scan = lambda start, end: scan_of([(1, 5), (1, 6), (1, 8), (1, 9)])
+    with pytest.raises(UnreadableEntries, match=r"expected \(1, 7\)") as missing:
         entries.span(7)
+    assert (missing.value.start, missing.value.end) == (400, 800)  # marks 4 and 8
+    entries.scan = lambda start, end: scan_of([(1, 9), (2, 10), (1, 11), (2, 12)])
+    with pytest.raises(UnreadableEntries, match=r"expected \(2, 11\)"):
+        entries.span(11)  # right index, wrong term
+
+    def damaged(start: int, end: int) -> list[EntryPosition]:
+        raise CorruptRecord(f"CRC mismatch at {start + 100}")
+
+    entries.scan = damaged
+    with pytest.raises(UnreadableEntries, match="CRC mismatch at 1300") as bad:
+        entries.span(14)
+    assert (bad.value.start, bad.value.end) == (1200, 1600)
 
 
 def _traced_bytes_of_index(count: int) -> int:
