@@ -21,7 +21,7 @@ import os
 import shutil
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -497,31 +497,30 @@ class PendingSync:
         """
         if len(self.files) >= SYNC_FILESYSTEM_MIN_FILES and self._sync_filesystem():
             return
-        for path in self.files:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        for fd in _open_existing(self.files):
+            os.fsync(fd)
         for directory in self.dirs:
             with contextlib.suppress(FileNotFoundError):
                 fsync_dir(directory)
 
     def _sync_filesystem(self) -> bool:
         """syncfs through the first file still there; False if unsupported or none is."""
-        for path in self.files:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                return sync_filesystem(fd)
-            finally:
-                os.close(fd)
-        return False
+        with contextlib.closing(_open_existing(self.files)) as fds:
+            fd = next(fds, None)
+            return fd is not None and sync_filesystem(fd)
+
+
+def _open_existing(paths: list[Path]) -> Generator[int, None, None]:
+    """A read-only fd for each path still there, closed when the next is asked for."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
 
 def _settle_tombstones(root: Path, checkpoint_offset: int) -> None:
