@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from bench.aggregate import first_ack_after
@@ -144,19 +145,53 @@ def load(addr: str, *extra: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def cpu_per_message(
+    cluster: RaftCluster, leader: str, run: Callable[[], dict]
+) -> tuple[dict, dict[str, float]]:
+    """`run()`'s result, and the CPU microseconds per message it cost the leader, the two
+    followers together, and the load generator (this process's reaped children, its
+    start-up included: use counts that run for seconds).
+
+    CPU per message moves with the machine's speed (a shared VM's other tenants), the
+    load generator's with it: compare `leader_us` and `followers_us` relative to
+    `client_us` between runs (its code does not change), not raw."""
+    pids = {node: cluster.pid(node) for node in cluster.nodes}
+    before = {node: cpu_seconds(pid) for node, pid in pids.items()}
+    client_before = children_cpu_seconds()
+    result = run()
+    used = {node: cpu_seconds(pid) - before[node] for node, pid in pids.items()}
+    per_message = 1e6 / max(1, result["messages"])
+    return result, {
+        "leader_us": round(used[leader] * per_message, 2),
+        "followers_us": round((sum(used.values()) - used[leader]) * per_message, 2),
+        "client_us": round((children_cpu_seconds() - client_before) * per_message, 2),
+    }
+
+
 def throughput(args: argparse.Namespace) -> None:
     medians = {}
     for durability in ("majority_fsync", "majority_memory"):
         rates = []
         for run in range(args.runs):
             with raft_cluster(durability) as cluster:
-                leader = cluster.nodes[cluster.leader()]
-                result = load(
-                    leader,
-                    *("--batch", str(args.batch), "--concurrency", str(args.concurrency)),
-                    *("--count", str(args.count), "--size", str(args.size)),
+                leader = cluster.leader()
+                shape = ("--batch", str(args.batch), "--concurrency", str(args.concurrency))
+                sizes = ("--count", str(args.count), "--size", str(args.size))
+                result, cpu = cpu_per_message(
+                    cluster, leader, partial(load, cluster.nodes[leader], *shape, *sizes)
                 )
-            result.update(durability=durability, run=run)
+            result.update(durability=durability, run=run, cpu_us_per_msg=cpu)
             print(json.dumps(result), flush=True)
             rates.append(result["msgs_per_s"])
         medians[durability] = statistics.median(rates)
