@@ -79,7 +79,7 @@ def decode_position(
 Scan = Callable[[int, int], Iterable[EntryPosition]]
 
 KEEP_EXACT_ENTRIES = 16_384  # settled entries whose places stay in memory
-SETTLE_CHUNK_ENTRIES = 16_384  # forgotten at once (one array shift per chunk)
+SETTLE_CHUNK_ENTRIES = 1_024  # forgotten at once: ~0.2 ms of the Raft thread (16k: ~2 ms)
 MARK_EVERY_ENTRIES = 64
 MARK_EVERY_BYTES = 1 << 20
 
