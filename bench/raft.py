@@ -145,9 +145,13 @@ def load(addr: str, *extra: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (Linux /proc; None once it is
+    gone): tells a slower run from a busier machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -167,10 +171,10 @@ def cpu_per_message(
     load generator's with it: compare `leader_us` and `followers_us` relative to
     `client_us` between runs (its code does not change), not raw."""
     pids = {node: cluster.pid(node) for node in cluster.nodes}
-    before = {node: cpu_seconds(pid) for node, pid in pids.items()}
+    before = {node: cpu_seconds(pid) or 0.0 for node, pid in pids.items()}
     client_before = children_cpu_seconds()
     result = run()
-    used = {node: cpu_seconds(pid) - before[node] for node, pid in pids.items()}
+    used = {node: (cpu_seconds(pid) or 0.0) - before[node] for node, pid in pids.items()}
     per_message = 1e6 / max(1, result["messages"])
     return result, {
         "leader_us": round(used[leader] * per_message, 2),

@@ -46,7 +46,7 @@ import aiohttp
 import msgpack
 
 from bench.load import MSGPACK, ensure_topic, percentile, post_batches, produce
-from bench.raft import RaftCluster, raft_cluster, status
+from bench.raft import RaftCluster, cpu_seconds, raft_cluster, status
 from dledgermq.broker.topics import MAX_QUEUES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,7 +62,6 @@ FREE_SHARE_MAX = 0.70  # refuse a run needing more than this share of the free s
 USED_RATIO_MAX = 0.80  # ...or one ending above this (brokers refuse writes at 0.90)
 PULL_MAX = 256  # the broker's default max_pull_messages
 CHECKPOINT_S = 3.0  # default checkpoint_interval_ms: buffered consumequeue units hit disk
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # A step may take 5x the previous one, and at least 120 s or as long as at 2,000 msgs/s.
 STEP_BOUND_MIN_S = 120.0
 RATE_FLOOR = 2_000.0
@@ -97,15 +96,6 @@ def open_fds(pid: int) -> int | None:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time: tells a slower step from a busier machine."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def du_bytes(path: Path) -> tuple[int, int]:
