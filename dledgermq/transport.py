@@ -21,8 +21,11 @@ hello cannot be replayed. (Frames themselves are not encrypted or authenticated 
 one: someone able to rewrite traffic on the cluster's network could still inject them.)
 
 Delivery is at-most-once per frame and in order per peer while a connection lasts. A
-frame posted while its peer's connection is idle is written at once, in the loop callback
-that received it; the pump task drains only what queued up behind a busy socket. Inbound
+frame posted from an actor thread while its peer's connection is idle (connected, nothing
+queued, posted or buffered) is written to the socket by that thread at once, without
+waking the loop: on a one-message path that is one thread hand-off less per hop (see
+`post`). Otherwise it goes through the loop, which writes it at once while the socket
+keeps up; the pump task drains only what queued up behind a busy socket. Inbound
 frames are cut from whole chunks read off the socket, so a burst costs one read, not two
 awaits per frame.
 A full queue (``send_queue_max`` frames or ``send_queue_max_bytes`` bytes, whichever comes
@@ -44,7 +47,9 @@ import hashlib
 import hmac
 import logging
 import os
+import socket
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -154,6 +159,28 @@ class _PeerLink:
         self.wake = asyncio.Event()
         # The connection while it is up: frames may be written through (see `send`).
         self.writer: asyncio.StreamWriter | None = None
+        # Every write to the connection's socket, from the loop or an actor thread, holds
+        # `lock`. `sock` is our own duplicate of the connection's descriptor (so it is never
+        # a number reused after asyncio closed its own), for the whole session; `direct` is
+        # it while an actor thread may write a frame itself: connected, and nothing queued,
+        # posted to the loop or buffered by asyncio that the frame could overtake.
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.direct: socket.socket | None = None
+        self.posted = 0  # Frames handed to the loop by `post` and not yet written.
+        self.sent = 0
+
+    def update_direct(self) -> None:
+        """Allow direct writes while the connection is idle (call holding `lock`)."""
+        writer = self.writer
+        idle = (
+            writer is not None
+            and not self.queue
+            and self.posted == 0
+            and not writer.transport.is_closing()
+            and writer.transport.get_write_buffer_size() == 0
+        )
+        self.direct = self.sock if idle else None
 
 
 class Transport:
@@ -191,7 +218,6 @@ class Transport:
         self._running = False
         self._closed = False
         self.address: Address | None = None
-        self.sent = 0
         self.dropped = 0
         self.received = 0
         self.rejected_handshakes = 0
@@ -244,16 +270,25 @@ class Transport:
 
     # -- sending -----------------------------------------------------------------------
 
+    @property
+    def sent(self) -> int:
+        """Frames written to a socket (counted per link, under its lock)."""
+        return sum(link.sent for link in self._links.values())
+
     def send(self, peer: int, payload: Payload) -> bool:
         """Queue one frame for `peer` (loop thread only). False: dropped (full or closed)."""
-        link = self._links[peer]
+        return self._send_frame(self._links[peer], encode_frame(payload))
+
+    def _send_frame(self, link: _PeerLink, frame: bytes) -> bool:
         if self._closed or len(link.queue) >= self._queue_max:
             self.dropped += 1
             return False
-        frame = encode_frame(payload)
         if len(frame) - FRAME_HEADER.size > self._frame_max:
             log.error(
-                "dropping a %d-byte frame to peer %d (limit %d)", len(frame), peer, self._frame_max
+                "dropping a %d-byte frame to peer %d (limit %d)",
+                len(frame),
+                link.peer_id,
+                self._frame_max,
             )
             self.dropped += 1
             return False
@@ -267,9 +302,13 @@ class Transport:
             and not writer.transport.is_closing()
             and writer.transport.get_write_buffer_size() < WRITE_THROUGH_MAX_BYTES
         ):
-            writer.write(frame)  # In order: nothing is queued ahead of it.
-            self.sent += 1
+            with link.lock:
+                writer.write(frame)  # In order: nothing is queued ahead of it.
+                link.sent += 1
+                link.update_direct()
             return True
+        with link.lock:
+            link.direct = None  # Nothing may overtake what queues now.
         link.queue.append(frame)
         link.queued_bytes += len(frame)
         link.wake.set()
@@ -278,19 +317,61 @@ class Transport:
     def post(self, peer: int, payload: Payload) -> bool:
         """Thread-safe `send` for actor threads. Never blocks, never raises on a closed loop.
 
-        True means the frame was handed to the loop, not that it was queued.
+        While the peer's connection is idle, this thread writes the frame to the socket
+        itself (non-blocking); a frame the socket does not take whole, and every frame
+        while the connection is busy, goes through the loop, in order.
+        True means the frame was written or handed to the loop, not that it was queued.
         """
         loop = self._loop
         if loop is None or self._closed:
             return False
+        link = self._links[peer]
+        frame = encode_frame(payload)
+        with link.lock:
+            sock = link.direct
+            if sock is not None:
+                try:
+                    written = sock.send(frame)
+                except BlockingIOError:
+                    written = 0
+                except OSError:  # Broken: the loop sees it too and redials.
+                    link.direct = None
+                    self.dropped += 1
+                    return True
+                if written == len(frame):
+                    link.sent += 1
+                    return True
+                link.direct = None
+                if written:  # The rest must be the next bytes on this very connection.
+                    return self._post(loop, self._write_rest, link, link.writer, frame[written:])
+            link.posted += 1
+            return self._post(loop, self._send_posted, link, frame)
+
+    @staticmethod
+    def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> bool:
+        """Hand `callback(*args)` to the loop (in the link's lock, so posts keep order)."""
         try:
-            loop.call_soon_threadsafe(self._send_posted, peer, payload)
+            loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop closed during shutdown
             return False
         return True
 
-    def _send_posted(self, peer: int, payload: Payload) -> None:
-        self.send(peer, payload)
+    def _send_posted(self, link: _PeerLink, frame: bytes) -> None:
+        with link.lock:
+            link.posted -= 1
+        self._send_frame(link, frame)
+
+    def _write_rest(
+        self, link: _PeerLink, writer: asyncio.StreamWriter | None, rest: bytes
+    ) -> None:
+        """Write the part of a frame the socket did not take (else the stream is cut)."""
+        with link.lock:
+            if writer is not None and writer is link.writer and not writer.transport.is_closing():
+                writer.write(rest)
+                link.sent += 1
+            else:
+                self.dropped += 1  # That connection is gone, and the frame with it.
+            link.update_direct()
 
     # -- outbound links ----------------------------------------------------------------
 
@@ -320,10 +401,15 @@ class Transport:
         started = asyncio.get_running_loop().time()
         down = asyncio.Event()
         watcher = asyncio.create_task(self._watch_eof(reader, down, link))
+        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+        sock.setblocking(False)
+        link.sock = sock
         try:
             await self._pump(link, writer, down)
         finally:
-            link.writer = None
+            with link.lock:  # No actor thread writes to it from here on.
+                link.writer = link.direct = link.sock = None
+            sock.close()
             writer.close()  # Now: a stop that cancels the waits below must not leak it.
             watcher.cancel()
             await asyncio.wait([watcher], timeout=CLOSE_TIMEOUT_S)
@@ -363,7 +449,8 @@ class Transport:
                         break
         except OSError:
             pass
-        link.writer = None
+        with link.lock:
+            link.writer = link.direct = None
         down.set()
         link.wake.set()
 
@@ -374,7 +461,9 @@ class Transport:
         sent while nothing is queued go straight to the socket meanwhile (`send`)."""
         while self._running and not down.is_set():
             if not link.queue:
-                link.writer = writer
+                with link.lock:
+                    link.writer = writer
+                    link.update_direct()
                 link.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(IDLE_POLL_S):
@@ -384,14 +473,16 @@ class Transport:
             batch = [link.queue.popleft() for _ in range(count)]
             link.queued_bytes -= sum(len(frame) for frame in batch)
             try:
-                writer.writelines(batch)
+                with link.lock:
+                    writer.writelines(batch)
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await writer.drain()
             except (OSError, TimeoutError) as exc:
                 self.dropped += count  # at-most-once: never resend a frame that may be out
                 log.info("link %d->%d broke mid-write: %r", self.node_id, link.peer_id, exc)
                 return
-            self.sent += count
+            with link.lock:
+                link.sent += count
 
     # -- inbound connections -----------------------------------------------------------
 

@@ -346,6 +346,68 @@ async def test_post_from_a_plain_thread_delivers(net) -> None:
     assert b_inbox.seqs_from(1) == list(range(30))
 
 
+async def test_post_on_an_idle_connection_writes_the_frame_itself(net) -> None:
+    """The posting thread writes to an idle connection's socket: the frame is out before
+    the loop runs again (no hand-off), and it arrives like any other."""
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    _, b_inbox = await cluster.start(2)
+    assert a.send(2, {"seq": 0})
+    await b_inbox.wait_count(1, 1)
+    await eventually(lambda: a._links[2].direct is not None, what="the link to go idle")
+
+    sent = a.sent
+    assert a.post(2, {"seq": 1})  # from the loop's own thread, which does not yield here
+    assert a.sent == sent + 1, "written by the posting thread, not handed to the loop"
+    await b_inbox.wait_count(1, 2)
+    assert b_inbox.seqs_from(1) == [0, 1]
+
+
+async def test_posts_larger_than_the_socket_takes_keep_their_order(net) -> None:
+    """A frame the socket takes only in part is finished by the loop before anything
+    else is written; what a thread posts meanwhile waits behind it, in order."""
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    _, b_inbox = await cluster.start(2)
+    assert a.send(2, {"seq": 0})
+    await b_inbox.wait_count(1, 1)
+    await eventually(lambda: a._links[2].direct is not None, what="the link to go idle")
+    blob = b"z" * (4 * 1024 * 1024)  # more than loopback's socket buffer takes at once
+    count = 40
+    posted: list[bool] = []
+
+    def actor_thread() -> None:
+        for i in range(1, count):
+            posted.append(a.post(2, {"seq": i, "blob": blob if i % 4 == 1 else b""}))
+
+    thread = threading.Thread(target=actor_thread)
+    thread.start()
+    await b_inbox.wait_count(1, count, timeout_s=20)
+    await asyncio.to_thread(thread.join, DEADLINE_S)
+    assert posted == [True] * (count - 1)
+    assert b_inbox.seqs_from(1) == list(range(count))
+    assert all(len(p["blob"]) == len(blob) for _, p in b_inbox.messages if p["seq"] % 4 == 1)
+    assert a.dropped == 0
+
+
+async def test_post_after_the_peer_went_away_and_came_back(net) -> None:
+    """A post to a connection that broke is lost like any frame on a broken link (Raft
+    resends), or kept in the queue until the redial; then posts arrive again, in order."""
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    b, b_inbox = await cluster.start(2)
+    assert a.send(2, {"seq": 0})
+    await b_inbox.wait_count(1, 1)
+    await b.stop()
+    for i in range(1, 5):  # may be written to the dying socket or queued: never an error
+        assert await asyncio.to_thread(a.post, 2, {"seq": i})
+    _, again = await cluster.start(2)
+    await eventually(lambda: a.connections >= 2, what="a reconnecting to the new peer 2")
+    assert await asyncio.to_thread(a.post, 2, {"seq": 100})
+    await eventually(lambda: 100 in again.seqs_from(1), what="the post after the redial")
+    assert again.seqs_from(1) == sorted(again.seqs_from(1))
+
+
 async def test_after_stop_send_and_post_refuse_without_raising(net) -> None:
     cluster = net(1, 2)
     a, _ = await cluster.start(1)
