@@ -11,9 +11,11 @@ drain of the core's `Ready` (a `propose(..., drain=False)` leaves it to the next
 an explicit `drain()`, so a burst of proposals becomes one persist request and one
 AppendEntries per follower: group commit at the Raft layer):
 
-1. its writes become `PersistRequest(seq, ...)` with the next `seq`, handed to `persist`
+1. `messages` go to `send` at once (they promise nothing durable, so they may leave
+   before the writes below are even handed over: a follower starts on an AppendEntries
+   while the leader's own write is on its way to the disk, Raft thesis §10.2.1);
+2. its writes become `PersistRequest(seq, ...)` with the next `seq`, handed to `persist`
    (the storage makes them durable in seq order and later calls `persisted(seq, ...)`);
-2. `messages` go to `send` at once;
 3. `messages_after_persist` are held, tagged with the seq of the latest persist request
    (sent at once when no request is waiting); `persisted(seq, last_term, last_index)`
    releases every held batch with tag <= seq, in order, then tells the core.
@@ -213,6 +215,11 @@ class RaftDriver:
         ready = self.core.ready()
         if self._io.on_ready is not None:
             self._io.on_ready(self.core, ready)
+        # `messages` need nothing durable and `persist` only hands the writes over, so the
+        # order of the two is free: sending first lets a follower start on an
+        # AppendEntries while the leader's own write is still being handed to its writer.
+        for message in ready.messages:
+            self._io.send(message)
         if ready.must_persist:
             self._requested_seq += 1
             self._io.persist(
@@ -223,8 +230,6 @@ class RaftDriver:
                     ready.hard_state,
                 )
             )
-        for message in ready.messages:
-            self._io.send(message)
         if ready.messages_after_persist:
             if self._requested_seq > self._durable_seq:
                 self._hold(ready.messages_after_persist)
