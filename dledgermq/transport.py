@@ -168,6 +168,9 @@ class _PeerLink:
         self.sock: socket.socket | None = None
         self.direct: socket.socket | None = None
         self.posted = 0  # Frames handed to the loop by `post` and not yet written.
+        # The socket took only part of a frame an actor wrote: until the loop wrote the
+        # rest (`_write_rest`), nothing else may be written to this connection.
+        self.rest_pending = False
         self.sent = 0
 
     def update_direct(self) -> None:
@@ -177,6 +180,7 @@ class _PeerLink:
             writer is not None
             and not self.queue
             and self.posted == 0
+            and not self.rest_pending
             and not writer.transport.is_closing()
             and writer.transport.get_write_buffer_size() == 0
         )
@@ -299,6 +303,7 @@ class Transport:
         if (
             writer is not None
             and not link.queue
+            and not link.rest_pending
             and not writer.transport.is_closing()
             and writer.transport.get_write_buffer_size() < WRITE_THROUGH_MAX_BYTES
         ):
@@ -329,7 +334,7 @@ class Transport:
         frame = encode_frame(payload)
         with link.lock:
             sock = link.direct
-            if sock is not None:
+            if sock is not None and len(frame) - FRAME_HEADER.size <= self._frame_max:
                 try:
                     written = sock.send(frame)
                 except BlockingIOError:
@@ -343,6 +348,7 @@ class Transport:
                     return True
                 link.direct = None
                 if written:  # The rest must be the next bytes on this very connection.
+                    link.rest_pending = True
                     return self._post(loop, self._write_rest, link, link.writer, frame[written:])
             link.posted += 1
             return self._post(loop, self._send_posted, link, frame)
@@ -371,7 +377,9 @@ class Transport:
                 link.sent += 1
             else:
                 self.dropped += 1  # That connection is gone, and the frame with it.
+            link.rest_pending = False
             link.update_direct()
+        link.wake.set()  # The pump may write what queued behind it.
 
     # -- outbound links ----------------------------------------------------------------
 
@@ -401,15 +409,18 @@ class Transport:
         started = asyncio.get_running_loop().time()
         down = asyncio.Event()
         watcher = asyncio.create_task(self._watch_eof(reader, down, link))
-        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
-        sock.setblocking(False)
-        link.sock = sock
+        sock = None
         try:
+            sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+            sock.setblocking(False)
+            link.sock = sock
             await self._pump(link, writer, down)
         finally:
             with link.lock:  # No actor thread writes to it from here on.
                 link.writer = link.direct = link.sock = None
-            sock.close()
+                link.rest_pending = False
+            if sock is not None:
+                sock.close()
             writer.close()  # Now: a stop that cancels the waits below must not leak it.
             watcher.cancel()
             await asyncio.wait([watcher], timeout=CLOSE_TIMEOUT_S)
@@ -460,7 +471,7 @@ class Transport:
         """Write queued frames in batches until stopped or the connection breaks; frames
         sent while nothing is queued go straight to the socket meanwhile (`send`)."""
         while self._running and not down.is_set():
-            if not link.queue:
+            if not link.queue or link.rest_pending:
                 with link.lock:
                     link.writer = writer
                     link.update_direct()

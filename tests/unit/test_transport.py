@@ -390,6 +390,35 @@ async def test_posts_larger_than_the_socket_takes_keep_their_order(net) -> None:
     assert a.dropped == 0
 
 
+async def test_a_send_from_the_loop_waits_behind_the_rest_of_a_partly_written_post(
+    net,
+) -> None:
+    """While the loop has yet to write the rest of a frame an actor wrote only in part,
+    a frame sent from the loop itself queues behind it instead of cutting into it."""
+    cluster = net(1, 2)
+    a, _ = await cluster.start(1)
+    _, b_inbox = await cluster.start(2)
+    assert a.send(2, {"seq": 0})
+    await b_inbox.wait_count(1, 1)
+    link = a._links[2]
+    await eventually(lambda: link.direct is not None, what="the link to go idle")
+    real = link.direct
+    assert real is not None
+
+    class TakesHalf:  # a socket whose buffer takes half of what is offered
+        def send(self, data: bytes) -> int:
+            return real.send(data[: len(data) // 2])
+
+    link.direct = TakesHalf()  # type: ignore[assignment]
+    assert a.post(2, {"seq": 1, "blob": b"q" * 1000})  # half now, the rest via the loop
+    assert link.rest_pending
+    assert a.send(2, {"seq": 2})  # same loop turn, before the rest was written
+    await b_inbox.wait_count(1, 3)
+    assert b_inbox.seqs_from(1) == [0, 1, 2]
+    assert b_inbox.messages[1][1]["blob"] == b"q" * 1000
+    assert a.dropped == 0
+
+
 async def test_post_after_the_peer_went_away_and_came_back(net) -> None:
     """A post to a connection that broke is lost like any frame on a broken link (Raft
     resends), or kept in the queue until the redial; then posts arrive again, in order."""
