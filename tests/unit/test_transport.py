@@ -346,15 +346,22 @@ async def test_post_from_a_plain_thread_delivers(net) -> None:
     assert b_inbox.seqs_from(1) == list(range(30))
 
 
-async def test_post_on_an_idle_connection_writes_the_frame_itself(net) -> None:
-    """The posting thread writes to an idle connection's socket: the frame is out before
-    the loop runs again (no hand-off), and it arrives like any other."""
+async def idle_link(net) -> tuple[Transport, Inbox]:
+    """Node 1 connected to node 2, which got frame 0, and the link idle again (an actor
+    thread may write to it directly)."""
     cluster = net(1, 2)
     a, _ = await cluster.start(1)
     _, b_inbox = await cluster.start(2)
     assert a.send(2, {"seq": 0})
     await b_inbox.wait_count(1, 1)
     await eventually(lambda: a._links[2].direct is not None, what="the link to go idle")
+    return a, b_inbox
+
+
+async def test_post_on_an_idle_connection_writes_the_frame_itself(net) -> None:
+    """The posting thread writes to an idle connection's socket: the frame is out before
+    the loop runs again (no hand-off), and it arrives like any other."""
+    a, b_inbox = await idle_link(net)
 
     sent = a.sent
     assert a.post(2, {"seq": 1})  # from the loop's own thread, which does not yield here
@@ -366,12 +373,7 @@ async def test_post_on_an_idle_connection_writes_the_frame_itself(net) -> None:
 async def test_posts_larger_than_the_socket_takes_keep_their_order(net) -> None:
     """A frame the socket takes only in part is finished by the loop before anything
     else is written; what a thread posts meanwhile waits behind it, in order."""
-    cluster = net(1, 2)
-    a, _ = await cluster.start(1)
-    _, b_inbox = await cluster.start(2)
-    assert a.send(2, {"seq": 0})
-    await b_inbox.wait_count(1, 1)
-    await eventually(lambda: a._links[2].direct is not None, what="the link to go idle")
+    a, b_inbox = await idle_link(net)
     blob = b"z" * (4 * 1024 * 1024)  # more than loopback's socket buffer takes at once
     count = 40
     posted: list[bool] = []
@@ -395,13 +397,8 @@ async def test_a_send_from_the_loop_waits_behind_the_rest_of_a_partly_written_po
 ) -> None:
     """While the loop has yet to write the rest of a frame an actor wrote only in part,
     a frame sent from the loop itself queues behind it instead of cutting into it."""
-    cluster = net(1, 2)
-    a, _ = await cluster.start(1)
-    _, b_inbox = await cluster.start(2)
-    assert a.send(2, {"seq": 0})
-    await b_inbox.wait_count(1, 1)
+    a, b_inbox = await idle_link(net)
     link = a._links[2]
-    await eventually(lambda: link.direct is not None, what="the link to go idle")
     real = link.direct
     assert real is not None
 
