@@ -337,12 +337,8 @@ class Transport:
             if sock is not None and len(frame) - FRAME_HEADER.size <= self._frame_max:
                 try:
                     written = sock.send(frame)
-                except BlockingIOError:
+                except OSError:  # Full, or broken (then the loop queues it for the redial).
                     written = 0
-                except OSError:  # Broken: the loop sees it too and redials.
-                    link.direct = None
-                    self.dropped += 1
-                    return True
                 if written == len(frame):
                     link.sent += 1
                     return True
