@@ -17,7 +17,7 @@ import pykka
 
 from dledgermq.actors.ha_master import FromSlave, HAMasterActor, HAMasterOptions
 from dledgermq.actors.ha_slave import FromMaster, HASlaveActor, HASlaveOptions
-from dledgermq.actors.published import Published, ReplicaRole
+from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.supervisor import FatalHandler, tell
 from dledgermq.broker.ha import (
     HAAck,
@@ -97,7 +97,7 @@ class HAMember:
         self,
         layout: NodeLayout,
         log_end: int,
-        flushed: Published[int],
+        marks: Watermarks,
         reput: pykka.ActorRef[Any],
         on_fatal: FatalHandler,
     ) -> pykka.ActorRef[Any] | None:
@@ -108,7 +108,7 @@ class HAMember:
         self.actor = HAMasterActor.start(
             CommitLogReader(layout.commitlog, store.segment_size_bytes),
             log_end=log_end,
-            flushed=flushed,
+            marks=marks,
             reput=reput,
             send=self.send,
             status=self.status,

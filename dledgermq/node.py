@@ -279,9 +279,7 @@ def start_actors(
     # Read before the writer runs: from then on it owns the CommitLog.
     log_end = commitlog.write_offset
     slave_tail = ha.slave_tail(layout, commitlog) if ha is not None else None
-    ha_master = (
-        ha.start_master(layout, log_end, marks.flushed, reput, hooks.on_fatal) if ha else None
-    )
+    ha_master = ha.start_master(layout, log_end, marks, reput, hooks.on_fatal) if ha else None
     writer = CommitLogWriterActor.start(
         commitlog,
         on_fatal=hooks.on_fatal,

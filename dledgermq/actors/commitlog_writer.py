@@ -7,7 +7,12 @@ a direct `Confirm` in async mode.
 
 Replicated (`WriteRaw`): writes entries already encoded at their places (by the Raft
 node's `EntryLayout`), after cutting a divergent tail, saves the Raft hard state, and
-reports durability through the flusher so that reports keep the order of the requests.
+reports durability in the order of the requests.
+
+Durability reports: when nothing else waits (the inbox is empty and every report handed
+to the flusher was made), the writer fsyncs and reports itself, which saves a thread
+hand-off on every one-at-a-time request; otherwise the flusher does, and one fsync of its
+covers every write that queued up meanwhile (group commit).
 
 Master/slave: a master tells its HA master actor about every write (`Written`), and in
 `ha_mode: sync` hands the confirm to it (`AwaitSlave`) instead of confirming itself; the
@@ -60,8 +65,9 @@ class Append:
 @dataclass(frozen=True, slots=True)
 class WriteRaw:
     """Apply `write` (cut, then append encoded entries), save `hard_state`, then call
-    `on_durable` (on the flusher's thread) once the write is fsynced, or, without `fsync`,
-    once every earlier request was reported (majority_memory: written is enough)."""
+    `on_durable` (on the writer's or the flusher's thread) once the write is fsynced, or,
+    without `fsync`, once every earlier request was reported (majority_memory: written is
+    enough)."""
 
     write: LogWrite
     hard_state: StoredHardState | None
@@ -128,6 +134,11 @@ class CommitLogWriterActor(FailStopActor):
         self._reput = reput
         self._flusher = flusher
         self._written = marks.written
+        self._synced = marks.synced
+        # Reports handed to the flusher, and how many it made (counted on its thread, the
+        # only one that writes it): equal means no report is pending there.
+        self._flushes_asked = 0
+        self._flushes_answered = 0
         self._checkpointed = marks.checkpointed
         self._options = options
         self._disk_full = False
@@ -196,9 +207,25 @@ class CommitLogWriterActor(FailStopActor):
         else:
             done = partial(tell, self._reput, Confirm(end_offset))
         if self._options.sync_flush:
-            tell(self._flusher, Flush(end_offset, done))
+            self._after_durable(end_offset, done)
         else:
             done()
+
+    def _after_durable(self, upto: int, on_done: Callable[[], None]) -> None:
+        """Call `on_done` once the log is fsynced below `upto` (0: no fsync) and every earlier
+        request was reported: here and now if nothing else waits, else by the flusher."""
+        if self._flushes_answered == self._flushes_asked and self.actor_inbox.empty():
+            if upto:
+                self._log.sync()  # Sealed segments were synced when sealed.
+                self._synced.value = self._log.write_offset
+            on_done()
+            return
+        self._flushes_asked += 1
+        tell(self._flusher, Flush(upto, partial(self._flush_answered, on_done)))
+
+    def _flush_answered(self, on_done: Callable[[], None]) -> None:  # The flusher's thread.
+        on_done()
+        self._flushes_answered += 1
 
     def _write_raw(self, raw: WriteRaw) -> None:
         write = raw.write
@@ -209,6 +236,7 @@ class CommitLogWriterActor(FailStopActor):
             self._log.sync()
             self._log.truncate(write.cut_offset)
             self._written.value = write.cut_offset
+            self._synced.value = min(self._synced.value, write.cut_offset)
             tell(self._flusher, Truncated(write.cut_offset))
         if write.local:
             self._log.append_encoded(write.data, write.spans)
@@ -222,7 +250,7 @@ class CommitLogWriterActor(FailStopActor):
         if raw.hard_state is not None:
             assert self._options.hard_state_path is not None, "hard state outside Raft mode"
             save_hard_state(self._options.hard_state_path, raw.hard_state)
-        tell(self._flusher, Flush(self._log.write_offset if raw.fsync else 0, raw.on_durable))
+        self._after_durable(self._log.write_offset if raw.fsync else 0, raw.on_durable)
 
     def _append_replicated(self, push: AppendReplicated) -> None:
         log = self._log
@@ -240,7 +268,7 @@ class CommitLogWriterActor(FailStopActor):
         self._written.value = log.write_offset
         tail = tail_after(push.data, result.positions[-1], log.last_index)
         upto = tail.end_offset if push.fsync else 0  # 0: answer in order, without an fsync.
-        tell(self._flusher, Flush(upto, partial(push.on_stored, tail)))
+        self._after_durable(upto, partial(push.on_stored, tail))
 
     def _tick(self, now_ms: int) -> None:
         if now_ms - self._last_disk_check_ms < DISK_CHECK_INTERVAL_MS:

@@ -50,6 +50,7 @@ class FlusherActor(FailStopActor):
     ) -> None:
         super().__init__(on_fatal)
         self._syncer = syncer
+        self._marks = marks
         self._written = marks.written
         self._flushed = marks.flushed
         self._interval_ms = options.interval_ms
@@ -60,7 +61,7 @@ class FlusherActor(FailStopActor):
     def on_receive(self, message: object) -> None:
         match message:
             case Flush(upto, on_done):
-                if self._flushed.value < upto:
+                if self._marks.durable < upto:
                     self._sync()
                 # Still below `upto` only if a Raft follower cut the log below it since the
                 # request: the writer made everything durable before that cut, so the
@@ -76,7 +77,7 @@ class FlusherActor(FailStopActor):
                 )
                 if due:
                     self._last_flush_ms = now_ms
-                    if self._written.value > self._flushed.value:
+                    if self._written.value > self._marks.durable:
                         self._sync()
             case _:
                 raise AssertionError(f"unexpected message {message!r}")
@@ -85,11 +86,11 @@ class FlusherActor(FailStopActor):
         target = self._written.value
         # `written` may be below `flushed` for a moment after a cut (its `Truncated` is
         # still queued): sync from the lower one, and never claim what is not written.
-        self._syncer.sync(min(self._flushed.value, target), target)
+        self._syncer.sync(min(self._marks.durable, target), target)
         self.fsyncs += 1
         self._flushed.value = target
 
     def on_stop(self) -> None:
-        if self._written.value > self._flushed.value:
+        if self._written.value > self._marks.durable:
             self._sync()
         self._syncer.close()

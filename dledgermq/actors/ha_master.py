@@ -32,7 +32,7 @@ from typing import Any
 
 import pykka
 
-from dledgermq.actors.published import Published
+from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.reput import Confirm
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
@@ -129,7 +129,7 @@ class HAMasterActor(FailStopActor):
         reader: CommitLogReader,
         *,
         log_end: int,
-        flushed: Published[int],
+        marks: Watermarks,
         reput: pykka.ActorRef[Any],
         send: SendFrame,
         status: Published[HAStatus],
@@ -139,7 +139,7 @@ class HAMasterActor(FailStopActor):
         super().__init__(on_fatal)
         self._reader = reader
         self._log_end = log_end
-        self._flushed = flushed
+        self._marks = marks
         self._reput = reput
         self._send = send
         self._status = status
@@ -207,7 +207,7 @@ class HAMasterActor(FailStopActor):
 
     def _durable_end(self) -> int:
         """Where pushes stop: the log's end, as far as it is fsynced here."""
-        return min(self._log_end, self._flushed.value)
+        return min(self._log_end, self._marks.durable)
 
     def _pump_all(self) -> None:
         for slave_id in self._links.links:

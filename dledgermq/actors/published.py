@@ -25,19 +25,27 @@ class Watermarks:
 
     written: CommitLogWriterActor (end of the last appended entry);
     flushed: FlusherActor (everything below is fsynced);
+    synced: CommitLogWriterActor (everything below is fsynced, by the writer itself: a Raft
+        write it made durable at once because nothing else waited; see `durable`);
     dispatched: ReputActor (everything below is in the ConsumeQueues and visible);
     checkpointed: ReputActor (recovery replays the log from here, so it must stay);
     disk_full: CommitLogWriterActor (above the high-water mark: new writes are refused).
     """
 
-    __slots__ = ("checkpointed", "disk_full", "dispatched", "flushed", "written")
+    __slots__ = ("checkpointed", "disk_full", "dispatched", "flushed", "synced", "written")
 
     def __init__(self, start_offset: int) -> None:
         self.disk_full: Published[bool] = Published(False)
         self.written: Published[int] = Published(start_offset)
         self.flushed: Published[int] = Published(start_offset)
+        self.synced: Published[int] = Published(start_offset)
         self.dispatched: Published[int] = Published(start_offset)
         self.checkpointed: Published[int] = Published(0)
+
+    @property
+    def durable(self) -> int:
+        """Everything below is fsynced, whichever of the two actors did it."""
+        return max(self.flushed.value, self.synced.value)
 
 
 @dataclass(frozen=True, slots=True)

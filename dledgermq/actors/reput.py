@@ -244,7 +244,7 @@ class ReputActor(FailStopActor):
 
     def on_stop(self) -> None:
         checkpoint = self._dispatcher.flush()
-        if checkpoint.dispatched_offset <= self._published.marks.flushed.value:
+        if checkpoint.dispatched_offset <= self._published.marks.durable:
             self._dispatcher.save_checkpoint(checkpoint)
         self._dispatcher.close()
 

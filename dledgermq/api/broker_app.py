@@ -287,7 +287,7 @@ async def status(request: web.Request) -> web.Response:
             "repair": ctx.repair.value.to_wire() if ctx.repair is not None else None,
             "flush": ctx.flush,
             "write_offset": ctx.published.marks.written.value,
-            "flushed_offset": ctx.published.marks.flushed.value,
+            "flushed_offset": ctx.published.marks.durable,
             "dispatched_offset": ctx.published.marks.dispatched.value,
             "confirm_offset": ctx.published.marks.dispatched.value,
             "topics": len(ctx.published.topics.value),
