@@ -18,7 +18,7 @@ import pykka
 import pytest
 
 from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriteRaw, WriterOptions
-from dledgermq.actors.flusher import FlusherActor, FlusherOptions
+from dledgermq.actors.flusher import Flush, FlusherActor, FlusherOptions
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.ticker import Tick
 from dledgermq.store.commitlog import CommitLog
@@ -145,7 +145,11 @@ def test_writes_that_queue_up_go_to_the_flusher_and_are_reported_in_order(
     assert [index for index, _ in writer.reports] == [1, 2, 3]
     assert all(thread.startswith("FlusherActor") for _, thread in writer.reports)
     assert writer.marks.synced.value == 0  # the writer synced nothing itself
-    # Nothing pending any more: the next write is the writer's own again.
+    # Nothing pending any more once the flusher finished counting the third report (a
+    # message behind it in its inbox runs after that): the next write is the writer's own.
+    counted = threading.Event()
+    writer.flusher.tell(Flush(0, counted.set))
+    assert counted.wait(5)
     writer.write(4)
     wait_until(lambda: len(writer.reports) == 4, what="the fourth report")
     assert writer.reports[3][1].startswith("CommitLogWriterActor")
