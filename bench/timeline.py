@@ -35,8 +35,8 @@ def stages(folder: Path, leader_pid: int, slowest_pct: float = 100.0) -> list[di
     for path in folder.glob("*.txt"):
         pid = int(path.stem)
         for line in path.read_text().splitlines():
-            t, tag = line.split()
-            events.append((int(t), pid, tag))
+            stamp, tag = line.split()
+            events.append((int(stamp), pid, tag))
     events.sort()
     followers = sorted({pid for _, pid, _ in events} - {leader_pid})
     role = {leader_pid: "L"} | {pid: f"F{i}" for i, pid in enumerate(followers)}

@@ -74,3 +74,21 @@ class ThreadReply:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class GatedSyncer:
+    """A flusher's syncer whose first fsync blocks until `release` is set, so that flush
+    requests pile up in the flusher's inbox deterministically."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def sync(self, start: int, end: int) -> None:
+        self.calls.append((start, end))
+        self.entered.set()
+        assert self.release.wait(10)
+
+    def close(self) -> None:
+        pass

@@ -7,27 +7,11 @@ answered only after its offset is durable.
 
 from __future__ import annotations
 
-import threading
-
 from dledgermq.actors.flusher import Flush, FlusherActor, FlusherOptions, Truncated
 from dledgermq.actors.published import Watermarks
 from dledgermq.actors.ticker import Tick
 from tests.conftest import wait_until
-
-
-class GatedSyncer:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def sync(self, start: int, end: int) -> None:
-        self.calls.append((start, end))
-        self.entered.set()
-        assert self.release.wait(10)
-
-    def close(self) -> None:
-        pass
+from tests.support import GatedSyncer
 
 
 def test_one_fsync_serves_every_waiter_that_queued_during_the_previous_one() -> None:

@@ -25,25 +25,9 @@ from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.entry_layout import EntryLayout
 from dledgermq.store.record import MessageDraft
 from tests.conftest import wait_until
+from tests.support import GatedSyncer
 
 SEGMENT = 1 << 20
-
-
-class GatedSyncer:
-    """The flusher's syncer: its first fsync blocks until `release` is set."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def sync(self, start: int, end: int) -> None:
-        self.calls.append((start, end))
-        self.entered.set()
-        assert self.release.wait(10)
-
-    def close(self) -> None:
-        pass
 
 
 class GatedDisk:
