@@ -4,6 +4,8 @@ A `Flush(upto)` that is already covered is answered without I/O. Otherwise the f
 fsyncs *everything written so far* (the writer publishes that watermark), so every
 request that queued up during one fsync is then covered by it: RocketMQ's
 GroupCommitService without a lock. In async mode a tick flushes every flush_interval_ms.
+A write that nothing else waits behind is synced by the writer itself (`Watermarks.synced`);
+the flusher counts that as durable too (`Watermarks.durable`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class Watermarks:
 
     written: CommitLogWriterActor (end of the last appended entry);
     flushed: FlusherActor (everything below is fsynced);
-    synced: CommitLogWriterActor (everything below is fsynced, by the writer itself: a Raft
+    synced: CommitLogWriterActor (everything below is fsynced by the writer itself, for a
         write it made durable at once because nothing else waited; see `durable`);
     dispatched: ReputActor (everything below is in the ConsumeQueues and visible);
     checkpointed: ReputActor (recovery replays the log from here, so it must stay);
