@@ -1,14 +1,17 @@
-"""How long a Raft node's start takes as its log grows: log recovery plus the entry-index scan.
+"""How long a Raft node's start takes as its log grows: log recovery plus the entry index.
 
     python -m bench.startup --messages 1000000,4000000 --runs 3
 
 For each size, builds a CommitLog of that many messages (128 B bodies, 100 per entry, one
 256 MiB segment after another) in a temp dir with the store alone (no cluster: this is the
 start path only), then times, `--runs` times, what a Raft node does before it serves:
-`CommitLog.open` with the checkpoint at the log's end (recovery scans from there) and
-`node.rebuild_entries`, which reads and CRC-checks every record of the log to rebuild the
-entry index. The log was just written, so it is read from the page cache (a cold start
-also pays the disk). One JSON line per run, then one per size with the medians.
+`CommitLog.open` with the checkpoint at the log's end (recovery scans from there), then
+the entry index two ways: `rebuild_s`, the full scan that reads and CRC-checks every
+record (no summary, or `restart_scan_bytes: 0`), and `resume_s`, `load_entries` from a
+summary saved `--behind` bytes before the log's end (what a restart reads at most with
+the default `restart_scan_bytes`). The log was just written, so it is read from the page
+cache (a cold start also pays the disk). One JSON line per run, then one per size with
+the medians.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from dledgermq.node import rebuild_entries
+from dledgermq.config import MiB, StoreConfig
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
+from dledgermq.store.entry_start import LogBounds, load_entries, read_summary, rebuild_entries
+from dledgermq.store.entry_summary import encode_summary
 from dledgermq.store.record import MessageDraft
 
 SEGMENT = 256 << 20
@@ -41,30 +46,52 @@ def build(directory: Path, messages: int) -> int:
     return end
 
 
-def start(directory: Path, end: int) -> dict[str, float]:
+def save_summary(directory: Path, end: int, behind: int) -> Path:
+    """The summary a running node would have saved when its log ended `behind` earlier."""
+    reader = CommitLogReader(directory, SEGMENT)
+    try:
+        entries = rebuild_entries(reader, 0, end, SEGMENT).entries
+    finally:
+        reader.close()
+    committed = entries.last_index_ending_by(end - behind)
+    path = directory.parent / "entry_summary"
+    path.write_bytes(encode_summary(entries.summary(committed)))
+    return path
+
+
+def start(directory: Path, end: int, summary: Path) -> dict[str, float]:
     began = time.perf_counter()
     log = CommitLog.open(directory, SEGMENT, durable_floor=end)
     opened = time.perf_counter()
     reader = CommitLogReader(directory, SEGMENT)
+    bounds = LogBounds(directory, log.segments, log.write_offset, end, SEGMENT)
     try:
-        entries = rebuild_entries(reader, log.min_offset, log.write_offset, SEGMENT)
+        rebuilt = rebuild_entries(reader, log.min_offset, log.write_offset, SEGMENT)
+        scanned = time.perf_counter()
+        resumed = load_entries(reader, read_summary(summary), bounds)
     finally:
         reader.close()
         log.close()
     done = time.perf_counter()
-    assert entries.end_offset == end, (entries.end_offset, end)
-    return {"open_s": opened - began, "rebuild_s": done - opened}
+    assert rebuilt.end_offset == resumed.end_offset == end, (rebuilt.end_offset, end)
+    assert resumed.entries.last_index == rebuilt.entries.last_index
+    return {"open_s": opened - began, "rebuild_s": scanned - opened, "resume_s": done - scanned}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", default="1000000,4000000")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--behind", type=int, default=StoreConfig().restart_scan_bytes // MiB, help="MiB"
+    )
     args = parser.parse_args()
     for messages in (int(m) for m in args.messages.split(",")):
         with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-            end = build(Path(tmp), messages)
-            runs = [start(Path(tmp), end) for _ in range(args.runs)]
+            directory = Path(tmp) / "commitlog"
+            end = build(directory, messages)
+            summary = save_summary(directory, end, args.behind * MiB)
+            runs = [start(directory, end, summary) for _ in range(args.runs)]
         for run in runs:
             print(json.dumps({"bench": "startup", "messages": messages, **run}))
         rebuild = statistics.median(r["rebuild_s"] for r in runs)
@@ -74,6 +101,8 @@ def main() -> None:
             "log_mb": round(end / 2**20),
             "open_s": round(statistics.median(r["open_s"] for r in runs), 3),
             "rebuild_s": round(rebuild, 2),
+            "resume_s": round(statistics.median(r["resume_s"] for r in runs), 3),
+            "resume_behind_mb": args.behind,
             "us_per_message": round(rebuild / messages * 1e6, 2),
             "mb_per_s": round(end / 2**20 / rebuild),
         }

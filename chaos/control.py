@@ -42,6 +42,7 @@ namesrvs: [{{id: ns1, port: {ns}, broker_expiry_ms: 5000, scan_interval_ms: 500}
 store:
   segment_size_bytes: 1048576
   scrub_pass_pause_ms: 1000
+  restart_scan_bytes: 262144
   checkpoint_interval_ms: 500
   cq_units_per_file: 10000
   index_slots_per_file: 4096

@@ -58,6 +58,11 @@ class StoreConfig:
     # what it finds from a peer); 0 turns it off.
     scrub_bytes_per_s: int = 4 * MiB
     scrub_pass_pause_ms: int = 60_000  # Between two passes over the whole log.
+    # Raft groups: a restart re-reads about this much of the log below its checkpoint (the
+    # entry index's summary is saved each time this much more commits); the older, fsynced
+    # log is trusted at start and left to reads and the scrubber. 0: no summary, every
+    # restart reads and checks the whole log (~8 s per GB).
+    restart_scan_bytes: int = 64 * MiB
     # Delay levels 1..N for delayed messages (RocketMQ's messageDelayLevel).
     message_delay_level: str = DEFAULT_DELAY_LEVELS
 
@@ -387,6 +392,15 @@ def _check_replication_fields(where: str, mode: str, raw: dict[str, Any]) -> Non
             raise ConfigError(f"{where}: {foreign} apply to master_slave groups, not {mode}")
 
 
+_STORE_MINIMA = (
+    ("flush_interval_ms", 1),
+    ("checkpoint_interval_ms", 1),
+    ("cq_units_per_file", 1),
+    ("scrub_bytes_per_s", 0),  # 0: off
+    ("restart_scan_bytes", 0),  # 0: off
+)
+
+
 def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> None:
     if store.flush not in FLUSH_MODES:
         raise ConfigError(f"{where}: flush must be one of {FLUSH_MODES}, got {store.flush!r}")
@@ -400,9 +414,9 @@ def _validate_store(where: str, store: StoreConfig, limits: LimitsConfig) -> Non
         raise ConfigError(f"{where}: need 0 < disk_high_water_ratio <= 1")
     if not 0.0 <= store.disk_clean_ratio <= store.disk_high_water_ratio:
         raise ConfigError(f"{where}: need disk_clean_ratio 0 (off) or <= disk_high_water_ratio")
-    for name in ("flush_interval_ms", "checkpoint_interval_ms", "cq_units_per_file"):
-        if getattr(store, name) <= 0:
-            raise ConfigError(f"{where}: {name} must be positive")
+    for name, least in _STORE_MINIMA:
+        if getattr(store, name) < least:
+            raise ConfigError(f"{where}: {name} must be at least {least}")
     try:
         store.delay_levels  # noqa: B018 - parsed for its errors
     except ValueError as exc:

@@ -28,10 +28,10 @@ from aiohttp import web
 
 from dledgermq.actors.commitlog_writer import Append, CommitLogWriterActor, WriterOptions
 from dledgermq.actors.delay_scheduler import DelayOptions, DelaySchedulerActor
-from dledgermq.actors.file_syncer import FileSyncerActor
+from dledgermq.actors.file_syncer import FileSyncerActor, SaveFile
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
-from dledgermq.actors.raft_log import ProposedBatch
+from dledgermq.actors.raft_log import ProposedBatch, SummarySaver
 from dledgermq.actors.raft_node import Propose
 from dledgermq.actors.rebalancer import RebalanceOptions, RebalancerActor
 from dledgermq.actors.repair import Damaged, RepairActor, RepairOptions, RepairStats
@@ -53,13 +53,11 @@ from dledgermq.startup_repair import repair_at_start
 from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.disk import disk_used_ratio
-from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout
+from dledgermq.store.entry_start import LogBounds, load_entries, read_summary, resume_point
 from dledgermq.store.errors import (
     CorruptCheckpoint,
-    CorruptRecord,
     DamagedRecord,
-    OffsetGone,
     StoreDamaged,
 )
 from dledgermq.store.record import MessageDraft
@@ -121,7 +119,7 @@ class RecoveredStore:
     commitlog: CommitLog
     syncer: CommitLogSyncer
     dispatcher: Dispatcher
-    entries: EntryLayout | None  # Raft mode: every entry of the log (a full CRC scan).
+    entries: EntryLayout | None  # Raft mode: every entry of the log (`load_entries`).
 
 
 def open_broker(
@@ -150,10 +148,14 @@ def recover_store(
     store = group.store
     layout = NodeLayout(config.node_dir(node.id))
     floor = durable_floor(layout)
+    raft_mode = group.mode == "raft"
+    summary = read_summary(layout.entry_summary) if raft_mode and store.restart_scan_bytes else None
     try:
-        commitlog = CommitLog.open(layout.commitlog, store.segment_size_bytes, floor)
+        commitlog = CommitLog.open(
+            layout.commitlog, store.segment_size_bytes, floor, resume_point(summary, floor)
+        )
     except DamagedRecord as damage:
-        if group.mode == "raft" and len(group.nodes) > 1:
+        if raft_mode and len(group.nodes) > 1:
             raise  # A peer has a copy.
         raise StoreDamaged(
             f"{damage}: fsynced CommitLog data below the checkpoint at {floor} is damaged or "
@@ -161,11 +163,16 @@ def recover_store(
         ) from damage
     reader = CommitLogReader(layout.commitlog, store.segment_size_bytes)
     entries = None
-    if group.mode == "raft":
+    if raft_mode:
+        bounds = LogBounds(
+            layout.commitlog,
+            commitlog.segments,
+            commitlog.write_offset,
+            floor,
+            store.segment_size_bytes,
+        )
         try:
-            entries = rebuild_entries(
-                reader, commitlog.min_offset, commitlog.write_offset, store.segment_size_bytes
-            )
+            entries = load_entries(reader, summary, bounds)
         except DamagedRecord:
             reader.close()
             commitlog.close()
@@ -219,23 +226,16 @@ def durable_floor(layout: NodeLayout) -> int:
     return 0 if checkpoint is None else checkpoint.dispatched_offset
 
 
-def rebuild_entries(
-    reader: CommitLogReader, start: int, end: int, segment_size: int
-) -> EntryLayout:
-    """Every entry's place, from a scan that verifies every record.
-
-    Raises:
-        DamagedRecord: where a record fails its checks.
-    """
-    try:
-        return EntryLayout.rebuild(
-            reader.iter_records(start, end, decode_position), segment_size, start_offset=start
-        )
-    except (CorruptRecord, OffsetGone) as exc:  # OffsetGone: a segment file cut short.
-        damaged = reader.find_damage(start, end)
-        if damaged is None:  # Records intact but not a log (entries out of order).
-            raise StoreDamaged(f"the CommitLog's entries do not form a log: {exc}") from exc
-        raise DamagedRecord(damaged, str(exc)) from exc
+def _summary_saver(
+    every_bytes: int, file_syncer: pykka.ActorRef[Any], layout: NodeLayout
+) -> SummarySaver | None:
+    """The Raft node's entry index summary goes to the file syncer (its fsync must not hold
+    the Raft thread); 0 bytes: none is kept (every restart scans the whole log)."""
+    if not every_bytes:
+        return None
+    return SummarySaver(
+        every_bytes, lambda data: tell(file_syncer, SaveFile(layout.entry_summary, data))
+    )
 
 
 def start_actors(
@@ -315,6 +315,7 @@ def start_actors(
             reput=reput,
             disk_full=marks.disk_full,
             on_fatal=hooks.on_fatal,
+            summary=_summary_saver(store.restart_scan_bytes, file_syncer, layout),
         )
         assert raft.node is not None
         role, submit, raft_node = raft.role, _propose_to(raft.node), raft.node

@@ -18,7 +18,7 @@ from typing import Any
 import pykka
 
 from dledgermq.actors.published import Published, ReplicaRole
-from dledgermq.actors.raft_log import CommitLogRaftLog
+from dledgermq.actors.raft_log import CommitLogRaftLog, SummarySaver
 from dledgermq.actors.raft_node import Inbound, RaftNodeActor
 from dledgermq.actors.repair import PeerFrame
 from dledgermq.actors.supervisor import FatalHandler, tell
@@ -172,6 +172,7 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
     reput: pykka.ActorRef[Any],
     disk_full: Published[bool],
     on_fatal: FatalHandler,
+    summary: SummarySaver | None = None,
 ) -> RaftMember:
     """Start the Raft node on the log's entries (`node.recover_store`), not yet networked."""
     raft_id = group.raft_id(node.id)
@@ -179,7 +180,13 @@ def start_raft_member(  # noqa: PLR0913 - the collaborators node.py built before
     layout = entries
     fsync = group.replication.durability == "majority_fsync"
     raft_log = CommitLogRaftLog(
-        layout, reader, writer=writer, reput=reput, fsync=fsync, disk_full=disk_full
+        layout,
+        reader,
+        writer=writer,
+        reput=reput,
+        fsync=fsync,
+        disk_full=disk_full,
+        summary=summary,
     )
     stored = load_hard_state(hard_state_path)
     hard_state = HardState(stored.term, stored.vote) if stored is not None else HardState()

@@ -11,7 +11,8 @@
 - `on_commit`: the confirm offset becomes the end of the committed, locally durable entry;
   a follower's entries go along in memory (as the writer verified them), so that the
   ReputActor dispatches them without reading them back; the entry index may then forget
-  the places of older entries (it reads them back from the log when asked);
+  the places of older entries (it reads them back from the log when asked), and its
+  summary is saved now and then for a fast restart (`SummarySaver`);
 - `term_at` / `entries`: committed entries below the compacted in-memory mirror, read back
   from the CommitLog for a follower that lags behind it.
 
@@ -42,6 +43,7 @@ from dledgermq.raft.log import RaftLog
 from dledgermq.raft.types import Entry, Index, Term
 from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout, LogWrite
+from dledgermq.store.entry_summary import encode_summary
 from dledgermq.store.errors import EntryTooLarge, OffsetGone, UnreadableEntries
 from dledgermq.store.hard_state import StoredHardState
 from dledgermq.store.reader import CommitLogReader
@@ -81,8 +83,18 @@ class CommittedReply:
         self._reply.fail(error)
 
 
+@dataclass(frozen=True, slots=True)
+class SummarySaver:
+    """Save the entry index's summary each time `every_bytes` more of the log committed
+    (a restart scans about that much: `store/entry_start.py`); `save` writes the bytes off
+    this thread."""
+
+    every_bytes: int
+    save: Callable[[bytes], None]
+
+
 class CommitLogRaftLog:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the collaborators raft_member.py wires in
         self,
         layout: EntryLayout,
         reader: CommitLogReader,
@@ -91,6 +103,7 @@ class CommitLogRaftLog:
         reput: pykka.ActorRef[Any],
         fsync: bool,
         disk_full: Published[bool] | None = None,
+        summary: SummarySaver | None = None,
     ) -> None:
         self.layout = layout
         # Entries the index forgot (settled at commit) are read back with this reader.
@@ -100,6 +113,8 @@ class CommitLogRaftLog:
         self._writer = writer
         self._reput = reput
         self._fsync = fsync
+        self._summary = summary
+        self._summary_saved_end = 0  # The first commit on a long log saves one at once.
         # A peer's entries written but not committed yet, by index (see `on_commit`).
         self._replicated: deque[tuple[Index, ReplicatedEntry]] = deque()
         self.node: pykka.ActorRef[Any] | None = None  # Set once the Raft node started.
@@ -167,8 +182,13 @@ class CommitLogRaftLog:
         while replicated and replicated[0][0] <= index:
             committed.append(replicated.popleft()[1])
         entries = self.layout.entries
-        tell(self._reput, Confirm(entries.end_of(index), tuple(committed)))
+        end = entries.end_of(index)
+        tell(self._reput, Confirm(end, tuple(committed)))
         entries.settle(index)  # Written to the log files here (and durable).
+        summary = self._summary
+        if summary is not None and end - self._summary_saved_end >= summary.every_bytes:
+            summary.save(encode_summary(entries.summary(index)))
+            self._summary_saved_end = end
 
     # -- ColdEntries ----------------------------------------------------------------------
 

@@ -30,3 +30,8 @@ class NodeLayout:
     def hard_state(self) -> Path:
         """Raft term and vote (Raft mode only)."""
         return self.root / "hard_state"
+
+    @property
+    def entry_summary(self) -> Path:
+        """The entry index's summary, for a fast restart (Raft mode only)."""
+        return self.root / "entry_summary"

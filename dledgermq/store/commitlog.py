@@ -40,7 +40,13 @@ from dledgermq.store.record import (
     encode_blank,
     encode_entry,
 )
-from dledgermq.store.recovery import Recovery, create_segment, delete_segments, recover
+from dledgermq.store.recovery import (
+    Recovery,
+    ResumePoint,
+    create_segment,
+    delete_segments,
+    recover,
+)
 from dledgermq.store.segment import (
     SegmentScan,
     place_entry,
@@ -87,14 +93,20 @@ class CommitLog:
         self.recovery = recovery
 
     @classmethod
-    def open(cls, directory: Path, segment_size_bytes: int, durable_floor: int = 0) -> CommitLog:
+    def open(
+        cls,
+        directory: Path,
+        segment_size_bytes: int,
+        durable_floor: int = 0,
+        resume: ResumePoint | None = None,
+    ) -> CommitLog:
         """Open (creating if needed) and recover the log in `directory`.
 
         Raises:
             DamagedRecord: below `durable_floor` (see `recover`).
         """
         assert segment_size_bytes >= HEADER_SIZE + 2 * BLANK_SIZE, segment_size_bytes
-        segments, recovery = recover(directory, segment_size_bytes, durable_floor)
+        segments, recovery = recover(directory, segment_size_bytes, durable_floor, resume)
         return cls(directory, segment_size_bytes, segments, recovery)
 
     # -- properties ----------------------------------------------------------------------

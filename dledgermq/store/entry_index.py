@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
+from dledgermq.store.entry_summary import SUMMARY_MARKS_MAX, EntrySummary
 from dledgermq.store.errors import CorruptRecord, UnreadableEntries
 from dledgermq.store.record import (
     F_FLAGS,
@@ -310,31 +311,134 @@ class EntryIndex:
         self._block = _Block(low_index + 1, starts, ends)
         return self._block
 
+    def summary(self, upto: int, marks_max: int = SUMMARY_MARKS_MAX) -> EntrySummary:
+        """Entries up to `upto` (committed: never truncated) for `entry_summary`: their term
+        runs and at most about `marks_max` marks spread evenly over their bytes, the last
+        one `upto` itself (a restart scans on from there)."""
+        upto = min(upto, self.last_index)
+        if upto <= self.base_index:
+            return EntrySummary(self.base_index, self.base_term, self._base_end, (), (), (), ())
+        top_end = self.end_of(upto)
+        gap = max(1, (top_end - self._base_end) // marks_max)
+        indexes: list[int] = []
+        ends: list[int] = []
+        last_end = self._base_end
+        marks = bisect.bisect_right(self._mark_index, upto)
+        for position in _spread(self._mark_end, marks, last_end, gap):
+            indexes.append(self._mark_index[position])
+            ends.append(last_end := self._mark_end[position])
+        exact = max(0, upto - self._exact_from + 1)  # exact entries up to `upto`
+        for position in _spread(self._ends, exact, last_end, gap):
+            indexes.append(self._exact_from + position)
+            ends.append(self._ends[position])
+        if not indexes or indexes[-1] != upto:
+            indexes.append(upto)
+            ends.append(top_end)
+        runs = bisect.bisect_right(self._run_first, upto)
+        return EntrySummary(
+            self.base_index,
+            self.base_term,
+            self._base_end,
+            tuple(self._run_first[:runs]),
+            tuple(self._run_term[:runs]),
+            tuple(indexes),
+            tuple(ends),
+        )
+
+    @classmethod
+    def resume(
+        cls, summary: EntrySummary, *, trusted_end: int, min_offset: int, **limits: int
+    ) -> EntryIndex | None:
+        """The index `summary` describes, up to its last mark ending by `trusted_end` (the
+        log is known durable and committed below it), every entry forgotten (read back
+        between marks when asked); `add_scanned` goes on from there. When retention removed
+        the log below `min_offset`, the first mark past it becomes the base. None when no
+        mark qualifies above the base.
+        """
+        top = bisect.bisect_right(summary.mark_end, trusted_end)  # marks [first, top) stay
+        base_index, base_term, base_end = summary.base_index, summary.base_term, summary.base_end
+        first = 0
+        if min_offset > base_end:
+            first = bisect.bisect_left(summary.mark_end, min_offset)
+            if first < top:
+                base_index, base_end = summary.mark_index[first], summary.mark_end[first]
+                run = bisect.bisect_right(summary.run_first, base_index) - 1
+                base_term = summary.run_term[run]
+            first += 1
+        if top <= first:
+            return None
+        last_index = summary.mark_index[top - 1]
+        runs = slice(
+            bisect.bisect_right(summary.run_first, base_index + 1) - 1,
+            bisect.bisect_right(summary.run_first, last_index),
+        )
+        entries = cls(base_index, base_term, base_end, **limits)
+        entries._run_first = array("q", summary.run_first[runs])
+        entries._run_first[0] = base_index + 1
+        entries._run_term = array("q", summary.run_term[runs])
+        entries._mark_index = array("q", summary.mark_index[first:top])
+        entries._mark_end = array("q", summary.mark_end[first:top])
+        entries._exact_from = last_index + 1
+        entries._cold_end = summary.mark_end[top - 1]
+        return entries
+
+    def verify_newest_block(self) -> None:
+        """Read back the forgotten entries before the newest mark (after `resume`: that the
+        log there holds the entries the summary says, up to the mark it resumes from).
+
+        Raises:
+            UnreadableEntries, OffsetGone: as `span`.
+        """
+        if self._mark_index:
+            self._cold_block(len(self._mark_index) - 1)
+
+    def add_scanned(self, records: Iterable[EntryPosition]) -> None:
+        """Append the complete entries of a scan of the log after `end_offset`, settling
+        them as it goes (memory stays bounded however long the log is)."""
+        first_record: EntryPosition | None = None
+        for record in records:
+            first_record = first_record or record
+            if record.is_entry_end:
+                index = record.index
+                self.append(index, record.term, first_record.commitlog_offset, record.end_offset)
+                self.settle(index)
+                first_record = None
+        assert first_record is None, "a scan must end on an entry boundary"
+
     @classmethod
     def rebuild(
         cls, records: Iterable[EntryPosition], *, start_offset: int = 0, **limits: int
     ) -> EntryIndex:
-        """Index complete entries from a scan of the log (records in log order), settling
-        them as it goes (memory stays bounded however long the log is).
+        """Index complete entries from a scan of the log (records in log order).
 
         When retention retired the log's beginning (`start_offset` > 0), the first entry
         left becomes the base: its term and end are known, the term of the one before it
         is not, and an entry below the retained log could not be sent anyway.
         """
-        entries: EntryIndex | None = None
+        records = iter(records)
         first_record: EntryPosition | None = None
         for record in records:
             first_record = first_record or record
             if not record.is_entry_end:
                 continue
-            index, term = record.index, record.term
-            if entries is None and start_offset > 0:
-                entries = cls(index, term, record.end_offset, **limits)
+            if start_offset > 0:
+                entries = cls(record.index, record.term, record.end_offset, **limits)
             else:
-                if entries is None:
-                    entries = cls(index - 1, 0, start_offset, **limits)
-                entries.append(index, term, first_record.commitlog_offset, record.end_offset)
-                entries.settle(index)
-            first_record = None
+                entries = cls(record.index - 1, 0, start_offset, **limits)
+                start = first_record.commitlog_offset
+                entries.append(record.index, record.term, start, record.end_offset)
+                entries.settle(record.index)
+            entries.add_scanned(records)
+            return entries
         assert first_record is None, "a scan must end on an entry boundary"
-        return entries if entries is not None else cls(0, 0, start_offset, **limits)
+        return cls(0, 0, start_offset, **limits)
+
+
+def _spread(ends: array[int], count: int, after: int, gap: int) -> Iterator[int]:
+    """Positions in the ascending `ends[:count]`, each end at least `gap` past the one
+    before (the first past `after`): a bisection per position, not a walk over them all."""
+    position = 0
+    while (position := bisect.bisect_left(ends, after + gap, position, count)) < count:
+        yield position
+        after = ends[position]
+        position += 1

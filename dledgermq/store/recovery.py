@@ -1,8 +1,9 @@
 """CommitLog start-up recovery: find the longest valid prefix of complete entries, cut the rest.
 
 Runs once, before the `CommitLog` exists, on a directory nobody else writes. It scans the
-last segment; only while the scanned segments hold no complete entry does it step back one
-segment (an empty or fully torn newest segment). Every segment before the active one was
+last segment (from a known entry end in it, if the caller has one: `ResumePoint`); only
+while the scanned segments hold no complete entry does it step back one segment (an empty
+or fully torn newest segment). Every segment before the active one was
 sealed and fdatasynced before its successor was created, so the scan never needs to go
 further back to trust what it keeps. Whatever fails a check above the durable floor (the
 dispatch checkpoint, at least the active segment's start) is taken for a torn write and
@@ -15,11 +16,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from dledgermq.store.errors import DamagedRecord, StoreDamaged
 from dledgermq.store.fileio import fsync, fsync_dir
 from dledgermq.store.record import MAGIC_MESSAGE_FORMAT_1, MAX_RECORD_SIZE, first_damaged
 from dledgermq.store.segment import SegmentScan, list_segments, scan_segment, segment_path
+
+
+class ResumePoint(NamedTuple):
+    """The end of entry (term, index), at or below the durable floor: the log before it
+    needs no scan (a Raft node's entry index summary knows it, `entry_summary.py`)."""
+
+    offset: int
+    term: int
+    index: int  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +62,29 @@ def delete_segments(directory: Path, starts: list[int]) -> None:
 
 
 def _scan_chain(
-    directory: Path, segment_size: int, segments: list[int], first: int
+    directory: Path,
+    segment_size: int,
+    segments: list[int],
+    first: int,
+    resume: ResumePoint | None,
 ) -> tuple[int, int, SegmentScan]:
-    """Scan from `segments[first]` on while each segment is sealed.
+    """Scan from `segments[first]` (from `resume` in it, if given) on while each segment
+    is sealed.
 
     Returns:
         (index of the last scanned segment, complete entries seen, that segment's scan).
     """
-    last = (0, 0)
+    last = (0, 0) if resume is None else (resume.term, resume.index)
+    begin = None if resume is None else resume.offset
     entries = 0
     k = first
     while True:
         fd = os.open(segment_path(directory, segments[k]), os.O_RDONLY)
         try:
-            scan = scan_segment(fd, segments[k], segment_size, last=last)
+            scan = scan_segment(fd, segments[k], segment_size, last=last, begin=begin)
         finally:
             os.close(fd)
+        begin = None
         entries += scan.entries
         last = (scan.last_term, scan.last_index)
         if not scan.sealed or k == len(segments) - 1:
@@ -96,13 +114,25 @@ def _damaged_from(path: Path, start: int, valid_end: int) -> int:
     return valid_end if damaged is None else damaged
 
 
+def _reaches(directory: Path, start: int, segment_size: int, resume: ResumePoint) -> bool:
+    """`resume` lies in the segment at `start`, and its file is at least that long."""
+    if not start < resume.offset < start + segment_size:
+        return False
+    return segment_path(directory, start).stat().st_size >= resume.offset - start
+
+
 def recover(
-    directory: Path, segment_size: int, durable_floor: int = 0
+    directory: Path,
+    segment_size: int,
+    durable_floor: int = 0,
+    resume: ResumePoint | None = None,
 ) -> tuple[list[int], Recovery]:
     """Recover `directory` in place.
 
     `durable_floor`: the log below it is known fsynced (the dispatch checkpoint), so a bad
-    record there is damage, not a torn write: it is reported instead of cut.
+    record there is damage, not a torn write: it is reported instead of cut. `resume`: the
+    scan starts there when it lies in the last segment and its file reaches it (a file cut
+    shorter is scanned from its start, which finds where it was cut).
 
     Returns:
         The segment starts left on disk (the last is where writing resumes) and a report.
@@ -119,9 +149,11 @@ def recover(
     first = len(segments) - 1
     # Sealed segments were fdatasynced before their successor was created.
     durable_floor = max(durable_floor, segments[first])
+    if resume is not None and not _reaches(directory, segments[first], segment_size, resume):
+        resume = None
     while True:
-        k, entries, scan = _scan_chain(directory, segment_size, segments, first)
-        if entries or first == 0:
+        k, entries, scan = _scan_chain(directory, segment_size, segments, first, resume)
+        if entries or first == 0 or resume is not None:
             break
         first -= 1
     path = segment_path(directory, segments[k])
@@ -151,7 +183,7 @@ def recover(
         os.close(create_segment(directory, write_offset))
         segments.append(write_offset)
     report = Recovery(
-        scanned_from=segments[first],
+        scanned_from=segments[first] if resume is None else resume.offset,
         write_offset=write_offset,
         last_term=scan.last_term,
         last_index=scan.last_index,

@@ -152,8 +152,10 @@ def scan_segment(
     *,
     limit: int | None = None,
     last: tuple[int, int] = (0, 0),
+    begin: int | None = None,
 ) -> SegmentScan:
-    """Walk and verify records from the segment start until something is wrong or ends.
+    """Walk and verify records from the segment start (or `begin`, the end of entry `last`
+    inside it) until something is wrong or ends.
 
     Checks magic, size bounds, header offset == position and CRC for each record; records
     of an entry must share (term, index); a new entry must have a higher index and no lower
@@ -164,7 +166,7 @@ def scan_segment(
     file_end = start + os.fstat(fd).st_size
     window = _Window(fd, start)
     last_term, last_index = last
-    pos = valid_end = start
+    pos = valid_end = start if begin is None else begin
     entries = 0
     entry: tuple[int, int] | None = None  # (term, index) of the entry being read
     while limit is None or pos < limit:

@@ -18,7 +18,7 @@ import pytest
 
 from dledgermq.actors.commitlog_writer import WriteRaw
 from dledgermq.actors.published import Published
-from dledgermq.actors.raft_log import CommitLogRaftLog, ProposedBatch
+from dledgermq.actors.raft_log import CommitLogRaftLog, ProposedBatch, SummarySaver
 from dledgermq.actors.raft_node import Persisted, PersistRequest
 from dledgermq.actors.reput import Appended, Confirm
 from dledgermq.errors import DiskFull, MessageTooLarge
@@ -26,6 +26,7 @@ from dledgermq.raft.types import NOOP, Entry, HardState
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
 from dledgermq.store.entry_index import EntryIndex, decode_position
 from dledgermq.store.entry_layout import EntryLayout
+from dledgermq.store.entry_summary import decode_summary
 from dledgermq.store.record import MessageDraft
 from tests.support import ThreadReply
 
@@ -43,7 +44,11 @@ class Recorder:
 
 
 def make(
-    tmp_path: Path, layout: EntryLayout | None = None, *, disk_full: bool = False
+    tmp_path: Path,
+    layout: EntryLayout | None = None,
+    *,
+    disk_full: bool = False,
+    summary: SummarySaver | None = None,
 ) -> tuple[CommitLogRaftLog, Recorder, Recorder, Recorder]:
     writer, reput, node = Recorder(), Recorder(), Recorder()
     raft_log = CommitLogRaftLog(
@@ -53,6 +58,7 @@ def make(
         reput=reput,  # type: ignore[arg-type]
         fsync=True,
         disk_full=Published(disk_full),
+        summary=summary,
     )
     raft_log.node = node  # type: ignore[assignment]
     return raft_log, writer, reput, node
@@ -203,3 +209,21 @@ def test_a_damaged_forgotten_entry_goes_to_repair_and_a_retired_one_is_not_sent(
     log.delete_expired(0, 0, force=True, max_files=1)  # retires the first segment
     assert raft_log.entries(2, 10) == ()
     log.close()
+
+
+def test_the_entry_index_summary_is_saved_each_time_enough_more_of_the_log_commits(
+    tmp_path: Path,
+) -> None:
+    """A restart scans about `every_bytes` of the log: a summary ending at the committed
+    entry goes out (to the file syncer) each time that much more committed, not per commit."""
+    saved: list[bytes] = []
+    raft_log, _, _, _ = make(tmp_path, summary=SummarySaver(10_000, saved.append))
+    entries = raft_log.layout.entries
+    for index in range(1, 101):
+        entries.append(index, 1 + index // 40, (index - 1) * 1_000, index * 1_000)
+    for index in range(3, 101, 3):  # commits of 3 entries, 3,000 bytes
+        raft_log.on_commit(index, 1)
+    summaries = [decode_summary(data) for data in saved]
+    assert [s.mark_index[-1] for s in summaries] == [12, 24, 36, 48, 60, 72, 84, 96]
+    last = summaries[-1]
+    assert (last.mark_end[-1], last.run_first, last.run_term) == (96_000, (1, 40, 80), (1, 2, 3))

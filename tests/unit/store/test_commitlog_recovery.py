@@ -11,6 +11,7 @@ test_record.py), and sequence checks only catch some of those.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from dledgermq.store.commitlog import AppendResult, CommitLog, CommitLogReader
 from dledgermq.store.errors import CorruptRecord, DamagedRecord
+from dledgermq.store.recovery import ResumePoint
 from dledgermq.store.segment import segment_path, segment_start
 
 from .helpers import SEGMENT, fill
@@ -179,3 +181,64 @@ def test_a_flipped_size_field_is_damage_to_the_full_scan(tmp_path: Path) -> None
         assert reader.find_damage(0, results[-1].end_offset) == victim
     finally:
         reader.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(entries=entries_strategy, data=st.data())
+def test_a_scan_resumed_at_a_known_entry_end_keeps_the_same_prefix(
+    entries: list[list[int]], data: st.DataObject
+) -> None:
+    """From a resume point (an entry end in the newest segment, as the entry index summary
+    gives it), recovery finds the same end as a scan from the segment start: a torn,
+    damaged or garbage tail after it is cut exactly the same."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        log = CommitLog.open(directory, SEGMENT)
+        results = fill(log, entries)
+        last_start = log.segments[-1]
+        log.close()
+        path = segment_path(directory, last_start)
+        content = bytearray(path.read_bytes())
+        cut = last_start + data.draw(st.integers(0, len(content)), label="cut")
+        bad = cut
+        in_last = [r for r in results if last_start <= r.start_offset and r.end_offset <= cut]
+        if not in_last:
+            return
+        point = data.draw(st.sampled_from(in_last), label="resume")
+        if cut > point.end_offset and data.draw(st.booleans(), label="flip"):
+            flip_at = data.draw(st.integers(point.end_offset, cut - 1), label="flip_at")
+            if not _uncovered(results, flip_at):
+                content[flip_at - last_start] ^= data.draw(st.integers(1, 255), label="xor")
+                bad = flip_at
+        garbage = data.draw(st.binary(max_size=300), label="garbage")
+        path.write_bytes(bytes(content[: cut - last_start]) + garbage)
+        index = results.index(point) + 1
+        resume = ResumePoint(point.end_offset, 1, index)
+        recovered = CommitLog.open(directory, SEGMENT, resume=resume)
+        assert recovered.write_offset == _expected_end(results, last_start, cut, bad)
+        assert recovered.last_index == sum(
+            1 for r in results if r.end_offset <= recovered.write_offset
+        )
+        assert recovered.recovery.scanned_from == point.end_offset
+        recovered.close()
+
+
+def test_a_resumed_scan_trusts_what_lies_before_it_but_not_a_file_cut_shorter(
+    tmp_path: Path,
+) -> None:
+    log = CommitLog.open(tmp_path, SEGMENT)
+    results = fill(log, [[100]] * 12)
+    log.close()
+    path = segment_path(tmp_path, 0)
+    resume = ResumePoint(results[8].end_offset, 1, 9)
+    data = bytearray(path.read_bytes())
+    data[results[5].positions[0][0] + 40] ^= 1  # before the resume point: not read
+    path.write_bytes(bytes(data))
+    floor = results[-1].end_offset
+    reopened = CommitLog.open(tmp_path, SEGMENT, floor, resume)
+    assert (reopened.write_offset, reopened.last_index) == (floor, 12)
+    reopened.close()
+    os.truncate(path, results[7].end_offset - 10)  # cut short before the resume point
+    with pytest.raises(DamagedRecord) as damaged:
+        CommitLog.open(tmp_path, SEGMENT, floor, resume)
+    assert damaged.value.offset == results[5].positions[0][0]  # scanned from the start
