@@ -5,13 +5,13 @@
 For each size, builds a CommitLog of that many messages (128 B bodies, 100 per entry, one
 256 MiB segment after another) in a temp dir with the store alone (no cluster: this is the
 start path only), then times, `--runs` times, what a Raft node does before it serves:
-`CommitLog.open` with the checkpoint at the log's end (recovery scans from there), then
-the entry index two ways: `rebuild_s`, the full scan that reads and CRC-checks every
-record (no summary, or `restart_scan_bytes: 0`), and `resume_s`, `load_entries` from a
-summary saved `--behind` bytes before the log's end (what a restart reads at most with
-the default `restart_scan_bytes`). The log was just written, so it is read from the page
-cache (a cold start also pays the disk). One JSON line per run, then one per size with
-the medians.
+`CommitLog.open` with the checkpoint at the log's end, then the entry index, two ways:
+without a summary (`open_s`: recovery scans the whole last segment; `rebuild_s`: the
+full scan that reads and CRC-checks every record; also with `restart_scan_bytes: 0`),
+and from a summary saved `--behind` MiB before the log's end (`resumed_open_s`,
+`resume_s`: what a restart reads at most with the default `restart_scan_bytes`). The
+log was just written, so it is read from the page cache (a cold start also pays the
+disk). One JSON line per run, then one per size with the medians.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from pathlib import Path
 
 from dledgermq.config import MiB, StoreConfig
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
-from dledgermq.store.entry_start import LogBounds, load_entries, read_summary, rebuild_entries
+from dledgermq.store.entry_start import (
+    LogBounds,
+    load_entries,
+    read_summary,
+    rebuild_entries,
+    resume_point,
+)
 from dledgermq.store.entry_summary import encode_summary
 from dledgermq.store.record import MessageDraft
 
@@ -59,23 +65,35 @@ def save_summary(directory: Path, end: int, behind: int) -> Path:
     return path
 
 
-def start(directory: Path, end: int, summary: Path) -> dict[str, float]:
+def start(directory: Path, end: int, summary: Path | None) -> tuple[float, float, int]:
+    """(recovery seconds, entry index seconds, last index) of one start, resumed from
+    `summary` if given (else the full scans)."""
+    saved = None if summary is None else read_summary(summary)
     began = time.perf_counter()
-    log = CommitLog.open(directory, SEGMENT, durable_floor=end)
+    log = CommitLog.open(directory, SEGMENT, durable_floor=end, resume=resume_point(saved, end))
     opened = time.perf_counter()
     reader = CommitLogReader(directory, SEGMENT)
     bounds = LogBounds(directory, log.segments, log.write_offset, end, SEGMENT)
     try:
-        rebuilt = rebuild_entries(reader, log.min_offset, log.write_offset, SEGMENT)
-        scanned = time.perf_counter()
-        resumed = load_entries(reader, read_summary(summary), bounds)
+        layout = load_entries(reader, saved, bounds)
     finally:
         reader.close()
         log.close()
     done = time.perf_counter()
-    assert rebuilt.end_offset == resumed.end_offset == end, (rebuilt.end_offset, end)
-    assert resumed.entries.last_index == rebuilt.entries.last_index
-    return {"open_s": opened - began, "rebuild_s": scanned - opened, "resume_s": done - scanned}
+    assert layout.end_offset == end, (layout.end_offset, end)
+    return opened - began, done - opened, layout.entries.last_index
+
+
+def both(directory: Path, end: int, summary: Path) -> dict[str, float]:
+    open_s, rebuild_s, last = start(directory, end, None)
+    resumed_open_s, resume_s, resumed_last = start(directory, end, summary)
+    assert resumed_last == last
+    return {
+        "open_s": open_s,
+        "rebuild_s": rebuild_s,
+        "resumed_open_s": resumed_open_s,
+        "resume_s": resume_s,
+    }
 
 
 def main() -> None:
@@ -91,7 +109,7 @@ def main() -> None:
             directory = Path(tmp) / "commitlog"
             end = build(directory, messages)
             summary = save_summary(directory, end, args.behind * MiB)
-            runs = [start(directory, end, summary) for _ in range(args.runs)]
+            runs = [both(directory, end, summary) for _ in range(args.runs)]
         for run in runs:
             print(json.dumps({"bench": "startup", "messages": messages, **run}))
         rebuild = statistics.median(r["rebuild_s"] for r in runs)
@@ -101,6 +119,7 @@ def main() -> None:
             "log_mb": round(end / 2**20),
             "open_s": round(statistics.median(r["open_s"] for r in runs), 3),
             "rebuild_s": round(rebuild, 2),
+            "resumed_open_s": round(statistics.median(r["resumed_open_s"] for r in runs), 3),
             "resume_s": round(statistics.median(r["resume_s"] for r in runs), 3),
             "resume_behind_mb": args.behind,
             "us_per_message": round(rebuild / messages * 1e6, 2),

@@ -46,6 +46,8 @@ def test_overrides_and_defaults(tmp_path: Path) -> None:
         ("store: {flush: sometimes}", "flush must be one of"),
         ("store: {segment_size_bytes: 10}", "segment_size_bytes"),
         ("store: {bogus: 1}", "unknown field"),
+        ("store: {restart_scan_bytes: -1}", "restart_scan_bytes must be at least 0"),
+        ("store: {checkpoint_interval_ms: 0}", "checkpoint_interval_ms must be at least 1"),
         ("limits: {max_message_bytes: yes}", "expected int"),
         ("heartbeat_interval_ms: 200000", "broker_expiry_ms"),
     ],

@@ -114,7 +114,9 @@ def test_only_bytes_encoded_here_are_written_unverified_and_make_the_same_log(
         assert not replicated.local
         theirs.append_raw(replicated.data)
     assert len(ours.segments) > 2
-    assert segment_bytes(tmp_path / "leader", ours) == segment_bytes(tmp_path / "follower", theirs)
+    assert segment_bytes(tmp_path / "leader", ours) == segment_bytes(
+        tmp_path / "follower", theirs
+    )
     assert leader.lay_out(None, [(2, 41, None)]).local  # the no-op is always encoded here
     ours.close()
     theirs.close()
