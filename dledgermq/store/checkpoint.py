@@ -11,19 +11,18 @@ crc u32 (CRC32 of everything before it).
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from dledgermq.store.errors import CorruptCheckpoint
 from dledgermq.store.fileio import atomic_write
+from dledgermq.store.sealed import SEAL_SIZE, seal, unseal
 
 __all__ = ["Checkpoint", "CorruptCheckpoint", "load_checkpoint", "save_checkpoint"]
 
 MAGIC = 0xC4EC6B01
 VERSION = 1
 _HEAD = struct.Struct(">IHQI")
-_CRC = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         _HEAD.pack(MAGIC, VERSION, checkpoint.dispatched_offset, len(checkpoint.state))
         + checkpoint.state
     )
-    atomic_write(path, body + _CRC.pack(zlib.crc32(body)))
+    atomic_write(path, seal(body))
 
 
 def load_checkpoint(path: Path) -> Checkpoint | None:
@@ -55,16 +54,15 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    if len(data) < _HEAD.size + _CRC.size:
+    if len(data) < _HEAD.size + SEAL_SIZE:
         raise CorruptCheckpoint(f"{path}: {len(data)} bytes is too short")
     magic, version, dispatched, state_len = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise CorruptCheckpoint(f"{path}: bad magic {magic:#x}")
     if version != VERSION:
         raise CorruptCheckpoint(f"{path}: unknown version {version}")
-    if len(data) != _HEAD.size + state_len + _CRC.size:
+    if len(data) != _HEAD.size + state_len + SEAL_SIZE:
         raise CorruptCheckpoint(f"{path}: length {len(data)} disagrees with the header")
-    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != crc:
+    if unseal(data) is None:
         raise CorruptCheckpoint(f"{path}: CRC mismatch")
     return Checkpoint(dispatched, data[_HEAD.size : _HEAD.size + state_len])

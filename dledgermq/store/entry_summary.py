@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import itertools
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 
+from dledgermq.store.sealed import SEAL_SIZE, seal, unseal
+
 MAGIC = 0xE1D5_0001
 VERSION = 1
 SUMMARY_MARKS_MAX = 4096
 _HEAD = struct.Struct(">IHI")
-_CRC = struct.Struct(">I")
 
 
 class CorruptSummary(ValueError):
@@ -57,26 +57,24 @@ def encode_summary(summary: EntrySummary) -> bytes:
             [list(summary.mark_index), list(summary.mark_end)],
         ]
     )
-    head = _HEAD.pack(MAGIC, VERSION, len(body)) + body
-    return head + _CRC.pack(zlib.crc32(head))
+    return seal(_HEAD.pack(MAGIC, VERSION, len(body)) + body)
 
 
 def decode_summary(data: bytes) -> EntrySummary:
     """Raises:
     CorruptSummary: a failed check (magic, version, length, CRC, shape, order)."""
-    if len(data) < _HEAD.size + _CRC.size:
+    if len(data) < _HEAD.size + SEAL_SIZE:
         raise CorruptSummary(f"{len(data)} bytes is too short")
     magic, version, body_len = _HEAD.unpack_from(data)
     if magic != MAGIC or version != VERSION:
         raise CorruptSummary(f"magic {magic:#x} version {version}: not a summary this reads")
-    if len(data) != _HEAD.size + body_len + _CRC.size:
+    if len(data) != _HEAD.size + body_len + SEAL_SIZE:
         raise CorruptSummary(f"length {len(data)} disagrees with the header")
-    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != crc:
+    if unseal(data) is None:
         raise CorruptSummary("CRC mismatch")
     try:
         (base_index, base_term, base_end), runs, marks = msgpack.unpackb(
-            data[_HEAD.size : -_CRC.size]
+            data[_HEAD.size : -SEAL_SIZE]
         )
         summary = EntrySummary(
             base_index,

@@ -13,17 +13,16 @@ Layout (big-endian): magic u32, version u16, term u64, vote i64 (-1: none), crc 
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from dledgermq.store.errors import CorruptHardState
 from dledgermq.store.fileio import atomic_write
+from dledgermq.store.sealed import SEAL_SIZE, seal, unseal
 
 MAGIC = 0x4A5D57A7
 VERSION = 1
 _BODY = struct.Struct(">IHQq")
-_CRC = struct.Struct(">I")
 NO_VOTE = -1
 
 
@@ -39,7 +38,7 @@ def save_hard_state(path: Path, state: StoredHardState) -> None:
     assert state.vote is None or state.vote >= 0, state
     vote = NO_VOTE if state.vote is None else state.vote
     body = _BODY.pack(MAGIC, VERSION, state.term, vote)
-    atomic_write(path, body + _CRC.pack(zlib.crc32(body)))
+    atomic_write(path, seal(body))
 
 
 def load_hard_state(path: Path) -> StoredHardState | None:
@@ -52,10 +51,9 @@ def load_hard_state(path: Path) -> StoredHardState | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    if len(data) != _BODY.size + _CRC.size:
-        raise CorruptHardState(f"{path}: {len(data)} bytes, expected {_BODY.size + _CRC.size}")
-    (crc,) = _CRC.unpack_from(data, _BODY.size)
-    if zlib.crc32(data[: _BODY.size]) != crc:
+    if len(data) != _BODY.size + SEAL_SIZE:
+        raise CorruptHardState(f"{path}: {len(data)} bytes, expected {_BODY.size + SEAL_SIZE}")
+    if unseal(data) is None:
         raise CorruptHardState(f"{path}: CRC mismatch")
     magic, version, term, vote = _BODY.unpack_from(data)
     if magic != MAGIC or version != VERSION:
