@@ -7,7 +7,8 @@ RocketMQ's 2 retries for sync sends), refreshing the route after a failure or an
 showing the route is stale, steering the next attempt away from the broker group that
 just failed (except for sharding-key sends, which must keep their queue to keep their order),
 keeping write-disabled groups out of the queue choice (`write_disabled.py`), and sending a
-topic without a route to a group that auto-creates topics (RocketMQ's TBW102 idea).
+topic without a route to a group that auto-creates topics (RocketMQ's TBW102 idea), and,
+with `auto_batch=True`, handing plain sends to the `AutoBatcher` (`auto_batch.py`).
 
 Must not: decide queue order itself (`selector.py`) or parse routes (`topic_route.py`).
 """
@@ -28,6 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from dledgermq.client.auto_batch import AutoBatcher, BatchLimits
 from dledgermq.client.http import HttpSession
 from dledgermq.client.message import MessageQueue, OutgoingMessage, SendResult
 from dledgermq.client.routes import DEFAULT_ROUTE_REFRESH_S, NameServerClient, RouteCache
@@ -81,7 +83,13 @@ class Producer:
         route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
         http: HttpSession | None = None,
         rng: random.Random | None = None,
+        auto_batch: bool = False,
+        batch_limits: BatchLimits | None = None,
     ) -> None:
+        """`auto_batch`: `send()`s of one topic that run concurrently (no sharding key, no
+        explicit queue) travel as one batch while earlier ones are in flight, each still
+        answered alone (RocketMQ 5's autoBatch; off by default as there). A lone send is
+        never delayed. `batch_limits` bounds the requests in flight and the batch size."""
         assert retries >= 0, retries
         rng = rng or random.Random()
         self.group = group
@@ -93,18 +101,26 @@ class Producer:
         self._selector = QueueSelector(start=rng.randrange(1 << 16))
         self._write_disabled = WriteDisabledGroups()
         self._background: set[asyncio.Task[Any]] = set()
+        self._batcher = (
+            AutoBatcher(self._send_plain, self._spawn, batch_limits) if auto_batch else None
+        )
 
     async def start(self) -> None:
         """Nothing to connect up front; kept for the RocketMQ lifecycle shape."""
 
     async def close(self) -> None:
-        """Wait for background sends (bounded by one full send), then close the session."""
-        pending = [t for t in self._background if not t.done()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self._max_send_s())
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        """Wait for background sends (bounded by one full send), then close the session.
+
+        A batch that ends may start the next (auto-batching), so wait until none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_send_s()
+        while pending := [t for t in self._background if not t.done()]:
+            _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+            if late:
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+                break
         await self._http.close()
 
     async def __aenter__(self) -> Producer:
@@ -141,6 +157,8 @@ class Producer:
             delay_level=delay_level,
             deliver_at_ms=deliver_at_ms,
         )
+        if self._batcher is not None and sharding_key is None and queue is None:
+            return await self._batcher.submit(topic, message)
         [result] = await self._send(topic, [message], sharding_key, queue, self.retries)
         return result
 
@@ -209,6 +227,9 @@ class Producer:
             )
         batch = [OutgoingMessage.from_any(item) for item in messages]
         return await self._send(topic, batch, sharding_key, queue, self.retries)
+
+    async def _send_plain(self, topic: str, messages: list[OutgoingMessage]) -> list[SendResult]:
+        return await self._send(topic, messages, None, None, self.retries)
 
     async def _send(
         self,

@@ -120,13 +120,16 @@ class SyncProducer(StartedFacade[Producer]):
         send_timeout_s: float = 3.0,
         retries: int = 2,
         route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S,
+        auto_batch: bool = False,
     ) -> None:
+        """`auto_batch`: sends from several threads at once travel together (`Producer`)."""
         producer = Producer(
             namesrv_addrs,
             group,
             send_timeout_s=send_timeout_s,
             retries=retries,
             route_refresh_s=route_refresh_s,
+            auto_batch=auto_batch,
         )
         timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * (retries + 1) + MARGIN_S
         super().__init__(producer, "dledgermq-producer", timeout_s)

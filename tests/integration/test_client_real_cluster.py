@@ -22,6 +22,7 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -39,9 +40,11 @@ from dledgermq.client import (
     SyncProducer,
     SyncPullConsumer,
 )
+from dledgermq.client.http import HttpSession
 from dledgermq.errors import (
     BatchTooLarge,
     MessageNotFound,
+    MessageTooLarge,
     NoPermission,
     NoRoute,
     OffsetOutOfRange,
@@ -231,6 +234,53 @@ async def test_producer_send_sync_async_oneway_and_batch(cluster: Cluster) -> No
         assert isinstance(error, NoRoute)
         with pytest.raises(NoRoute):
             await task
+
+
+class CountingHttp(HttpSession):
+    """The real session, counting the send requests that pass through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends = 0
+
+    async def request(self, method: str, addr: str, path: str, **kwargs: Any) -> Any:
+        self.sends += path.endswith("/messages") and method == "POST"
+        return await super().request(method, addr, path, **kwargs)
+
+
+async def test_auto_batched_sends_are_each_stored_where_their_result_says(
+    cluster: Cluster,
+) -> None:
+    """Concurrent sends share requests, each is stored once where its result says, and
+    one too large for the broker fails alone while the rest of its batch is stored."""
+    namesrv = [cluster.namesrv]
+    topic = "ClientAutoBatch"
+    async with Admin(namesrv) as admin:
+        await create_topic(admin, topic, 2)
+    bodies = [f"auto-{i}".encode() for i in range(60)]
+    too_large = b"x" * 70_000  # over the test cluster's max_message_bytes (64 KiB)
+    http = CountingHttp()
+    async with (
+        Producer(namesrv, auto_batch=True, retries=0, http=http) as producer,
+        PullConsumer(namesrv, "check") as consumer,
+    ):
+        await producer.send(topic, b"first")  # The route, looked up once.
+        sends = [producer.send(topic, body) for body in bodies[:30]]
+        sends.append(producer.send(topic, too_large))
+        sends += [producer.send(topic, body) for body in bodies[30:]]
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*sends, return_exceptions=True), timeout=60
+        )
+        assert isinstance(outcomes.pop(30), MessageTooLarge)
+        results: list[SendResult] = outcomes  # type: ignore[assignment]
+        assert all(isinstance(r, SendResult) for r in results), results
+        for body, result in zip(bodies, results, strict=True):
+            assert_stored(await pull_one(consumer, result), result, body)
+        stored = await pull_topic(consumer, topic)
+        assert sorted(m.body for m in stored) == sorted([b"first", *bodies])  # Once each.
+        # 61 sends, two in flight at first, the rest in batches (one of them refused and
+        # halved down to the large message): far fewer requests than messages.
+        assert http.sends < 30, http.sends
 
 
 async def test_producer_message_fields_sharding_and_binary_bodies(cluster: Cluster) -> None:
