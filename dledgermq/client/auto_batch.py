@@ -39,6 +39,8 @@ Spawn = Callable[[Coroutine[Any, Any, None]], object]
 CONTENT_ERRORS = (BadRequest, BatchTooLarge, InvalidMessage, MessageTooLarge)
 # Counted per message on top of its body: properties, keys and framing, roughly.
 MESSAGE_OVERHEAD_BYTES = 256
+# A message waiting in a lane, and the future its sender awaits.
+Waiter = tuple[OutgoingMessage, asyncio.Future[SendResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +63,7 @@ class BatchLimits:
 
 @dataclass(slots=True)
 class _Lane:
-    waiting: deque[tuple[OutgoingMessage, asyncio.Future[SendResult]]] = field(
-        default_factory=deque
-    )
+    waiting: deque[Waiter] = field(default_factory=deque)
     inflight: int = 0
 
 
@@ -94,13 +94,13 @@ class AutoBatcher:
             if batch:
                 lane.inflight += 1
                 self._spawn(self._send(topic, lane, batch))
-        if not lane.waiting and not lane.inflight:
+        if not lane.waiting and not lane.inflight and self._lanes.get(topic) is lane:
             del self._lanes[topic]
 
-    def _cut(self, lane: _Lane) -> list[tuple[OutgoingMessage, asyncio.Future[SendResult]]]:
+    def _cut(self, lane: _Lane) -> list[Waiter]:
         """The next batch from the front of the lane: its first message always (however
         large), then as many as fit; senders that gave up meanwhile are dropped."""
-        batch: list[tuple[OutgoingMessage, asyncio.Future[SendResult]]] = []
+        batch: list[Waiter] = []
         size = 0
         while lane.waiting and len(batch) < self.limits.max_messages:
             message, future = lane.waiting[0]
@@ -113,21 +113,14 @@ class AutoBatcher:
                 size = grown
         return batch
 
-    async def _send(
-        self,
-        topic: str,
-        lane: _Lane,
-        batch: list[tuple[OutgoingMessage, asyncio.Future[SendResult]]],
-    ) -> None:
+    async def _send(self, topic: str, lane: _Lane, batch: list[Waiter]) -> None:
         try:
             await self._settle(topic, batch)
         finally:
             lane.inflight -= 1
             self._dispatch(topic, lane)
 
-    async def _settle(
-        self, topic: str, batch: list[tuple[OutgoingMessage, asyncio.Future[SendResult]]]
-    ) -> None:
+    async def _settle(self, topic: str, batch: list[Waiter]) -> None:
         try:
             results = await self._flush(topic, [message for message, _ in batch])
         except CONTENT_ERRORS as exc:
