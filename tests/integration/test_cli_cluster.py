@@ -74,3 +74,23 @@ def test_group_progress_and_a_delayed_send_through_the_cli(cluster: Cluster) -> 
     bad = cluster.cli("send", "Lagging", "x", "--delay-level", "99", check=False)
     assert bad.returncode == 1
     assert "BAD_REQUEST" in bad.stderr
+
+
+def test_send_count_stores_every_copy_once_and_a_sharding_key_keeps_one_queue(
+    cluster: Cluster,
+) -> None:
+    """`send --count N` sends many at once (batched by the producer) without a sharding
+    key, one at a time with one; either way every copy is stored once, in its own place."""
+    cluster.json("topic", "create", "Many", "--queues", "4")
+    sent = cluster.json("send", "Many", "copy", "--count", "600")["results"]
+    places = {(r["queue_id"], r["queue_offset"]) for r in sent}
+    assert len(sent) == len(places) == len({r["unique_key"] for r in sent}) == 600
+    per_queue = [sorted(o for q, o in places if q == queue) for queue in range(4)]
+    assert [offsets == list(range(len(offsets))) for offsets in per_queue] == [True] * 4
+    consumed = cluster.json("consume", "Many", "--group", "g", "--count", "1000", "--wait", "1")
+    assert [m["body"] for m in consumed["messages"]] == ["copy"] * 600
+
+    keyed = cluster.json("send", "Many", "k", "--count", "5", "--sharding-key", "order-7")
+    assert len({r["queue_id"] for r in keyed["results"]}) == 1
+    offsets = [r["queue_offset"] for r in keyed["results"]]
+    assert offsets == list(range(offsets[0], offsets[0] + 5))  # In the order sent.
