@@ -132,6 +132,8 @@ class SyncProducer(StartedFacade[Producer]):
             auto_batch=auto_batch,
         )
         timeout_s = (send_timeout_s + RETRY_WAIT_MAX_S) * (retries + 1) + MARGIN_S
+        if auto_batch:  # A send may wait for a request in flight before its own leaves.
+            timeout_s *= 2
         super().__init__(producer, "dledgermq-producer", timeout_s)
 
     def send(  # noqa: PLR0913 - Producer.send's fields
