@@ -34,6 +34,7 @@ from chaos.workload import (
     PLAIN,
     QUEUES,
     TOPICS,
+    BatchingWriter,
     ClientWriter,
     Consumer,
     HttpWriter,
@@ -123,6 +124,7 @@ def _workload(
     workers = [
         ClientWriter("c1", recorder, stop, cluster.namesrv, PLAIN),
         ClientWriter("c2", recorder, stop, cluster.namesrv, ORDERED),
+        BatchingWriter("b1", recorder, stop, cluster.namesrv),
         HttpWriter("h1", recorder, stop, addrs, PLAIN),
         HttpWriter("h2", recorder, stop, addrs, ORDERED),
         Consumer("g1", recorder, stop, cluster.namesrv),

@@ -3,6 +3,9 @@
 - `ClientWriter` sends through the Python client (`SyncProducer`: route refresh, failover
   and retries of its own). A retried send may have been stored by an earlier attempt, so
   any error it ends with is indeterminate (`SendInfo`).
+- `BatchingWriter` sends from several coroutines at once through `Producer(auto_batch=True)`,
+  so the producer's batches (one request for many senders, each answered alone) face the
+  faults too; its errors are indeterminate like `ClientWriter`'s.
 - `HttpWriter` speaks HTTP itself, one attempt per message, following `NOT_LEADER`'s
   `leader_addr`; its errors are classified by `history.classify_send_error`.
 - `Consumer` pulls every queue of every topic through the client (the writer, else a
@@ -16,6 +19,8 @@ Every loop stops on its event and is bounded by `MAX_OPS`.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import threading
 import time
@@ -33,7 +38,7 @@ from chaos.history import (
     SendOk,
     classify_send_error,
 )
-from dledgermq.client import SyncProducer, SyncPullConsumer
+from dledgermq.client import Producer, SendResult, SyncProducer, SyncPullConsumer
 from dledgermq.errors import MQError
 
 PLAIN, ORDERED = "chaos-plain", "chaos-ordered"
@@ -41,6 +46,7 @@ TOPICS = (PLAIN, ORDERED)
 QUEUES = 4
 KEYS = [f"k{i}" for i in range(8)]
 MAX_OPS = 200_000
+BATCHING_SENDERS = 8
 HTTP_TIMEOUT_S = 3.0
 
 
@@ -70,6 +76,22 @@ class _Worker(threading.Thread):
         raise NotImplementedError
 
 
+def _acknowledged(invoke: SendInvoke, result: SendResult) -> SendOk:
+    return SendOk(
+        msg=invoke.msg,
+        broker=result.queue.broker_name,
+        queue=result.queue_id,
+        offset=result.queue_offset,
+        msg_id=result.msg_id,
+    )
+
+
+def _indeterminate(invoke: SendInvoke, exc: Exception) -> SendInfo:
+    """A client send that failed after its retries: an earlier attempt may have stored it."""
+    code = exc.code if isinstance(exc, MQError) else type(exc).__name__
+    return SendInfo(msg=invoke.msg, error=code)
+
+
 class ClientWriter(_Worker):
     def __init__(
         self, name: str, recorder: Recorder, stop: threading.Event, namesrv: str, topic: str
@@ -91,20 +113,41 @@ class ClientWriter(_Worker):
                 try:
                     result = producer.send(self._topic, invoke.msg, sharding_key=key)
                 except Exception as exc:  # retried sends: the outcome is unknown
-                    code = exc.code if isinstance(exc, MQError) else type(exc).__name__
-                    self.recorder.record(SendInfo(msg=invoke.msg, error=code))
+                    self.recorder.record(_indeterminate(invoke, exc))
                     continue
-                self.recorder.record(
-                    SendOk(
-                        msg=invoke.msg,
-                        broker=result.queue.broker_name,
-                        queue=result.queue_id,
-                        offset=result.queue_offset,
-                        msg_id=result.msg_id,
-                    )
-                )
+                self.recorder.record(_acknowledged(invoke, result))
         finally:
             producer.close()
+
+
+class BatchingWriter(_Worker):
+    def __init__(self, name: str, recorder: Recorder, stop: threading.Event, namesrv: str) -> None:
+        super().__init__(name, recorder, stop)
+        self._namesrv = namesrv
+
+    def work(self) -> None:
+        asyncio.run(self._senders())
+
+    async def _senders(self) -> None:
+        seqs = itertools.count()
+        async with Producer(
+            [self._namesrv], send_timeout_s=2.0, retries=3, route_refresh_s=1.0, auto_batch=True
+        ) as producer:
+
+            async def sender() -> None:
+                for seq in seqs:
+                    if seq >= MAX_OPS or self.stop_event.is_set():
+                        return
+                    invoke = SendInvoke.new(self.name, seq, PLAIN)
+                    self.recorder.record(invoke)
+                    try:
+                        result = await producer.send(PLAIN, invoke.msg)
+                    except Exception as exc:  # retried sends: the outcome is unknown
+                        self.recorder.record(_indeterminate(invoke, exc))
+                        continue
+                    self.recorder.record(_acknowledged(invoke, result))
+
+            await asyncio.gather(*(sender() for _ in range(BATCHING_SENDERS)))
 
 
 class HttpWriter(_Worker):
