@@ -107,7 +107,8 @@ async def _repair_from(
         return
     # A sealed segment must be refilled to its end, the active one to the checkpoint
     # at least, then on as far as peers have committed it (this node may have
-    # acknowledged entries past its checkpoint: a leader never takes back a match).
+    # acknowledged entries past its checkpoint; a leader that sees the log end before
+    # its match re-probes from there, but refilling here is faster than replication).
     start = segment_start(offset, segment_size)
     seg_end = start + segment_size
     sealed = any(s > start for s in list_segments(directory, segment_size))

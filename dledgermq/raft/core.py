@@ -24,7 +24,8 @@ Role transitions (thesis §3.4, §9.6)::
 Safety rules kept here: votes follow §5.2 and §5.4.1; a leader commits only entries of
 its own term by majority match (§5.4.2) and counts itself only for entries it has
 persisted (majority_fsync); a leader never truncates its log; a follower never truncates
-a committed entry; vote grants and append acknowledgements are only ever emitted in
+a committed entry, and stops (`CommittedEntryConflict`) rather than append after one the
+leader's log contradicts; vote grants and append acknowledgements are only ever emitted in
 `messages_after_persist`.
 """
 
@@ -48,6 +49,7 @@ from dledgermq.raft.quorum import VoteResult, vote_result
 from dledgermq.raft.ready import Ready
 from dledgermq.raft.types import (
     NOOP,
+    CommittedEntryConflict,
     Entry,
     HardState,
     Index,
@@ -438,7 +440,8 @@ class RaftCore:
         commit_index = self._log.commit_index
         if prev_index < commit_index:
             # The committed prefix matches the leader's log (leader completeness), so skip
-            # what the message repeats of it.
+            # what the message repeats of it, once it is checked to match.
+            self._check_committed(prev_index, prev_term, entries[: commit_index - prev_index])
             entries = entries[commit_index - prev_index :]
             prev_index = commit_index
             term = self._log.term_at(commit_index)
@@ -462,6 +465,16 @@ class RaftCore:
                 last_index=self._log.last_index,
             )
         )
+
+    def _check_committed(
+        self, prev_index: Index, prev_term: Term, entries: tuple[Entry, ...]
+    ) -> None:
+        """Raise `CommittedEntryConflict` if the leader's log differs from ours at or below
+        our commit index (where this node can still tell: the terms it knows)."""
+        for index, term in ((prev_index, prev_term), *((e.index, e.term) for e in entries)):
+            local = self._log.term_at(index)
+            if local is not None and local != term:
+                raise CommittedEntryConflict(index, local, term)
 
     def _reject_append(self, message: AppendEntries, local_term: Term | None) -> None:
         conflict_index = 0

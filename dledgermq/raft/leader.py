@@ -96,6 +96,9 @@ class Leader:
                 self._maybe_send_timeout_now(message.src)
             elif progress.state is ProgressState.PROBE:
                 progress.probe_sent = False
+        elif message.last_index < progress.match_index <= message.prev_log_index:
+            # It answered a check at or past its match with a log ending before the match.
+            progress.lost_entries(message.last_index)
         else:
             progress.reject(message.prev_log_index, self._next_hint(message))
         self.send_append(message.src)

@@ -26,7 +26,10 @@ the heartbeat response). In PROBE the heartbeat checks `match_index`, which alwa
 and un-pauses the probe so a lost probe is sent again.
 
 A rejection moves `next_index` back using the follower's hints (fast back-off) but never
-to or below `match_index`, and never past the index that was rejected.
+to or below `match_index`, and never past the index that was rejected. A rejection that
+shows the follower's log ending before `match_index` means it lost acknowledged entries:
+the match is forgotten and the probe starts at its end (`lost_entries`; a late rejection
+that only looks like that costs a re-probe, never safety).
 """
 
 from __future__ import annotations
@@ -111,6 +114,16 @@ class Progress:
         self.become_probe()
         self.next_index = max(self.match_index + 1, min(next_hint, rejected_prev_index))
         return True
+
+    def lost_entries(self, last_index: Index) -> None:
+        """The follower's log ends at `last_index`, before what it acknowledged: it lost
+        entries (a power loss under `majority_memory`, a data directory moved aside).
+        Forget the match and probe from its end, or it would be probed at the old match
+        forever and never catch up."""
+        assert last_index < self.match_index, (last_index, self.match_index)
+        self.match_index = 0
+        self.become_probe()
+        self.next_index = last_index + 1
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

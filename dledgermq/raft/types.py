@@ -90,3 +90,24 @@ class ProposalRejected:
 
     reason: RejectReason
     leader_id: NodeId | None = None
+
+
+class CommittedEntryConflict(RuntimeError):
+    """The leader's log differs from this node's at an entry this node knows committed.
+
+    Raft's leader completeness makes that impossible while every acknowledged write is
+    durable on a majority; it happens when committed entries were lost everywhere but
+    here (`durability: majority_memory` and a power loss of a majority, or a disk that
+    lied about an fsync). Appending after them would make the replicas differ for good,
+    so the node stops instead (fail-stop) and says which entry."""
+
+    def __init__(self, index: Index, local_term: Term, leader_term: Term) -> None:
+        super().__init__(
+            f"entry {index} is committed here in term {local_term} but the leader's log has "
+            f"term {leader_term} there: committed entries from {index} on were lost on the "
+            "other nodes (durability majority_memory and a power loss of a majority?). This "
+            "node cannot rejoin with its log: keep its hard_state file (term and vote), move "
+            "the rest of its data directory aside and restart it; it then copies the "
+            "group's log from the leader"
+        )
+        self.index, self.local_term, self.leader_term = index, local_term, leader_term

@@ -434,8 +434,7 @@ def test_a_node_restarting_with_its_commitlog_cut_short_refills_it_from_peers(
 ) -> None:
     """Both a sealed segment and the active one lose their tails while the node is down,
     under load: it refills them from peers' copies before it starts (to its checkpoint at
-    least, and on through what it had acknowledged past it, or the leader, which never
-    takes back a follower's match, could not replicate to it again) and catches up."""
+    least, and on through what it had acknowledged past it) and catches up."""
     raft.json("topic", "create", "R", "--queues", str(QUEUES))
     boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
     segment = raft.config.groups[0].store.segment_size_bytes
@@ -590,3 +589,35 @@ def test_a_consumer_group_gets_every_ack_across_a_leader_kill(raft: Cluster) -> 
         f"{len(delivered)} deliveries, {duplicates} duplicates"
     )
     assert acked <= set(delivered)
+
+
+def test_a_follower_restarted_without_its_log_copies_it_from_the_same_leader(
+    raft: Cluster,
+) -> None:
+    """The way back for a node that stopped on `CommittedEntryConflict` (its data moved
+    aside, its hard state kept): it restarts with an empty log and the leader, seeing a
+    log that ends before what the node had acknowledged, replicates it all again, with
+    no leader change."""
+    raft.json("topic", "create", "W", "--queues", str(QUEUES))
+    boss = wait_until(lambda: leader(raft), timeout_s=30, what="a leader")
+    bodies = [f"w{i:04d}".encode() * 100 for i in range(200)]
+    for i in range(0, len(bodies), 50):
+        batch = [{"body": b.decode()} for b in bodies[i : i + 50]]
+        post(f"http://{nodes(raft)[boss]}/topics/W/messages", {"messages": batch, "queue_id": 0})
+    wait_until(lambda: converged(raft), timeout_s=30, what="every node to hold the messages")
+    term = get(f"http://{nodes(raft)[boss]}/status")["term"]
+    victim = next(n for n in nodes(raft) if n != boss)
+    os.kill(raft.pid(victim), signal.SIGKILL)
+    victim_dir = raft.config.node_dir(victim)
+    aside = victim_dir.with_name(victim_dir.name + ".aside")
+    aside.mkdir()
+    for item in victim_dir.iterdir():
+        if item.name != "hard_state":
+            item.rename(aside / item.name)
+    raft.cli("cluster", "up", str(raft.path), "--detach")
+    wait_until(lambda: converged(raft), timeout_s=60, what="the emptied node to catch up")
+    assert get(f"http://{nodes(raft)[boss]}/status")["term"] == term  # Same leader.
+    assert leader(raft) == boss
+    end = get(f"http://{nodes(raft)[boss]}/status")["dispatched_offset"]
+    assert commitlog_prefix(raft, victim, end) == commitlog_prefix(raft, boss, end)
+    assert [read_all(nodes(raft)[victim], "W")[(0, i)] for i in range(len(bodies))] == bodies

@@ -7,9 +7,11 @@ them explicitly (or answered with canned responses) and the Readies are inspecte
 
 from __future__ import annotations
 
+import pytest
+
 from dledgermq.raft.messages import AppendEntries, AppendEntriesResponse
 from dledgermq.raft.progress import ProgressState
-from dledgermq.raft.types import Entry
+from dledgermq.raft.types import CommittedEntryConflict, Entry
 
 from .helpers import ack, appends, log_of, make_core, make_leader, persist_all
 
@@ -143,6 +145,26 @@ def test_stale_rejection_is_ignored() -> None:
     assert progress.match_index == 4
 
 
+def test_a_follower_that_lost_acknowledged_entries_is_probed_from_its_end() -> None:
+    # Follower 2 acknowledged up to 4, then restarted with a log ending at 1 (a power loss
+    # under majority_memory, or its data moved aside): it rejects the heartbeat's check at
+    # its match. Without forgetting the match the leader would probe at 4 forever.
+    leader = make_core(terms=(1, 1, 1), term=1)
+    make_leader(leader)
+    ack(leader, 2, 4, prev=3)
+    leader.ready()
+    lost = AppendEntriesResponse(2, 1, leader.term, success=False, prev_log_index=4, last_index=1)
+    leader.step(lost)
+    progress = leader.progress(2)
+    assert progress is not None
+    assert (progress.state, progress.match_index) == (ProgressState.PROBE, 0)
+    (probe,) = appends(leader.ready(), 2)
+    assert probe.prev_log_index == 1
+    assert [e.index for e in probe.entries] == [2, 3, 4]
+    ack(leader, 2, 4, prev=1)
+    assert (progress.state, progress.match_index) == (ProgressState.REPLICATE, 4)
+
+
 def test_probe_sends_one_append_then_waits() -> None:
     leader = make_core(terms=(1,), term=1)
     make_leader(leader)
@@ -245,6 +267,24 @@ def test_append_to_follower_below_its_commit_skips_the_committed_part() -> None:
     assert [e.index for e in ready.entries_to_persist] == [4]
     (response,) = ready.messages_after_persist
     assert response.match_index == 4
+
+
+def test_a_leader_log_that_contradicts_a_committed_entry_stops_the_follower() -> None:
+    # Entries 1-3 committed here in term 1; a leader of term 3 has term 3 from index 2 on
+    # (they were lost on every other node: majority_memory and a power loss). Skipping
+    # them and appending after would make the logs differ for good.
+    follower = make_core(2, term=1)
+    follower.step(AppendEntries(1, 2, 1, 1, 0, 0, tuple(log_of(1, 1, 1)), 3))
+    follower.ready()
+    assert follower.commit_index == 3
+    rewritten = (Entry(3, 2, b"n2"), Entry(3, 3, b"n3"), Entry(3, 4, b"n4"))
+    with pytest.raises(CommittedEntryConflict, match="entry 2 is committed here in term 1"):
+        follower.step(AppendEntries(3, 2, 3, 3, 1, 1, rewritten, 4))
+    # A probe whose previous entry itself contradicts a committed one is caught too.
+    with pytest.raises(CommittedEntryConflict) as caught:
+        follower.step(AppendEntries(3, 2, 3, 3, 2, 3, (Entry(3, 3, b"n3"),), 4))
+    assert (caught.value.index, caught.value.local_term, caught.value.leader_term) == (2, 1, 3)
+    assert follower.ready().truncate_from is None  # Nothing was cut or appended.
 
 
 def test_one_ready_orders_truncation_before_the_entries_that_replace() -> None:
