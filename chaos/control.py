@@ -222,6 +222,32 @@ class ChaosCluster:
             self._spawn(node)
             self.down.discard(node)
 
+    def stopped_on_lost_commits(self) -> list[str]:
+        """Nodes that are not running and whose last words were `CommittedEntryConflict`
+        (committed entries lost on the other nodes: majority_memory, power loss)."""
+        return [
+            node
+            for node in self.node_ids
+            if self.pid(node) is None
+            and "CommittedEntryConflict" in launcher.log_file(self.config, node).read_text()
+        ]
+
+    def rejoin_without_log(self, node: str) -> None:
+        """What that error tells the operator to do: keep the node's hard state (term and
+        vote), move the rest of its data aside (and its sync journal, which describes the
+        files moved), and start it again; it copies the log from the leader."""
+        self.kill(node)
+        root = self.config.node_dir(node)
+        aside = root.with_name(f"{root.name}.aside")
+        aside.mkdir()
+        for item in root.iterdir():
+            if item.name != "hard_state":
+                item.rename(aside / item.name)
+        journal = self.directory / f"{node}.sync-journal"
+        if journal.exists():
+            journal.rename(aside / journal.name)
+        self.restart(node)
+
     def pause(self, node: str) -> None:
         pid = self.pid(node)
         if pid is not None and node not in self.down:
