@@ -72,11 +72,18 @@ def submit_all(b: AutoBatcher, texts: list[str], topic: str = "T") -> list[async
     return [asyncio.ensure_future(b.submit(topic, message(t))) for t in texts]
 
 
-async def test_a_lone_send_leaves_at_once_and_later_ones_wait_for_a_free_slot():
+async def one_slot_taken() -> tuple[GatedFlush, AutoBatcher, set[asyncio.Task], list[asyncio.Task]]:
+    """A batcher with one request slot, taken by "m0" (batch 0, unanswered): what is
+    submitted next waits. Returns the flush, the batcher, its tasks and m0's send."""
     flush = GatedFlush()
-    b, _ = batcher(flush, max_inflight=1)
+    b, tasks = batcher(flush, max_inflight=1)
     first = submit_all(b, ["m0"])
     await flush.wait_batches(1)
+    return flush, b, tasks, first
+
+
+async def test_a_lone_send_leaves_at_once_and_later_ones_wait_for_a_free_slot():
+    flush, b, _, first = await one_slot_taken()
     rest = submit_all(b, ["m1", "m2", "m3"])
     await asyncio.sleep(0)  # Let the three reach the batcher (nothing is awaited there).
     assert flush.batches == [("T", [b"m0"])]  # They wait: the one slot is taken.
@@ -135,10 +142,7 @@ async def test_batches_are_cut_by_count_and_by_bytes():
 
 
 async def test_a_batch_refused_for_its_content_is_resent_in_halves_down_to_the_bad_one():
-    flush = GatedFlush()
-    b, _ = batcher(flush, max_inflight=1)
-    first = submit_all(b, ["m0"])
-    await flush.wait_batches(1)
+    flush, b, _, first = await one_slot_taken()
     sends = submit_all(b, ["ok1", "bad", "ok2"])
     flush.answer(0)
     await flush.wait_batches(2)
@@ -158,10 +162,7 @@ async def test_a_batch_refused_for_its_content_is_resent_in_halves_down_to_the_b
 
 
 async def test_a_topic_wide_error_reaches_every_sender_of_the_batch():
-    flush = GatedFlush()
-    b, _ = batcher(flush, max_inflight=1)
-    sends = submit_all(b, ["m0"])
-    await flush.wait_batches(1)
+    flush, b, _, sends = await one_slot_taken()
     sends += submit_all(b, ["m1", "m2"])
     flush.answer(0, NoPermission("topic T is not writable"))
     await flush.wait_batches(2)
@@ -172,10 +173,7 @@ async def test_a_topic_wide_error_reaches_every_sender_of_the_batch():
 
 
 async def test_a_sender_that_gave_up_before_its_batch_left_is_not_sent():
-    flush = GatedFlush()
-    b, tasks = batcher(flush, max_inflight=1)
-    first = submit_all(b, ["m0"])
-    await flush.wait_batches(1)
+    flush, b, tasks, first = await one_slot_taken()
     gone, kept = submit_all(b, ["gone", "kept"])
     await asyncio.sleep(0)
     gone.cancel()
