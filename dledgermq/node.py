@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -40,7 +42,13 @@ from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
 from dledgermq.actors.transaction_checker import CheckerOptions, TransactionCheckerActor
 from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, SubmitEntry, make_broker_app
-from dledgermq.api.registration import registration
+from dledgermq.api.registration import (
+    RegistrationHealth,
+    encode_body,
+    paginate,
+    registration,
+    status_middleware,
+)
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
@@ -67,6 +75,7 @@ log = logging.getLogger(__name__)
 STARTUP_REPAIRS_MAX = 100
 REGISTER_RETRY_S = 2.0
 REGISTER_TIMEOUT_S = 5.0
+JSON = {"Content-Type": "application/json"}
 GC_GEN0_THRESHOLD = 50_000
 
 
@@ -540,11 +549,16 @@ async def _serve_broker(
         await raft.start_transport()
     if ha is not None:
         await ha.start_transport()
-    runner = web.AppRunner(make_broker_app(context), access_log=None)
+    health = RegistrationHealth(list(config.namesrv_addrs))
+    app = make_broker_app(context)
+    app.middlewares.append(status_middleware(health))  # /status shows `registration`.
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, node.host, node.port).start()
     log.info("broker %s serving on http://%s", node.id, node.addr)
-    registrar = asyncio.create_task(_register_forever(config, context, registration_changed))
+    registrar = asyncio.create_task(
+        _register_forever(config, context, registration_changed, health)
+    )
     try:
         await stop.wait()
     finally:
@@ -569,30 +583,77 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _register_forever(
-    config: ClusterConfig, context: BrokerContext, topics_changed: asyncio.Event
+    config: ClusterConfig,
+    context: BrokerContext,
+    topics_changed: asyncio.Event,
+    health: RegistrationHealth,
 ) -> None:
     """Heartbeat every NameServer; register at once when the topic table changes."""
     timeout = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             topics_changed.clear()
+            pages = paginate(registration(context), secrets.token_hex(8))
             results = await asyncio.gather(
-                *(_register_once(session, addr, context) for addr in config.namesrv_addrs)
+                *(register_once(session, addr, pages, health) for addr in config.namesrv_addrs)
             )
             wait_s = config.heartbeat_interval_ms / 1000 if all(results) else REGISTER_RETRY_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(topics_changed.wait(), wait_s)
 
 
-async def _register_once(session: aiohttp.ClientSession, addr: str, context: BrokerContext) -> bool:
+async def register_once(
+    session: aiohttp.ClientSession,
+    addr: str,
+    pages: list[dict[str, Any]],
+    health: RegistrationHealth,
+) -> bool:
+    """Send one registration round (its pages in order) to the NameServer at `addr`.
+
+    A failure is recorded in `health` (the broker's /status) and logged at error level with
+    the status and body size (rate-limited by `health`): a broker that keeps failing
+    expires from the NameServer's routes, and its topics get NO_ROUTE.
+    """
+    bodies = [encode_body(page) for page in pages]
+    sizes = [len(body) for body in bodies]
+    status: int | None = None
     try:
-        async with session.post(f"http://{addr}/brokers", json=registration(context)) as response:
-            if response.status < 300:
-                return True
-            log.warning("namesrv %s refused registration: %s", addr, await response.text())
+        for number, body in enumerate(bodies, start=1):
+            data = io.BytesIO(body)  # aiohttp warns that large bytes bodies block the loop.
+            async with session.post(f"http://{addr}/brokers", data=data, headers=JSON) as response:
+                if response.status < 300:
+                    continue
+                status = response.status
+                reason = (await response.text())[:500]
+                error = f"page {number}/{len(pages)} ({sizes[number - 1]} bytes): {reason}"
+                break
+        else:
+            health.accepted(addr, _now_ms(), largest_bytes=max(sizes), pages=len(pages))
+            return True
     except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("namesrv %s unreachable: %r", addr, exc)
+        error = f"unreachable: {exc!r}"
+    loud = health.failed(
+        addr, _now_ms(), status=status, error=error, largest_bytes=max(sizes), pages=len(pages)
+    )
+    level = logging.ERROR if loud else logging.DEBUG
+    log.log(
+        level,
+        "namesrv %s refused or missed registration (HTTP %s, %d topics in %d pages, largest "
+        "%d bytes, %d failures in a row; the broker expires from its routes unless one "
+        "succeeds): %s",
+        addr,
+        status,
+        sum(len(page["topics"]) for page in pages),
+        len(pages),
+        max(sizes),
+        health.outcome(addr).failures,
+        error,
+    )
     return False
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def _unregister(config: ClusterConfig, context: BrokerContext) -> None:

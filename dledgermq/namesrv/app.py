@@ -26,6 +26,12 @@ Clock = Callable[[], int]
 
 REGISTRY_KEY = web.AppKey("registry", RouteRegistry)
 CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock_ms")
+# Only `POST /brokers` has a body. A broker pages its registration (2,000 topics, about
+# 400 KB a page: registration.py), so this bound is for brokers that send their whole
+# table in one body (older ones): 8 MiB holds about 40,000 topics of 127-character names,
+# where aiohttp's default 1 MiB refused 5,721 and the broker's routes expired (probe D10).
+# Memory per request stays bounded.
+NAMESRV_BODY_MAX_BYTES = 8 * 1024 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -77,11 +83,16 @@ async def _expire_forever(registry: RouteRegistry, clock: Clock, scan_interval_m
 
 
 def make_namesrv_app(
-    registry: RouteRegistry, *, scan_interval_ms: int = 10_000, clock_ms: Clock = wall_clock_ms
+    registry: RouteRegistry,
+    *,
+    scan_interval_ms: int = 10_000,
+    clock_ms: Clock = wall_clock_ms,
+    body_max_bytes: int = NAMESRV_BODY_MAX_BYTES,
 ) -> web.Application:
     """Build the NameServer app; `clock_ms` is injectable so tests control expiry."""
     assert scan_interval_ms > 0, scan_interval_ms
-    app = web.Application(middlewares=[error_middleware])
+    assert body_max_bytes > 0, body_max_bytes
+    app = web.Application(middlewares=[error_middleware], client_max_size=body_max_bytes)
     app[REGISTRY_KEY] = registry
     app[CLOCK_KEY] = clock_ms
 

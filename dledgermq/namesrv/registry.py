@@ -9,12 +9,19 @@ the whole group is gone, too). The group's permission (`perm`: 4 while write-dis
 maintenance) masks every topic's perm in its routes, so clients send elsewhere (RocketMQ's
 broker does the same masking before it registers); the group's `zone` is its authority's.
 
+A broker with thousands of topics registers in pages (RocketMQ 4's split registration):
+each page carries the broker's identity, a slice of its topic table and `page: {round,
+index, count}`. Pages of one round arrive in order; the last one swaps the assembled table
+in at once, so a route never sees half a table. Every page is a heartbeat. A registration
+without `page` is one whole table, as before.
+
 Must not: read a clock (every time is passed in as `now_ms`), do I/O, or persist anything;
 the NameServer is stateless and brokers re-register every few seconds.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,10 @@ PERM_MAX = 7
 PERM_READ_WRITE = 6
 MASTER_ID = 0
 ZONE_MAX_LENGTH = 255
+# A round of more pages than this is refused: at 2,000 topics a page (what brokers send)
+# that is over two million topics, and it bounds what one broker can make us hold.
+PAGES_MAX = 1024
+ROUND_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _field(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:
@@ -81,6 +92,35 @@ class TopicQueues:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationPage:
+    """Where one page sits in its registration round: `{round, index, count}`."""
+
+    round_id: str
+    index: int
+    count: int
+
+    @classmethod
+    def from_wire(cls, raw: object) -> RegistrationPage:
+        """Raises BadRequest on a missing, mistyped or out-of-bounds field."""
+        where = "registration page"
+        if not isinstance(raw, dict):
+            raise BadRequest(f"{where} must be an object, got {raw!r}", field="page")
+        round_id: str = _field(raw, "round", str, where)
+        if not ROUND_ID.fullmatch(round_id):
+            raise BadRequest(f"{where}: round must match {ROUND_ID.pattern}", field="round")
+        count = _count(raw, "count", where)
+        index = _count(raw, "index", where)
+        if not 1 <= count <= PAGES_MAX:
+            raise BadRequest(f"{where}: count must be within 1..{PAGES_MAX}", field="count")
+        if index >= count:
+            raise BadRequest(f"{where}: index must be below count ({count})", field="index")
+        return cls(round_id, index, count)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"round": self.round_id, "index": self.index, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerRegistration:
     """One broker's register/heartbeat request."""
 
@@ -92,6 +132,7 @@ class BrokerRegistration:
     perm: int = PERM_READ_WRITE  # The broker group's permission (older brokers omit it).
     zone: str | None = None
     auto_create_topic: bool = False  # A send to an unknown topic creates it there.
+    page: RegistrationPage | None = None  # None: `topics` is the whole table.
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> BrokerRegistration:
@@ -116,6 +157,7 @@ class BrokerRegistration:
             raise BadRequest(
                 f"{where}: auto_create_topic must be a boolean", field="auto_create_topic"
             )
+        page = RegistrationPage.from_wire(raw["page"]) if "page" in raw else None
         return cls(
             cluster=_field(raw, "cluster", str, where),
             broker_name=name,
@@ -125,6 +167,7 @@ class BrokerRegistration:
             perm=perm,
             zone=zone,
             auto_create_topic=auto_create,
+            page=page,
         )
 
 
@@ -182,6 +225,17 @@ class TopicRoute:
 
 
 @dataclass(slots=True)
+class _Round:
+    """The pages of a paged registration received so far."""
+
+    round_id: str
+    count: int
+    started_ms: int
+    next_index: int = 0
+    topics: dict[str, TopicQueues] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _LiveBroker:
     registration: BrokerRegistration
     last_seen_ms: int
@@ -196,18 +250,58 @@ class RouteRegistry:
         self.expiry_ms = expiry_ms
         # broker_name -> broker_id -> live broker; names and ids are kept sorted on read.
         self._groups: dict[str, dict[int, _LiveBroker]] = {}
+        # (broker_name, broker_id) -> the paged registration being received.
+        self._rounds: dict[tuple[str, int], _Round] = {}
 
-    def register(self, info: BrokerRegistration, now_ms: int) -> None:
-        """Add or refresh a broker; its topic list replaces the one it sent before."""
+    def register(self, info: BrokerRegistration, now_ms: int) -> bool:
+        """Add or refresh a broker; its topic table replaces the one it sent before.
+
+        A page refreshes a live broker; the round's last page swaps its table in.
+
+        Returns:
+            True when the broker's topic table was replaced (always, unpaged).
+
+        Raises:
+            BadRequest: a page that does not follow the previous page of its round; the
+                broker sends the round again from page 0.
+        """
+        if info.page is None:
+            self._commit(info, {t.topic: t for t in info.topics}, now_ms)
+            return True
+        key = (info.broker_name, info.broker_id)
+        page = info.page
+        if page.index == 0:
+            self._rounds[key] = _Round(page.round_id, page.count, now_ms)
+        current = self._rounds.get(key)
+        if current is None or (current.round_id, current.count, current.next_index) != (
+            page.round_id,
+            page.count,
+            page.index,
+        ):
+            self._rounds.pop(key, None)
+            raise BadRequest(
+                f"registration page {page.index + 1}/{page.count} of round {page.round_id} "
+                "does not follow the pages received: send the round again from page 0",
+                field="page",
+            )
+        current.topics.update((t.topic, t) for t in info.topics)
+        current.next_index += 1
+        if current.next_index < current.count:
+            live = self._groups.get(info.broker_name, {}).get(info.broker_id)
+            if live is not None:
+                live.last_seen_ms = now_ms
+            return False
+        del self._rounds[key]
+        self._commit(info, current.topics, now_ms)
+        return True
+
+    def _commit(self, info: BrokerRegistration, topics: dict[str, TopicQueues], now: int) -> None:
         group = self._groups.setdefault(info.broker_name, {})
-        group[info.broker_id] = _LiveBroker(
-            registration=info,
-            last_seen_ms=now_ms,
-            topics={t.topic: t for t in info.topics},
-        )
+        group[info.broker_id] = _LiveBroker(registration=info, last_seen_ms=now, topics=topics)
 
     def unregister(self, broker_name: str, broker_id: int) -> bool:
         """Forget one broker (graceful shutdown); False if it was not registered."""
+        self._rounds.pop((broker_name, broker_id), None)
         group = self._groups.get(broker_name, {})
         removed = group.pop(broker_id, None) is not None
         if not group:
@@ -225,6 +319,9 @@ class RouteRegistry:
         ]
         for name, bid in stale:
             self.unregister(name, bid)
+        for key, paged in list(self._rounds.items()):  # A round its broker abandoned.
+            if now_ms - paged.started_ms > self.expiry_ms:
+                del self._rounds[key]
         return sorted(stale)
 
     def route(self, topic: str) -> TopicRoute | None:
