@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from dledgermq.connections import GuardedTCPSite
 from dledgermq.errors import BadRequest, NoRoute
+from dledgermq.namesrv.openapi import BROKER_ID_PATTERN, build_namesrv_openapi
 from dledgermq.namesrv.registry import BrokerRegistration, RouteRegistry
 from dledgermq.wire import error_middleware, read_body, respond
 
@@ -32,6 +35,8 @@ CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock_ms")
 # where aiohttp's default 1 MiB refused 5,721 and the broker's routes expired (probe D10).
 # Memory per request stays bounded.
 NAMESRV_BODY_MAX_BYTES = 8 * 1024 * 1024
+BROKER_ID = re.compile(BROKER_ID_PATTERN)
+OPENAPI = build_namesrv_openapi()
 
 
 def wall_clock_ms() -> int:
@@ -47,7 +52,8 @@ async def register_broker(request: web.Request) -> web.Response:
 
 async def unregister_broker(request: web.Request) -> web.Response:
     raw_id = request.match_info["broker_id"]
-    if not raw_id.isdigit():
+    # ASCII digits only, and few enough for int(): str.isdigit() took "²" (int() raised).
+    if not BROKER_ID.fullmatch(raw_id):
         raise BadRequest(f"broker_id must be a non-negative integer, got {raw_id!r}")
     request.app[REGISTRY_KEY].unregister(request.match_info["broker_name"], int(raw_id))
     return respond(request, {})
@@ -73,6 +79,10 @@ async def list_topics(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     return respond(request, {"brokers": len(registry.brokers()), "topics": len(registry.topics())})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
 
 
 async def _expire_forever(registry: RouteRegistry, clock: Clock, scan_interval_ms: int) -> None:
@@ -110,6 +120,7 @@ def make_namesrv_app(
     app.router.add_get("/routes/{topic}", get_route)
     app.router.add_get("/topics", list_topics)
     app.router.add_get("/status", status)
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
@@ -126,7 +137,7 @@ async def run_namesrv(
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GuardedTCPSite(runner, host, port)  # Default connection bounds (D9).
         await site.start()
         log.info("namesrv listening on %s", ", ".join(str(a) for a in runner.addresses))
         await stop.wait()

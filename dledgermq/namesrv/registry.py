@@ -35,6 +35,8 @@ ZONE_MAX_LENGTH = 255
 # that is over two million topics, and it bounds what one broker can make us hold.
 PAGES_MAX = 1024
 ROUND_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The broker's topic name rule (broker/topics.py), built-in `%` topics included.
+TOPIC_NAME = re.compile(r"^[%|a-zA-Z0-9_-]{1,127}$")
 
 
 def _field(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:
@@ -84,6 +86,8 @@ class TopicQueues:
         if not isinstance(raw, dict):
             raise BadRequest(f"topic config must be an object, got {raw!r}")
         topic: str = _field(raw, "topic", str, "topic config")
+        if not TOPIC_NAME.fullmatch(topic):
+            raise BadRequest(f"topic {topic!r} must match {TOPIC_NAME.pattern}", field="topic")
         perm = _count(raw, "perm", topic)
         if perm > PERM_MAX:
             raise BadRequest(f"{topic}: perm must be within 0..{PERM_MAX}, got {perm}")
