@@ -1,4 +1,5 @@
-"""`python -m chaos run --scenario NAME [--duration S] [--seed N] [--out DIR]` (see runner.py)."""
+"""`python -m chaos run --scenario NAME [--duration S] [--seed N] [--out DIR] [--no-hostile]`
+(see runner.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from chaos.control import MODES
+from chaos.hostile import DEFAULT_MAX_REQUESTS, DEFAULT_RATE, HostileOptions
 from chaos.nemesis import KINDS
 from chaos.runner import print_summary, run
 
@@ -30,9 +32,30 @@ def main(argv: list[str] | None = None) -> int:
         choices=MODES,
         help="a three-node Raft group, or a master/slave pair with sync or async replication",
     )
+    one.add_argument(
+        "--no-hostile",
+        action="store_true",
+        help="run without the hostile writer (adversarial requests to every node's HTTP API)",
+    )
+    one.add_argument(
+        "--hostile-rate", type=float, default=DEFAULT_RATE, help="hostile requests per second"
+    )
+    one.add_argument(
+        "--hostile-max",
+        type=int,
+        default=DEFAULT_MAX_REQUESTS,
+        help="at most this many hostile requests",
+    )
     args = parser.parse_args(argv)
     if not 10 <= args.duration <= 7200:
         parser.error("--duration must be within 10..7200 seconds")
+    if not 0 < args.hostile_rate <= 100 or args.hostile_max < 0:
+        parser.error("--hostile-rate must be within (0, 100], --hostile-max at least 0")
+    hostile = (
+        None
+        if args.no_hostile
+        else HostileOptions(args.seed, rate=args.hostile_rate, max_requests=args.hostile_max)
+    )
     summary = run(
         args.scenario,
         duration_s=args.duration,
@@ -40,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         durability=args.durability,
         mode=args.mode,
+        hostile=hostile,
     )
     print_summary(summary)
     return 0 if summary["ok"] else 1

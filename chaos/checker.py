@@ -43,6 +43,15 @@ Counts that must be 0 (any non-zero one makes `Report.ok` False):
   (a node belongs to the brokers it drained), so pass in `nodes` only nodes that hold data.
 - `nodes_not_drained`: nodes in `nodes` with no drain read at all; without their drain
   the per-node check cannot speak for them, so the run is not proven.
+- `unexpected_stops`: node processes that exited although the nemesis did not kill them
+  (`NodeStop` ops, recorded by the cluster with the tail of the node's log): a request's
+  content, or a bug, ended the process. A broker must contain bad input to the request.
+  With `expect_lost_ok`, a stop whose log ends in `CommittedEntryConflict` (the node kept
+  committed entries a power loss took from the others) is `stops_after_loss` instead.
+- `hostile_5xx`: answers of 500 or above to the hostile writer (`Hostile` ops), except
+  the documented answers of an unavailable or damaged node (`UNAVAILABLE_CODES`: BUSY,
+  UNAVAILABLE, SLAVE_NOT_AVAILABLE, TIMEOUT, DISK_FULL, CORRUPT_DATA), which are counted
+  as `hostile_unavailable`. A hostile request must get a 4xx (or be accepted harmlessly).
 
 Counts that are measured, never failures:
 
@@ -57,6 +66,9 @@ Counts that are measured, never failures:
   message's queue offset to a new message (as RocketMQ's async replication does). Such a
   lost message is also excused from `ack_mismatch` and `order_violations`; a position
   that two *surviving* messages claim is still `offset_reuse`.
+- `hostile_requests`, `hostile_4xx`, `hostile_unanswered` (no answer: the node was down,
+  cut off, or died of the request), and `hostile_unavailable`;
+- `stops_after_loss`: see `unexpected_stops`;
 - `availability`: per fault window (a start..end pair of one fault on one target; an
   unended window runs to the end of the history), the longest gap without an acknowledged
   send from the window's start to the first ack after its end (so an outage that outlasts
@@ -80,6 +92,8 @@ from typing import Any, ClassVar, NamedTuple
 from chaos.history import (
     Fault,
     HistoryError,
+    Hostile,
+    NodeStop,
     Op,
     Read,
     SendFail,
@@ -89,6 +103,13 @@ from chaos.history import (
 )
 
 ITEMS_MAX = 20
+LOG_LINES_SHOWN = 12
+# What a Raft node says when it stops because it kept entries its peers lost (raft/).
+LOST_COMMITS_ERROR = "CommittedEntryConflict"
+# 5xx codes that say "not now" (overload, no leader, a fault) rather than "bad input".
+UNAVAILABLE_CODES = frozenset(
+    {"BUSY", "UNAVAILABLE", "SLAVE_NOT_AVAILABLE", "TIMEOUT", "DISK_FULL", "CORRUPT_DATA"}
+)
 
 
 class Position(NamedTuple):
@@ -156,6 +177,33 @@ class NodeMissing:
 
 
 @dataclass(frozen=True, slots=True)
+class Stop:
+    node: str
+    pid: int
+    returncode: int | None
+    t: float
+    log_tail: str
+
+    def __str__(self) -> str:
+        last = self.log_tail.strip().splitlines()[-1:] or ["(empty log)"]
+        return f"{self.node} (pid {self.pid}) exited {self.returncode} at {self.t:.2f}: {last[0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostileAnswer:
+    case: str
+    node: str
+    method: str
+    path: str
+    status: int
+    code: str
+    sent: str
+
+    def __str__(self) -> str:
+        return f"{self.case}: {self.method} {self.path} on {self.node} -> {self.status} {self.code}"
+
+
+@dataclass(frozen=True, slots=True)
 class FaultWindow:
     fault: str
     target: str
@@ -185,12 +233,21 @@ class Report:
         "order_violations",
         "per_node_missing",
         "nodes_not_drained",
+        "unexpected_stops",
+        "hostile_5xx",
     )
     ALLOWED: ClassVar[tuple[str, ...]] = (
         "lost_allowed",
         "reuse_after_loss",
         "duplicated",
         "indeterminate_seen",
+        "stops_after_loss",
+        "hostile_unavailable",
+    )
+    HOSTILE_COUNTS: ClassVar[tuple[str, ...]] = (
+        "hostile_requests",
+        "hostile_4xx",
+        "hostile_unanswered",
     )
 
     acknowledged: int
@@ -210,6 +267,13 @@ class Report:
     order_violations: tuple[OrderViolation, ...] = ()
     per_node_missing: tuple[NodeMissing, ...] = ()
     nodes_not_drained: tuple[str, ...] = ()
+    unexpected_stops: tuple[Stop, ...] = ()
+    stops_after_loss: tuple[Stop, ...] = ()
+    hostile_requests: int = 0
+    hostile_4xx: int = 0
+    hostile_unanswered: int = 0
+    hostile_5xx: tuple[HostileAnswer, ...] = ()
+    hostile_unavailable: tuple[HostileAnswer, ...] = ()
     availability: Availability = field(default_factory=Availability)
 
     @property
@@ -224,7 +288,7 @@ class Report:
         """JSON-ready dict; each finding is {"count", "items"} with items cut to `items_max`."""
         head = {"ok": self.ok} | {
             name: getattr(self, name)
-            for name in ("acknowledged", "failed", "indeterminate", "reads")
+            for name in ("acknowledged", "failed", "indeterminate", "reads", *self.HOSTILE_COUNTS)
         }
         findings = {
             name: _finding_json(getattr(self, name), items_max)
@@ -238,6 +302,10 @@ class Report:
             f"chaos check: {'OK' if self.ok else 'FAIL'}",
             f"  sends: {self.acknowledged} acknowledged, {self.failed} failed, "
             f"{self.indeterminate} indeterminate; {self.reads} reads",
+            f"  hostile: {self.hostile_requests} requests, {self.hostile_4xx} 4xx, "
+            f"{len(self.hostile_5xx) + len(self.hostile_unavailable)} 5xx "
+            f"({len(self.hostile_unavailable)} unavailable), "
+            f"{self.hostile_unanswered} unanswered",
             f"  {'finding':<20} {'count':>7}  rule",
         ]
         for name, count in self.counts().items():
@@ -254,6 +322,9 @@ class Report:
             more = f" (+{len(items) - examples_max} more)" if len(items) > examples_max else ""
             if items:
                 lines.append(f"  e.g. {name}: {shown}{more}")
+        for stop in self.unexpected_stops[:examples_max]:
+            lines.append(f"  log tail of {stop.node} (pid {stop.pid}):")
+            lines += [f"    | {line}" for line in stop.log_tail.splitlines()[-LOG_LINES_SHOWN:]]
         return lines
 
 
@@ -307,6 +378,8 @@ class _Facts:
     seen: dict[str, dict[Position, None]] = field(default_factory=dict)
     held: dict[Position, dict[str, None]] = field(default_factory=dict)
     drained: dict[str, dict[Position, str]] = field(default_factory=dict)
+    hostile: list[Hostile] = field(default_factory=list)
+    stops: list[NodeStop] = field(default_factory=list)
 
     def add(self, index: int, op: Op) -> None:
         self.last_t = max(self.last_t, op.t)
@@ -319,6 +392,10 @@ class _Facts:
                 self._add_read(op)
             case Fault():
                 self.faults.append(op)
+            case Hostile():
+                self.hostile.append(op)
+            case NodeStop():
+                self.stops.append(op)
 
     def _add_invoke(self, index: int, op: SendInvoke) -> None:
         if op.msg in self.invokes:
@@ -367,6 +444,9 @@ def check(history: Iterable[Op], *, nodes: Sequence[str], expect_lost_ok: bool =
     excused = _excused(facts, lost, kept) if expect_lost_ok else set()
     reuse = _offset_reuse(facts)
     missing, not_drained = _drain_findings(facts, nodes)
+    stops = [Stop(op.node, op.pid, op.returncode, op.t, op.log_tail) for op in facts.stops]
+    after_loss = [s for s in stops if expect_lost_ok and LOST_COMMITS_ERROR in s.log_tail]
+    answers = [_answer(op) for op in facts.hostile if op.status >= 500]
     return Report(
         acknowledged=len(facts.oks),
         failed=len(facts.fails),
@@ -387,8 +467,19 @@ def check(history: Iterable[Op], *, nodes: Sequence[str], expect_lost_ok: bool =
         ),
         per_node_missing=tuple(missing),
         nodes_not_drained=tuple(not_drained),
+        unexpected_stops=tuple(s for s in stops if s not in after_loss),
+        stops_after_loss=tuple(after_loss),
+        hostile_requests=len(facts.hostile),
+        hostile_4xx=sum(1 for op in facts.hostile if 400 <= op.status < 500),
+        hostile_unanswered=sum(1 for op in facts.hostile if op.status == 0),
+        hostile_5xx=tuple(a for a in answers if a.code not in UNAVAILABLE_CODES),
+        hostile_unavailable=tuple(a for a in answers if a.code in UNAVAILABLE_CODES),
         availability=_availability(facts),
     )
+
+
+def _answer(op: Hostile) -> HostileAnswer:
+    return HostileAnswer(op.case, op.node, op.method, op.path, op.status, op.code, op.sent)
 
 
 def _excused(facts: _Facts, lost: tuple[str, ...], kept: set[str]) -> set[str]:

@@ -5,8 +5,11 @@ Writes a cluster file in a temporary directory (free loopback ports; each node l
 peer traffic on a private port behind a `chaos.proxy.NodeProxy`), starts every process
 with `launcher.start_process` (PID files in the run directory), and offers kill, pause,
 resume, restart, power loss and partitions. Every process it started is stopped by PID in
-`stop()`, also after a failure. Broker processes journal their syncs
-(`DLEDGERMQ_SYNC_JOURNAL`) so that `power_loss` can cut what never reached the disk.
+`stop()`, also after a failure. It keeps each child it started and knows which ones it
+killed, so `reap()` finds the processes that exited on their own (a request's content or
+a bug ended them) and records each as a `NodeStop` with the tail of its log. Broker
+processes journal their syncs (`DLEDGERMQ_SYNC_JOURNAL`) so that `power_loss` can cut what
+never reached the disk.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+from chaos.history import NodeStop, Recorder
 from chaos.power_loss import apply_power_loss
 from chaos.proxy import Links, NodeProxy
 from dledgermq import launcher
@@ -70,6 +75,7 @@ MASTER_SLAVE_GROUP = """    mode: master_slave
     store: {{flush: {flush}}}"""
 MODES = ("raft", "master-slave-sync", "master-slave-async")
 WRITER_ROLES = ("leader", "master")
+LOG_TAIL_LINES = 40
 
 
 def free_port() -> int:
@@ -80,7 +86,12 @@ def free_port() -> int:
 
 class ChaosCluster:
     def __init__(
-        self, directory: Path, *, mode: str = "raft", durability: str = "majority_fsync"
+        self,
+        directory: Path,
+        *,
+        mode: str = "raft",
+        durability: str = "majority_fsync",
+        recorder: Recorder | None = None,
     ) -> None:
         assert mode in MODES, mode
         self.directory = directory
@@ -122,7 +133,14 @@ class ChaosCluster:
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.paused: set[str] = set()
-        self.down: set[str] = set()
+        self.down: set[str] = set()  # killed by the nemesis, or found stopped by `reap`
+        self.stops: list[NodeStop] = []  # every exit `reap` found, in order
+        self._recorder = recorder
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+        # Kill, restart and reap run on the nemesis' and the runner's threads: one at a time,
+        # so an exit is judged against the kills made before it.
+        self._lock = threading.RLock()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +156,8 @@ class ChaosCluster:
 
     def stop(self) -> None:
         """Stop every process this run started, by PID (resume paused ones first)."""
+        with self._lock:
+            self._stopping = True
         for process_id in self._processes:
             pid = launcher.read_pid(self.config, process_id)
             if pid is not None:
@@ -154,7 +174,37 @@ class ChaosCluster:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
     def _spawn(self, process_id: str) -> None:
-        launcher.start_process(self.config, self._processes[process_id])
+        self._children[process_id] = launcher.start_process(
+            self.config, self._processes[process_id]
+        )
+
+    def reap(self) -> list[NodeStop]:
+        """Processes (brokers and the NameServer) that exited while this cluster did not
+        kill them, each found once: recorded as `NodeStop` (with the tail of its log) and
+        counted as down, so `heal_all` starts it again. Nothing once `stop()` began."""
+        found = []
+        with self._lock:
+            if self._stopping:
+                return []
+            for process_id, child in list(self._children.items()):
+                if process_id in self.down or child.poll() is None:
+                    continue
+                del self._children[process_id]
+                stop = NodeStop(
+                    node=process_id,
+                    pid=child.pid,
+                    returncode=child.returncode,
+                    log_tail=launcher.tail(self.config, process_id, LOG_TAIL_LINES),
+                )
+                if self._recorder is not None:
+                    recorded = self._recorder.record(stop)
+                    assert isinstance(recorded, NodeStop)
+                    stop = recorded
+                self.stops.append(stop)
+                self.down.add(process_id)
+                self.paused.discard(process_id)
+                found.append(stop)
+        return found
 
     # -- observing ------------------------------------------------------------------------
 
@@ -203,13 +253,15 @@ class ChaosCluster:
         return launcher.read_pid(self.config, node)
 
     def kill(self, node: str) -> None:
-        pid = self.pid(node)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            _wait_dead(pid)
-        self.down.add(node)
-        self.paused.discard(node)
+        with self._lock:
+            self.reap()  # A node that already stopped on its own did not die of this kill.
+            pid = self.pid(node)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_dead(pid)
+            self.down.add(node)
+            self.paused.discard(node)
 
     def power_loss(self, node: str) -> dict[str, int]:
         """Kill `node` and drop every CommitLog byte it had not synced."""
@@ -218,9 +270,10 @@ class ChaosCluster:
         return apply_power_loss(journal, self.config.node_dir(node) / "commitlog")
 
     def restart(self, node: str) -> None:
-        if node in self.down:
-            self._spawn(node)
-            self.down.discard(node)
+        with self._lock:
+            if node in self.down:
+                self._spawn(node)
+                self.down.discard(node)
 
     def stopped_on_lost_commits(self) -> list[str]:
         """Nodes that are not running and whose last words were `CommittedEntryConflict`

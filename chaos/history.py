@@ -15,6 +15,11 @@ Ops (Jepsen's invoke / ok / fail / info, plus reads and faults):
   consumer going through the client, and set for the final drain, which reads every queue
   from every node.
 - `Fault`: the start or end of a fault window (`kill n2`, `pause n1`, `partition n1|n2,n3`).
+- `Hostile`: one request of the hostile writer (`chaos/hostile.py`) and the status it got
+  (0: no answer). Its messages are not sends: the checker counts the answers, and any of
+  them read from an honest topic is `unexpected` like any message never invoked.
+- `NodeStop`: a node process that exited although the nemesis did not kill it (the
+  cluster saw its exit; `log_tail` holds its last words).
 
 The fail/info rule: an error is a `SendFail` only when the client can prove nothing was
 stored, because the checker treats a failed message that is read later as a bug
@@ -161,10 +166,34 @@ class Fault(_JsonOp):
             raise HistoryError(f"fault phase must be start or end, not {self.phase!r}")
 
 
-Op = SendInvoke | SendOk | SendFail | SendInfo | Read | Fault
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hostile(_JsonOp):
+    HEAD: ClassVar[Mapping[str, str]] = {"type": "hostile"}
+    case: str
+    node: str
+    method: str
+    path: str
+    sent: str  # the request body as text, cut short
+    status: int  # the HTTP status; 0 when no answer came (refused, reset, timed out)
+    code: str  # the error body's code, the exception's name without an answer, else ""
+    t: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStop(_JsonOp):
+    HEAD: ClassVar[Mapping[str, str]] = {"type": "stop"}
+    node: str
+    pid: int
+    returncode: int | None
+    log_tail: str
+    t: float = 0.0
+
+
+Op = SendInvoke | SendOk | SendFail | SendInfo | Read | Fault | Hostile | NodeStop
 
 _OP_BY_TYPE: dict[str, type[Op]] = {
-    cls.HEAD["type"]: cls for cls in (SendInvoke, SendOk, SendFail, SendInfo, Read, Fault)
+    cls.HEAD["type"]: cls
+    for cls in (SendInvoke, SendOk, SendFail, SendInfo, Read, Fault, Hostile, NodeStop)
 }
 
 

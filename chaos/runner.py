@@ -4,13 +4,17 @@
 
 Steps: start a fresh three-node Raft cluster (or, with `--mode master-slave-sync|async`, a
 master and its slave) in a temporary directory (`control.py`),
-create the topics, run writers (Python client and raw HTTP, a plain and an ordered topic)
-and a consumer group while the nemesis follows the seeded schedule; then stop the
-workload, heal every fault (links, paused and dead nodes), wait until the group has a
-leader and every node agrees on commit index and dispatched offset, drain every queue
-from every node, and check the history (`checker.py`). Prints a summary table and one
-JSON line; the exit code is 0 only if the checker found nothing. The history (JSONL),
-the cluster file, the node logs and a timeline picture (`plot.py`) are kept in `--out`.
+create the topics, run writers (Python client and raw HTTP, a plain and an ordered topic),
+a consumer group and the hostile writer (`hostile.py`, off with `--no-hostile`) while the
+nemesis follows the seeded schedule, and watch for node processes that exit although the
+nemesis did not kill them (`ChaosCluster.reap`); then stop the workload, heal every fault
+(links, paused and dead nodes), wait until the group has a leader and every node agrees
+on commit index and dispatched offset, drain every queue from every node, and check the
+history (`checker.py`). A run whose nodes do not converge (e.g. they keep dying of a
+poisoned record) is reported, not raised: `not_converged`, a drain of the nodes that
+answer, and the checker's verdict. Prints a summary table and one JSON line; the exit code
+is 0 only if the checker found nothing. The history (JSONL), the cluster file, the node
+logs and a timeline picture (`plot.py`) are kept in `--out`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from typing import Any
 from chaos import checker
 from chaos.control import ChaosCluster
 from chaos.history import Recorder
+from chaos.hostile import (
+    HOSTILE_QUEUES,
+    HOSTILE_TOPIC,
+    READONLY_TOPIC,
+    HostileOptions,
+    HostileWriter,
+)
 from chaos.nemesis import Nemesis, scenario
 from chaos.plot import plot
 from chaos.workload import (
@@ -44,9 +55,11 @@ from chaos.workload import (
 
 CONVERGE_TIMEOUT_S = 60.0
 WORKER_JOIN_S = 30.0
+REAP_INTERVAL_S = 0.25
+PERM_READ_ONLY = 4
 
 
-def run(
+def run(  # noqa: PLR0913 - the command line's options, all keyword-only
     scenario_name: str,
     *,
     duration_s: float,
@@ -54,31 +67,35 @@ def run(
     out: Path | None = None,
     durability: str = "majority_fsync",
     mode: str = "raft",
+    hostile: HostileOptions | None = None,
 ) -> dict[str, Any]:
-    """Run one scenario; returns the summary (also printed by `__main__`)."""
+    """Run one scenario; returns the summary (also printed by `__main__`). `hostile`
+    None runs without the hostile writer."""
     rng = random.Random(seed)
     steps = scenario(scenario_name, raft=mode == "raft")(rng, duration_s)
     with tempfile.TemporaryDirectory(prefix="dledgermq-chaos-") as tmp:
-        cluster = ChaosCluster(Path(tmp), mode=mode, durability=durability)
         recorder = Recorder()
+        cluster = ChaosCluster(Path(tmp), mode=mode, durability=durability, recorder=recorder)
         started = time.monotonic()
         try:
             cluster.start()
             leader = cluster.wait_for_leader(timeout_s=30)
-            for topic in TOPICS:
-                _http(
-                    "POST",
-                    f"http://{cluster.addrs[leader]}/topics",
-                    {"topic": topic, "queues": QUEUES},
-                )
-            summary = _workload(cluster, recorder, steps, rng, duration_s)
+            _create_topics(cluster.addrs[leader], hostile=hostile is not None)
+            summary = _workload(cluster, recorder, steps, rng, duration_s, hostile)
             cluster.heal_all()
-            summary["rejoined_without_log"] = _wait_converged(
-                cluster, rejoin_after_loss=loss_allowed(mode, durability)
-            )
-            for node, addr in cluster.addrs.items():
-                drain(recorder, node, addr)
-            repairs = _scrubbed(cluster) if cluster.raft else {}
+            summary["rejoined_without_log"] = []
+            summary["not_converged"] = None
+            try:
+                summary["rejoined_without_log"] = _wait_converged(
+                    cluster, rejoin_after_loss=loss_allowed(mode, durability)
+                )
+            except TimeoutError as exc:  # e.g. nodes that die of a record they replay
+                summary["not_converged"] = str(exc)[:2000]
+            summary["drain_errors"] = _drain_all(cluster, recorder)
+            converged = summary["not_converged"] is None
+            repairs = _scrubbed(cluster) if cluster.raft and converged else {}
+            summary["write_disabled"] = _write_disabled(cluster)
+            cluster.reap()  # The last exits (e.g. during the drain) before stop() ends all.
         finally:
             cluster.stop()
             if out is not None:
@@ -97,7 +114,10 @@ def run(
         mode=mode,
         durability=durability if cluster.raft else None,
         seconds=round(time.monotonic() - started, 1),
-        ok=report.ok and not unrepaired,
+        ok=report.ok
+        and not unrepaired
+        and summary["not_converged"] is None
+        and not summary["write_disabled"],
         report=report.to_json(),
     )
     summary["table"] = report.table()
@@ -114,16 +134,57 @@ def loss_allowed(mode: str, durability: str) -> bool:
     return mode == "master-slave-async"
 
 
+def _create_topics(addr: str, *, hostile: bool) -> None:
+    """The honest topics; with the hostile writer its own topic and a read-only one (the
+    target of its permission bypass attempts)."""
+    configs: list[dict[str, Any]] = [{"topic": topic, "queues": QUEUES} for topic in TOPICS]
+    if hostile:
+        configs.append({"topic": HOSTILE_TOPIC, "queues": HOSTILE_QUEUES})
+        configs.append({"topic": READONLY_TOPIC, "queues": 1, "perm": PERM_READ_ONLY})
+    for config in configs:
+        _http("POST", f"http://{addr}/topics", config)
+
+
+def _drain_all(cluster: ChaosCluster, recorder: Recorder) -> dict[str, str]:
+    """Drain every node; a node that cannot be drained (down, or dying) is listed with its
+    error and stays `nodes_not_drained` for the checker."""
+    errors = {}
+    for node, addr in cluster.addrs.items():
+        try:
+            drain(recorder, node, addr)
+        except (OSError, ValueError, KeyError) as exc:
+            errors[node] = repr(exc)[:500]
+    return errors
+
+
+def _write_disabled(cluster: ChaosCluster) -> list[str]:
+    """Nodes that report the group write-disabled at the end: nobody honest disabled it,
+    so a hostile message did (the probe's D4, state injection through %SYS%BROKER)."""
+    return sorted(
+        node
+        for node, status in cluster.statuses().items()
+        if status is not None and status.get("writable") is False
+    )
+
+
+def _watch_stops(cluster: ChaosCluster, stop: threading.Event) -> None:
+    """Find node exits the nemesis did not cause while the workload runs (bounded by the
+    stop event; the runner reaps once more at the end)."""
+    while not stop.wait(REAP_INTERVAL_S):
+        cluster.reap()
+
+
 def _workload(
     cluster: ChaosCluster,
     recorder: Recorder,
     steps: list[Any],
     rng: random.Random,
     duration_s: float,
+    hostile: HostileOptions | None,
 ) -> dict[str, Any]:
     stop = threading.Event()
     addrs = list(cluster.addrs.values())
-    workers = [
+    workers: list[Any] = [
         ClientWriter("c1", recorder, stop, cluster.namesrv, PLAIN),
         ClientWriter("c2", recorder, stop, cluster.namesrv, ORDERED),
         BatchingWriter("b1", recorder, stop, cluster.namesrv),
@@ -131,15 +192,20 @@ def _workload(
         HttpWriter("h2", recorder, stop, addrs, ORDERED),
         Consumer("g1", recorder, stop, cluster.namesrv),
     ]
+    if hostile is not None:
+        workers.append(HostileWriter("x1", recorder, stop, dict(cluster.addrs), hostile))
     nemesis = Nemesis(cluster, recorder, steps, rng, stop)
+    watcher = threading.Thread(target=_watch_stops, args=(cluster, stop), daemon=True)
     for worker in workers:
         worker.start()
     nemesis.start()
+    watcher.start()
     nemesis.join(timeout=duration_s + 120)
     stop.wait(max(0.0, 1.0))  # A last second of calm traffic after the final fault.
     stop.set()
     for worker in workers:
         worker.join(timeout=WORKER_JOIN_S)
+    watcher.join(timeout=WORKER_JOIN_S)
     errors = [f"{w.name}: {w.error!r}" for w in (*workers, nemesis) if w.error is not None]
     if errors:
         raise RuntimeError(f"the chaos harness failed: {errors}")
@@ -154,6 +220,7 @@ def _wait_converged(cluster: ChaosCluster, *, rejoin_after_loss: bool) -> list[s
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     rejoined: list[str] = []
     while not cluster.converged():
+        cluster.reap()
         if rejoin_after_loss:
             for node in cluster.stopped_on_lost_commits():
                 if node not in rejoined:
