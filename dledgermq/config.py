@@ -92,6 +92,22 @@ class LimitsConfig:
     # Consumer queue leases (clustering mode, orderly locks): renewed by heartbeats; a
     # consumer stops a queue after 3/4 of it without a renewal.
     consumer_lease_ms: int = 20_000
+    # Slow or stalled clients (probe D9). A request's whole body must arrive within
+    # body_read_timeout_ms (else 408 REQUEST_TIMEOUT and the connection is closed); a new
+    # connection must deliver its first request head within header_read_timeout_ms; beyond
+    # max_connections open client connections, new ones are closed at once.
+    body_read_timeout_ms: int = 10_000
+    header_read_timeout_ms: int = 10_000
+    max_connections: int = 4_096
+
+    def check_client_bounds(self, where: str) -> None:
+        """Raise ConfigError unless the slow-client bounds are usable: a timeout too short
+        fails honest clients on a slow link, one too long lets stalled ones pile up."""
+        for name in ("body_read_timeout_ms", "header_read_timeout_ms"):
+            if not 100 <= getattr(self, name) <= 600_000:
+                raise ConfigError(f"{where}: {name} must be within 100..600000")
+        if not 1 <= self.max_connections <= 1_000_000:
+            raise ConfigError(f"{where}: max_connections must be within 1..1000000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +325,7 @@ def _validate_group(group: BrokerGroupConfig) -> None:
     if not 1 <= group.limits.auto_create_topic_queues <= 1024:
         raise ConfigError(f"{where}: auto_create_topic_queues must be within 1..1024")
     _validate_consumer_lease(where, group)
+    group.limits.check_client_bounds(where)
     for zone in (group.zone, *(n.zone for n in group.nodes)):
         if zone is not None and not ZONE_NAME.fullmatch(zone):
             raise ConfigError(f"{where}: zone {zone!r} must match {ZONE_NAME.pattern}")

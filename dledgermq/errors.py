@@ -104,6 +104,15 @@ class Busy(MQError):
     retryable = True
 
 
+class RequestTimeout(MQError):
+    """The request body did not arrive within `limits.body_read_timeout_ms`; nothing was
+    done, and the connection is closed (a stalled client must not hold the server)."""
+
+    code = "REQUEST_TIMEOUT"
+    status = 408
+    retryable = True
+
+
 class DiskFull(MQError):
     """Writes refused above the disk high-water mark; reads go on."""
 
@@ -181,6 +190,7 @@ ERRORS_BY_CODE: dict[str, type[MQError]] = {
         BrokerNotFound,
         NoRoute,
         Busy,
+        RequestTimeout,
         DiskFull,
         NotLeader,
         Timeout,

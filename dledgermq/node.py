@@ -55,6 +55,7 @@ from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.lock_grace import stale_writer_ms
 from dledgermq.broker.transactions import CheckPolicy
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
+from dledgermq.connections import ConnectionLimits, GuardedTCPSite
 from dledgermq.ha_member import HAMember
 from dledgermq.raft_member import RaftMember, start_raft_member
 from dledgermq.startup_repair import repair_at_start
@@ -554,7 +555,9 @@ async def _serve_broker(
     app.middlewares.append(status_middleware(health))  # /status shows `registration`.
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, node.host, node.port).start()
+    limits = context.limits  # Connection cap and first-head deadline (probe D9).
+    bounds = ConnectionLimits(limits.max_connections, limits.header_read_timeout_ms / 1000)
+    await GuardedTCPSite(runner, node.host, node.port, limits=bounds).start()
     log.info("broker %s serving on http://%s", node.id, node.addr)
     registrar = asyncio.create_task(
         _register_forever(config, context, registration_changed, health)

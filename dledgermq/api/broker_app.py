@@ -64,7 +64,13 @@ from dledgermq.broker.topics import (
 from dledgermq.config import LimitsConfig, TransactionConfig
 from dledgermq.errors import BadRequest, Busy, NotLeader, TopicExists, TopicNotFound
 from dledgermq.store.record import MessageDraft
-from dledgermq.wire import error_middleware, read_body, respond, wants_msgpack
+from dledgermq.wire import (
+    BODY_READ_TIMEOUT_S,
+    error_middleware,
+    read_body,
+    respond,
+    wants_msgpack,
+)
 
 READ_TIMEOUT_S = 10.0
 MAX_QUERY_MESSAGES = 64
@@ -133,6 +139,7 @@ def make_broker_app(context: BrokerContext) -> web.Application:
         client_max_size=context.limits.max_batch_bytes * 2 + 1024 * 1024,
     )
     app[BROKER] = context
+    app[BODY_READ_TIMEOUT_S] = context.limits.body_read_timeout_ms / 1000
     app.add_routes(
         [
             web.get("/status", status),
@@ -183,15 +190,25 @@ def not_leader(ctx: BrokerContext) -> NotLeader:
     )
 
 
-@contextlib.contextmanager
-def admitted(ctx: BrokerContext) -> Iterator[None]:
-    """Admission control for appends, taken before a request body is even read, so that
-    at most `appends_in_flight_max` bodies are held at once (503 BUSY beyond); a node
-    that cannot take writes answers NOT_LEADER at once."""
+def check_admissible(ctx: BrokerContext) -> None:
+    """The cheap refusals of an append, to run before its body is read: NOT_LEADER on a
+    node that cannot take writes, 503 BUSY when `appends_in_flight_max` are in flight."""
     if not ctx.role.value.writable:
         raise not_leader(ctx)
     if ctx.appends_in_flight >= ctx.limits.appends_in_flight_max:
         raise Busy(f"{ctx.appends_in_flight} appends in flight; retry later")
+
+
+@contextlib.contextmanager
+def admitted(ctx: BrokerContext) -> Iterator[None]:
+    """Admission control for appends: at most `appends_in_flight_max` entries are being
+    stored at once (`check_admissible` refusals beyond).
+
+    Take it only after the request body is read and checked (probe D9): a slot held
+    across a body read lets clients that stall their bodies refuse every send. Bodies
+    being read are bounded by the connection cap and `body_read_timeout_ms` instead;
+    call `check_admissible` before the read to refuse cheaply."""
+    check_admissible(ctx)  # Again: the role or the load may have changed meanwhile.
     ctx.appends_in_flight += 1
     try:
         yield
@@ -366,28 +383,29 @@ async def get_topic(request: web.Request) -> web.Response:
 async def send(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     topic = topic_of(request)
+    # Refused before the body is read: not the writer, busy, write-disabled, unknown topic.
+    check_admissible(ctx)
+    config, create = topic_for_send(ctx.published.topics.value, topic, ctx.send_policy)
+    body = await read_body(request)  # Without a slot: a stalled body holds none (D9).
+    unknown = sorted(set(body) - {"messages", "queue_id"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {unknown}")
+    queue_id = body.get("queue_id")
+    if queue_id is None:
+        queue_id = next(ctx.round_robin) % config.write_queues
+    queue_id = check_queue_id(config, queue_id)
+    drafts = build_drafts(
+        config,
+        queue_id,
+        body.get("messages"),
+        limits=ctx.produce_limits,
+        now_ms=now_ms(),
+        born_host=f"{request.remote or '127.0.0.1'}:0",
+        delay_levels=ctx.delay_levels,
+    )
+    if create:  # One entry: the topic exists before its first message is dispatched.
+        drafts.insert(0, topic_create_draft(config, now_ms()))
     with admitted(ctx):
-        # Refused before the body is read: write-disabled group, unknown topic.
-        config, create = topic_for_send(ctx.published.topics.value, topic, ctx.send_policy)
-        body = await read_body(request)
-        unknown = sorted(set(body) - {"messages", "queue_id"})
-        if unknown:
-            raise BadRequest(f"unknown field(s): {unknown}")
-        queue_id = body.get("queue_id")
-        if queue_id is None:
-            queue_id = next(ctx.round_robin) % config.write_queues
-        queue_id = check_queue_id(config, queue_id)
-        drafts = build_drafts(
-            config,
-            queue_id,
-            body.get("messages"),
-            limits=ctx.produce_limits,
-            now_ms=now_ms(),
-            born_host=f"{request.remote or '127.0.0.1'}:0",
-            delay_levels=ctx.delay_levels,
-        )
-        if create:  # One entry: the topic exists before its first message is dispatched.
-            drafts.insert(0, topic_create_draft(config, now_ms()))
         results = await append(ctx, drafts)
     return respond(request, {"results": [send_result_to_wire(m) for m in results]})
 
