@@ -22,6 +22,8 @@ from chaos.history import (
     Fault,
     History,
     HistoryError,
+    Hostile,
+    NodeStop,
     Op,
     Read,
     Recorder,
@@ -372,6 +374,17 @@ def one_of_each_op() -> History:
             Read(node=None, group="g1", topic="T", broker=BROKER, queue=3, offset=42, msg="w1-17"),
             Read(node="n1", group=None, topic="T", broker=BROKER, queue=3, offset=42, msg="w1-17"),
             Fault(fault="kill", target="n2", phase="start", t=4.0),
+            Hostile(
+                case="odd_heartbeat",
+                node="n1",
+                method="POST",
+                path="/groups/hostile-g/heartbeat",
+                sent='{"client_id": "\\ud800"}',
+                status=400,
+                code="BAD_REQUEST",
+                t=4.5,
+            ),
+            NodeStop(node="n3", pid=4242, returncode=70, log_tail="Traceback\nValueError", t=5.0),
         ]
     )
 

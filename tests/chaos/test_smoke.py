@@ -7,7 +7,9 @@ Runs `python -m chaos run --scenario smoke` as a child process (it starts and st
 own cluster by PID) and requires the checker to find nothing: no acknowledged message
 lost, none unexpected, no offset reused, order per sharding key kept, every node holding
 the same committed messages; and the same faults but the Raft-only ones against a
-master/slave pair with sync replication. The long runs are
+master/slave pair with sync replication. Both run with the hostile writer on (adversarial
+requests to every node's HTTP API: `chaos/hostile.py`): no node may stop without the
+nemesis killing it, and no hostile request may get a 5xx. The long runs are
 `python -m chaos run --scenario mixed [--mode ...]`.
 """
 
@@ -41,6 +43,11 @@ def run_chaos(tmp_path: Path, *args: str) -> dict[str, Any]:
     assert done.returncode == 0, "\n".join(lines[:-1])
     summary: dict[str, Any] = json.loads(lines[-1])
     assert summary["ok"]
+    report = summary["report"]
+    assert report["hostile_requests"] > 50, "the hostile writer hardly ran"
+    assert report["hostile_5xx"]["count"] == 0
+    assert report["unexpected_stops"]["count"] == 0
+    assert summary["write_disabled"] == []
     return summary
 
 
