@@ -13,6 +13,77 @@ from dledgermq.api.openapi_transactions import TRANSACTION_ROUTES, TRANSACTION_S
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OBJECT: dict[str, Any] = {"type": "object"}
 
+# Field schemas as tight as the handlers' validation (broker/topics.py, broker/produce.py,
+# api/params.py, the handlers): a fuzzer generating from this document mostly builds
+# requests the broker accepts. Where a rule cannot be a JSON Schema (Python's
+# str.isprintable(), reserved names, a queue below the topic's count) the schema states a
+# subset that always passes, or leaves the rest to a 400.
+TOPIC_PATTERN = "^[%|a-zA-Z0-9_-]{1,127}$"
+GROUP_PATTERN = "^[%|a-zA-Z0-9_-]{1,255}$"
+MSG_ID_PATTERN = "^[0-9A-Fa-f]{32}$"
+_TOPIC = {"type": "string", "pattern": TOPIC_PATTERN}
+_GROUP = {"type": "string", "pattern": GROUP_PATTERN}
+_MSG_ID = {"type": "string", "pattern": MSG_ID_PATTERN, "description": "as a pull returns it"}
+_QUEUE_ID = {"type": "integer", "minimum": 0, "maximum": 1023}
+_QUEUES = {"type": "integer", "minimum": 1, "maximum": 1024}
+_TIME_MS = {"type": "integer", "minimum": 0, "maximum": 2**62}
+_OFFSET = {"type": "integer", "minimum": 0, "maximum": 2**62}
+# Any printable Unicode is accepted (str.isprintable()); the schema names the ASCII subset.
+_CLIENT_ID = {"type": "string", "pattern": "^[ -~]{1,255}$"}
+_TAG_EXPRESSION = {
+    "type": "string",
+    "pattern": "^[^|]{1,255}( [|][|] [^|]{1,255})*$",
+    "maxLength": 1024,
+    "description": "`*` or `A || B`",
+}
+_WAIT_MS = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": 3_600_000,
+    "description": "held for at most the broker's max_long_poll_ms (15 s)",
+}
+
+# Path parameters by name; query parameters by name, then by (path, name) where a route
+# bounds one differently. Query parameters named in REQUIRED_QUERY must be given.
+PATH_PARAMETERS: dict[str, Any] = {
+    "topic": _TOPIC,
+    "group": _GROUP,
+    "queue_id": _QUEUE_ID,
+    "msg_id": {"type": "string", "minLength": 1, "maxLength": 128},
+    "transaction_id": {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$"},
+}
+QUERY_PARAMETERS: dict[str, Any] = {
+    "offset": _OFFSET,
+    "max": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 256,
+        "description": "at most the broker's max_pull_messages (256)",
+    },
+    "tags": _TAG_EXPRESSION,
+    "wait_ms": _WAIT_MS,
+    "timestamp_ms": _TIME_MS,
+    "topic": _TOPIC,
+    "key": {"type": "string", "minLength": 1, "maxLength": 255},
+    "begin_ms": _TIME_MS,
+    "end_ms": _TIME_MS,
+    "state": {"type": "string", "enum": ["pending", "ended", "all"], "default": "all"},
+    "producer_group": _GROUP,
+    "client_id": _CLIENT_ID,
+}
+QUERY_OVERRIDES: dict[tuple[str, str], Any] = {
+    ("/messages", "max"): {"type": "integer", "minimum": 1, "maximum": 64},
+    ("/transactions", "max"): {"type": "integer", "minimum": 1, "maximum": 1_000},
+}
+REQUIRED_QUERY = {
+    ("/topics/{topic}/queues/{queue_id}/messages", "offset"),
+    ("/topics/{topic}/queues/{queue_id}/offset-by-time", "timestamp_ms"),
+    ("/groups/{group}/offsets", "topic"),
+    ("/groups/{group}/progress", "topic"),
+    ("/messages", "key"),
+    ("/producers/{group}/checks", "client_id"),
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -24,11 +95,37 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["topic", "read_queues", "write_queues", "perm"],
         "properties": {
-            "topic": {"type": "string", "pattern": "^[%|a-zA-Z0-9_-]{1,127}$"},
-            "read_queues": {"type": "integer", "minimum": 1, "maximum": 1024},
-            "write_queues": {"type": "integer", "minimum": 1, "maximum": 1024},
+            "topic": _TOPIC,
+            "read_queues": _QUEUES,
+            "write_queues": _QUEUES,
             "perm": {"type": "integer", "enum": [2, 4, 6]},
         },
+    },
+    "TopicCreate": {
+        "type": "object",
+        "required": ["topic"],
+        "properties": {
+            "topic": {
+                **_TOPIC,
+                "description": "%SYS%, %DELAY% and %TRANS% names are the broker's",
+            },
+            "queues": {**_QUEUES, "description": "read and write queues (default: broker's)"},
+            "read_queues": _QUEUES,
+            "write_queues": _QUEUES,
+            "perm": {"type": "integer", "enum": [2, 4, 6], "default": 6},
+        },
+        "additionalProperties": False,
+    },
+    "TopicUpdate": {
+        "type": "object",
+        "properties": {
+            "topic": {**_TOPIC, "description": "if given, the path's (it cannot change)"},
+            "queues": _QUEUES,
+            "read_queues": _QUEUES,
+            "write_queues": _QUEUES,
+            "perm": {"type": "integer", "enum": [2, 4, 6]},
+        },
+        "additionalProperties": False,
     },
     "WritePermission": {
         "type": "object",
@@ -42,15 +139,42 @@ SCHEMAS: dict[str, Any] = {
     "Msg": {
         "type": "object",
         "properties": {
-            "body": {"type": "string", "description": "UTF-8 text (JSON) or bytes (msgpack)"},
-            "body_base64": {"type": "string"},
-            "tags": {"type": "string"},
-            "keys": {"type": "array", "items": {"type": "string"}},
-            "properties": {"type": "object", "additionalProperties": {"type": "string"}},
-            "born_timestamp_ms": {"type": "integer"},
-            "delay_level": {"type": "integer", "minimum": 0, "description": "1..N, 0 = none"},
-            "deliver_at_ms": {"type": "integer", "description": "deliver at (epoch ms)"},
+            "body": {
+                "type": "string",
+                "minLength": 1,
+                "description": "UTF-8 text (JSON) or bytes (msgpack); at most "
+                "limits.max_message_bytes (4 MiB)",
+            },
+            "body_base64": {"type": "string", "pattern": "^([A-Za-z0-9+/]{4})+$"},
+            "tags": {"type": "string", "pattern": "^[^|]{1,255}$", "description": "no `||`"},
+            "keys": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 32,
+                "items": {"type": "string", "pattern": "^[^ ]{1,255}$"},
+                "description": "or one key as a string",
+            },
+            "properties": {
+                "type": "object",
+                "maxProperties": 64,
+                "propertyNames": {"pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
+                "additionalProperties": {"type": "string", "maxLength": 256},
+                "description": "at most 32 KiB (UTF-8); broker-only names (TAGS, KEYS, "
+                "REAL_TOPIC, ...) are refused, UNIQ_KEY must match ^[0-9A-Za-z_-]{1,64}$. "
+                "The schema names lower-case names only, which never collide with them",
+            },
+            "born_timestamp_ms": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "delay_level": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 18,
+                "description": "1..N (the broker's delay levels, 18 by default), 0 = none",
+            },
+            "deliver_at_ms": {"type": "integer", "minimum": 0, "description": "epoch ms"},
         },
+        "oneOf": [{"required": ["body"]}, {"required": ["body_base64"]}],
+        "not": {"anyOf": [{"required": ["delay_level", "deliver_at_ms"]}]},
+        "additionalProperties": False,
     },
     "SendResult": {
         "type": "object",
@@ -112,7 +236,7 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         "post",
         "/topics",
         "Create a topic (through the CommitLog)",
-        _ref("TopicConfig"),
+        _ref("TopicCreate"),
         _ref("TopicConfig"),
         (400, 409, 503, 504),
         (),
@@ -130,7 +254,7 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         "put",
         "/topics/{topic}",
         "Change queue counts or permission",
-        _OBJECT,
+        _ref("TopicUpdate"),
         _ref("TopicConfig"),
         (400, 404),
         (),
@@ -146,9 +270,17 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
             "type": "object",
             "required": ["messages"],
             "properties": {
-                "messages": {"type": "array", "items": _ref("Msg")},
-                "queue_id": {"type": "integer"},
+                "messages": {
+                    "type": "array",
+                    "items": _ref("Msg"),
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "description": "at most limits.max_batch_messages (1,000) and "
+                    "max_batch_bytes (4 MiB)",
+                },
+                "queue_id": {**_QUEUE_ID, "description": "below the topic's write_queues"},
             },
+            "additionalProperties": False,
         },
         {
             "type": "object",
@@ -191,8 +323,15 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
             "type": "object",
             "required": ["topic", "offsets"],
             "properties": {
-                "topic": {"type": "string"},
-                "offsets": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "topic": _TOPIC,
+                "offsets": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "propertyNames": {"pattern": "^[0-9]{1,4}$"},
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                    "description": "queue id (below the topic's queue count) -> offset (not "
+                    "past the queue's end)",
+                },
             },
         },
         _OBJECT,
@@ -251,10 +390,19 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         {
             "type": "object",
             "required": ["client_id", "subscriptions"],
+            "additionalProperties": False,
+            "dependentSchemas": {
+                "held": {"required": ["orderly"], "properties": {"orderly": {"const": True}}}
+            },
             "properties": {
-                "client_id": {"type": "string"},
-                "zone": {"type": "string"},
-                "subscriptions": {"type": "object", "additionalProperties": {"type": "string"}},
+                "client_id": _CLIENT_ID,
+                "zone": {"type": "string", "pattern": "^[ -~]{1,64}$"},
+                "subscriptions": {
+                    "type": "object",
+                    "maxProperties": 1024,
+                    "propertyNames": {"pattern": TOPIC_PATTERN},
+                    "additionalProperties": _TAG_EXPRESSION,
+                },
                 "strategy": {
                     "type": "string",
                     "enum": ["average", "average_by_circle", "consistent_hash", "zone_aware"],
@@ -262,8 +410,10 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
                 "orderly": {"type": "boolean", "default": False},
                 "held": {
                     "type": "object",
-                    "description": "orderly only: queues still held under a valid lease",
-                    "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+                    "description": "orderly only (with `orderly: true`): queues still held "
+                    "under a valid lease, at most 4,096",
+                    "propertyNames": {"pattern": TOPIC_PATTERN},
+                    "additionalProperties": {"type": "array", "items": _QUEUE_ID},
                 },
             },
         },
@@ -289,10 +439,11 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         {
             "type": "object",
             "required": ["client_id", "topic", "queue_ids"],
+            "additionalProperties": False,
             "properties": {
-                "client_id": {"type": "string"},
-                "topic": {"type": "string"},
-                "queue_ids": {"type": "array", "items": {"type": "integer"}},
+                "client_id": _CLIENT_ID,
+                "topic": _TOPIC,
+                "queue_ids": {"type": "array", "items": _QUEUE_ID},
             },
         },
         _OBJECT,
@@ -306,7 +457,8 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         {
             "type": "object",
             "required": ["client_id"],
-            "properties": {"client_id": {"type": "string"}},
+            "additionalProperties": False,
+            "properties": {"client_id": _CLIENT_ID},
         },
         _OBJECT,
         (400,),
@@ -330,15 +482,27 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         {
             "type": "object",
             "required": ["msg_ids"],
+            "additionalProperties": False,
             "properties": {
-                "msg_ids": {"type": "array", "items": {"type": "string"}},
+                "msg_ids": {
+                    "type": "array",
+                    "items": _MSG_ID,
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "uniqueItems": True,
+                },
                 "max_reconsume_times": {"type": "integer", "minimum": 0, "maximum": 1000},
                 "dead_letter": {
                     "type": "boolean",
                     "default": False,
                     "description": "straight to %DLQ%<group> (orderly local retries used up)",
                 },
-                "reconsume_times": {"type": "integer", "minimum": 0, "maximum": 1000},
+                "reconsume_times": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 1000,
+                    "description": "with `dead_letter: true` only",
+                },
             },
         },
         {
@@ -376,10 +540,35 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         {
             "type": "object",
             "properties": {
-                "msg_ids": {"type": "array", "items": {"type": "string"}},
+                "msg_ids": {
+                    "type": "array",
+                    "items": _MSG_ID,
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "uniqueItems": True,
+                },
                 "all": {"type": "boolean"},
-                "max": {"type": "integer", "minimum": 1},
+                "max": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 256,
+                    "description": "with"
+                    " `all` only; at most max_pull_messages and max_batch_messages",
+                },
             },
+            "additionalProperties": False,
+            "oneOf": [
+                {
+                    "required": ["msg_ids"],
+                    "properties": {"all": {"const": False}},
+                    "not": {"required": ["max"]},
+                },
+                {
+                    "required": ["all"],
+                    "properties": {"all": {"const": True}},
+                    "not": {"required": ["msg_ids"]},
+                },
+            ],
         },
         {
             "type": "object",
@@ -397,7 +586,12 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[str, ...]]] =
         "post",
         "/admin/leader-transfer",
         "Start moving a Raft group's leadership to node `to` (send it to the leader)",
-        {"type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}},
+        {
+            "type": "object",
+            "required": ["to"],
+            "properties": {"to": {"type": "string", "description": "a node id of the group"}},
+            "additionalProperties": False,
+        },
         _OBJECT,
         (400,),
         (),
@@ -442,11 +636,19 @@ def _operation(route: tuple[Any, ...]) -> dict[str, Any]:
             "name": name.strip("{}"),
             "in": "path",
             "required": True,
-            "schema": {"type": "integer" if name == "{queue_id}" else "string"},
+            "schema": PATH_PARAMETERS[name.strip("{}")],
         }
         for name in path.split("/")
         if name.startswith("{")
-    ] + [{"name": name, "in": "query", "schema": {"type": "string"}} for name in query]
+    ] + [
+        {
+            "name": name,
+            "in": "query",
+            "required": (path, name) in REQUIRED_QUERY,
+            "schema": QUERY_OVERRIDES.get((path, name), QUERY_PARAMETERS[name]),
+        }
+        for name in query
+    ]
     content = {
         "application/json": {"schema": response},
         "application/msgpack": {"schema": response},

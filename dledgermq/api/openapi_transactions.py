@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_GROUP = {"type": "string", "pattern": "^[%|a-zA-Z0-9_-]{1,255}$"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -54,13 +55,18 @@ TRANSACTION_ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[s
         {
             "type": "object",
             "required": ["producer_group", "message"],
+            "additionalProperties": False,
             "properties": {
-                "producer_group": {"type": "string"},
-                "message": _ref("Msg"),
-                "queue_id": {"type": "integer"},
+                "producer_group": _GROUP,
+                "message": {
+                    **_ref("Msg"),
+                    "description": "not delayed (no delay_level or deliver_at_ms)",
+                },
+                "queue_id": {"type": "integer", "minimum": 0, "maximum": 1023},
                 "check_immunity_s": {
                     "type": "integer",
                     "minimum": 0,
+                    "maximum": 86_400,
                     "description": "first check-back after this (default: the broker's)",
                 },
             },
@@ -90,9 +96,10 @@ TRANSACTION_ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...], tuple[s
         {
             "type": "object",
             "required": ["producer_group", "commitlog_offset", "outcome"],
+            "additionalProperties": False,
             "properties": {
-                "producer_group": {"type": "string"},
-                "commitlog_offset": {"type": "integer"},
+                "producer_group": _GROUP,
+                "commitlog_offset": {"type": "integer", "minimum": 0, "maximum": 2**62 - 1},
                 "outcome": {"type": "string", "enum": ["commit", "rollback", "unknown"]},
             },
         },
