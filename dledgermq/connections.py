@@ -107,7 +107,7 @@ class GuardedTCPSite(web.BaseSite):
         self._port = port
         self._limits = limits or ConnectionLimits()
         self._open = 0
-        self.tally = QuietTally(f"{host}:{port}: client connections closed")
+        self.tally = QuietTally("client connections closed")
 
     @property
     def name(self) -> str:
@@ -132,6 +132,7 @@ class GuardedTCPSite(web.BaseSite):
         self._server = await loop.create_server(
             lambda: _GuardedConnection(self), self._host, self._port, backlog=self._backlog
         )
+        self.tally.what = f"{self.name}: client connections closed"  # The bound port.
 
     def _admit(self) -> bool:
         if self._open >= self._limits.max_connections:
