@@ -145,10 +145,10 @@ class GuardedTCPSite(web.BaseSite):
         self._open -= 1
         assert self._open >= 0, self._open
 
-    def _handler(self) -> web.RequestHandler:
+    def _handler(self) -> web.RequestHandler | None:
+        """aiohttp's handler for a new connection (None once the runner is cleaned up)."""
         server = self._runner.server
-        assert server is not None, "the runner was set up before the site started"
-        return server()
+        return server() if server is not None else None
 
 
 class _GuardedConnection(asyncio.Protocol):
@@ -162,10 +162,11 @@ class _GuardedConnection(asyncio.Protocol):
         self._tail = b""  # The last bytes seen, for a head end split across reads.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self._site._admit():
+        inner = self._site._handler()
+        if inner is None or not self._site._admit():
             transport.close()  # Nothing read yet, so the client sees a plain close.
             return
-        self._inner = self._site._handler()
+        self._inner = inner
         timeout_s = self._site._limits.head_timeout_s
         self._deadline = asyncio.get_running_loop().call_later(timeout_s, self._head_timed_out)
         self._inner.connection_made(transport)
