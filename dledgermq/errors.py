@@ -43,6 +43,12 @@ class InvalidMessage(MQError):
     status = 400
 
 
+class ReservedProperty(InvalidMessage):
+    """A client message sets a property only the broker may set (broker/reserved.py)."""
+
+    code = "RESERVED_PROPERTY"
+
+
 class MessageTooLarge(MQError):
     code = "MESSAGE_TOO_LARGE"
     status = 413
@@ -179,6 +185,7 @@ ERRORS_BY_CODE: dict[str, type[MQError]] = {
         BadRequest,
         InvalidTopic,
         InvalidMessage,
+        ReservedProperty,
         MessageTooLarge,
         BatchTooLarge,
         TopicNotFound,

@@ -27,7 +27,7 @@ from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
 from dledgermq.api.lock_fields import orderly_fields
 from dledgermq.api.openapi import build_openapi
-from dledgermq.api.params import check_known, int_param, path_int, str_param
+from dledgermq.api.params import check_known, int_param, path_int, str_param, text_field
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, PullResult
 from dledgermq.broker.filter import parse_tag_expression
@@ -57,12 +57,20 @@ from dledgermq.broker.topics import (
     PERM_WRITE,
     SYSTEM_PREFIX,
     TopicConfig,
+    check_client_topic,
     check_group_name,
     check_topic_name,
     make_topic_config,
 )
 from dledgermq.config import LimitsConfig, TransactionConfig
-from dledgermq.errors import BadRequest, Busy, NotLeader, TopicExists, TopicNotFound
+from dledgermq.errors import (
+    BadRequest,
+    Busy,
+    NotLeader,
+    OffsetOutOfRange,
+    TopicExists,
+    TopicNotFound,
+)
 from dledgermq.store.record import MessageDraft
 from dledgermq.wire import (
     BODY_READ_TIMEOUT_S,
@@ -74,6 +82,7 @@ from dledgermq.wire import (
 
 READ_TIMEOUT_S = 10.0
 MAX_QUERY_MESSAGES = 64
+MAX_SUBSCRIPTIONS = 1_024  # Topics one consumer subscribes to in one heartbeat.
 MAX_WAIT_PARAM_MS = 3_600_000
 
 
@@ -284,6 +293,8 @@ async def status(request: web.Request) -> web.Response:
             "pending_proposals": state.pending_proposals,
             "match_index": {str(peer): index for peer, index in state.match_index.items()},
         }
+    # Committed records dispatch passed over (broker/unreadable.py): never fatal, shown.
+    unreadable = await read(ctx, lambda dispatcher: dispatcher.unreadable.to_wire())
     # Master/slave: a master's slaves (acknowledged offset, lag), a slave's master.
     ha = ctx.ha_status.value.to_wire(ctx.published.marks.written.value) if ctx.ha_status else None
     return respond(
@@ -309,6 +320,7 @@ async def status(request: web.Request) -> web.Response:
             "confirm_offset": ctx.published.marks.dispatched.value,
             "topics": len(ctx.published.topics.value),
             "appends_in_flight": ctx.appends_in_flight,
+            "unreadable_records": unreadable,
             "zone": identity.zone,
             "perm": ctx.published.broker_perm.value,
             "writable": bool(ctx.published.broker_perm.value & PERM_WRITE),
@@ -332,7 +344,7 @@ def sorted_topics(topics: dict[str, TopicConfig]) -> list[TopicConfig]:
 async def create_topic(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     body = await read_body(request)
-    topic = check_topic_name(body.get("topic"))
+    topic = check_client_topic(body.get("topic"))
     config = make_topic_config(topic, body, default_queues=ctx.limits.default_queues)
     if topic in ctx.published.topics.value:
         raise TopicExists(f"topic {topic!r} already exists", topic=topic)
@@ -475,6 +487,17 @@ async def commit_offsets(request: web.Request) -> web.Response:
         if type(offset) is not int or not 0 <= offset < MAX_INT64:
             raise BadRequest(f"offset for queue {queue_id} must be an integer in 0..2^63-1")
         offsets[queue_id] = offset
+    # Not past a queue's end (the lag would go negative and the messages sent next would
+    # be skipped); before its start is fine: the next pull answers OFFSET_MOVED.
+    ranges = await read(ctx, lambda d: {q: d.queue_range(topic, q) for q in offsets})
+    for queue_id, offset in offsets.items():
+        low, high = ranges[queue_id]
+        if offset > high:
+            raise OffsetOutOfRange(
+                f"offset {offset} is past the end {high} of {topic}/{queue_id}",
+                min_offset=low,
+                max_offset=high,
+            )
     with admitted(ctx):
         await append(ctx, [offset_commit_draft(group, topic, offsets, now_ms())])
     return respond(request, {})
@@ -616,10 +639,7 @@ def _rebalancer(ctx: BrokerContext) -> pykka.ActorRef[Any]:
 
 
 def _client_id(body: dict[str, Any]) -> str:
-    client_id = body.get("client_id")
-    if not isinstance(client_id, str) or not client_id:
-        raise BadRequest("`client_id` must be a non-empty string")
-    return client_id
+    return text_field(body.get("client_id"), "client_id")
 
 
 def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
@@ -645,13 +665,21 @@ async def group_heartbeat(request: web.Request) -> web.Response:
     client_id = _client_id(body)
     orderly, held = orderly_fields(body)
     zone = body.get("zone")
-    if zone is not None and not isinstance(zone, str):
-        raise BadRequest("`zone` must be a string")
+    if zone is not None:
+        zone = text_field(zone, "zone", max_length=64)
     subscriptions = body.get("subscriptions")
-    if not isinstance(subscriptions, dict) or not all(
-        isinstance(t, str) and isinstance(e, str) for t, e in subscriptions.items()
+    if (
+        not isinstance(subscriptions, dict)
+        or len(subscriptions) > MAX_SUBSCRIPTIONS
+        or not all(isinstance(e, str) for e in subscriptions.values())
     ):
-        raise BadRequest("`subscriptions` must be an object of topic -> tag expression")
+        raise BadRequest(
+            f"`subscriptions` must be an object of at most {MAX_SUBSCRIPTIONS} "
+            "topic -> tag expression"
+        )
+    for topic, expression in subscriptions.items():
+        check_topic_name(topic, allow_system=True)  # Retry topics are subscribed too.
+        parse_tag_expression(expression)
     strategy = body.get("strategy", AVERAGE)
     if not isinstance(strategy, str):
         raise BadRequest("`strategy` must be a string")

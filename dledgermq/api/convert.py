@@ -7,7 +7,8 @@ import contextlib
 from typing import Any
 
 from dledgermq.broker.dispatch import DispatchedMessage, StoredMessage
-from dledgermq.broker.produce import KEY_SEPARATOR, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
+from dledgermq.broker.produce import KEY_SEPARATOR
+from dledgermq.broker.reserved import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
 
 
 def message_to_wire(stored: StoredMessage, *, binary: bool) -> dict[str, Any]:

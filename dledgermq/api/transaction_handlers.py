@@ -39,14 +39,17 @@ from dledgermq.api.params import check_known, int_param, str_param
 from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, StoredMessage
 from dledgermq.broker.message_id import broker_hash, make_msg_id
 from dledgermq.broker.produce import build_drafts, check_queue_id, topic_for_send
+from dledgermq.broker.reserved import (
+    CHECK_IMMUNITY_MAX_S,
+    PROPERTY_CHECK_IMMUNITY,
+    parse_decimal,
+)
 from dledgermq.broker.state import topic_create_draft
 from dledgermq.broker.topics import check_group_name
 from dledgermq.broker.transactions import (
     BY_PRODUCER,
-    CHECK_IMMUNITY_MAX_S,
     COMMIT,
     OUTCOMES,
-    PROPERTY_CHECK_IMMUNITY,
     ROLLBACK,
     CheckPolicy,
     EndedTxn,
@@ -101,7 +104,11 @@ def _immunity(body: dict[str, Any], message: dict[str, Any]) -> int | None:
     properties = message.get("properties")
     if value is None and isinstance(properties, dict):
         raw = properties.get(PROPERTY_CHECK_IMMUNITY)
-        value = int(raw) if isinstance(raw, str) and raw.isdigit() else raw
+        value = raw if raw is None else parse_decimal(raw)
+        if value is None:
+            raise BadRequest(
+                f"property {PROPERTY_CHECK_IMMUNITY} must be ASCII digits, got {raw!r}"
+            )
     if value is None:
         return None
     if type(value) is not int or not 0 <= value <= CHECK_IMMUNITY_MAX_S:

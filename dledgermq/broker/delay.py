@@ -19,18 +19,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from dledgermq.broker.reserved import (
+    PROPERTY_DELAY,
+    PROPERTY_DELIVER_AT,
+    PROPERTY_DUE_AT,
+    PROPERTY_REAL_QID,
+    PROPERTY_REAL_TOPIC,
+    parse_decimal,
+)
 from dledgermq.broker.retry import DelayLevels
-from dledgermq.broker.topics import PERM_READ_WRITE, TopicConfig
+from dledgermq.broker.topics import (
+    MAX_QUEUES,
+    PERM_READ_WRITE,
+    RESERVED_PREFIXES,
+    TOPIC_NAME,
+    TopicConfig,
+)
 from dledgermq.errors import BadRequest
 from dledgermq.store.record import MessageDraft, Record
 
 SCHEDULE_TOPIC = "%DELAY%SCHEDULE"
 SCHEDULE_PREFIX = "%DELAY%"
-PROPERTY_REAL_TOPIC = "REAL_TOPIC"
-PROPERTY_REAL_QID = "REAL_QID"
-PROPERTY_DELIVER_AT = "DELIVER_AT"  # When the sender wants it delivered (ms).
-PROPERTY_DUE_AT = "DUE_AT"  # When this hop ends (ms): the ConsumeQueue unit's tag slot.
-PROPERTY_DELAY = "DELAY"  # The level the sender asked for (kept on delivery, as RocketMQ).
 _SCHEDULE_PROPERTIES = (PROPERTY_REAL_TOPIC, PROPERTY_REAL_QID, PROPERTY_DUE_AT)
 
 
@@ -82,8 +91,29 @@ def schedule(
     return draft._replace(topic=SCHEDULE_TOPIC, queue_id=hop - 1, properties=properties)
 
 
+def release_problem(properties: Mapping[str, str]) -> str | None:
+    """Why a scheduled record cannot be released, or None if it can.
+
+    The edge refuses these properties on a client's message (`broker/reserved.py`), but a
+    log may hold records written before it did: one that names no real queue, or one of
+    the broker's own topics, is passed over rather than re-put (the probe's D2-D6).
+    """
+    topic = properties.get(PROPERTY_REAL_TOPIC)
+    queue_id = parse_decimal(properties.get(PROPERTY_REAL_QID))
+    if parse_decimal(properties.get(PROPERTY_DELIVER_AT)) is None:
+        return f"{PROPERTY_DELIVER_AT} is not a timestamp"
+    if not isinstance(topic, str) or TOPIC_NAME.fullmatch(topic) is None:
+        return f"{PROPERTY_REAL_TOPIC} {topic!r} is not a topic name"
+    if topic.startswith(RESERVED_PREFIXES):
+        return f"{PROPERTY_REAL_TOPIC} {topic!r} is a topic only the broker writes"
+    if queue_id is None or not 0 <= queue_id < MAX_QUEUES:
+        return f"{PROPERTY_REAL_QID} {properties.get(PROPERTY_REAL_QID)!r} is not a queue id"
+    return None
+
+
 def release(draft: MessageDraft, levels: DelayLevels, now_ms: int) -> MessageDraft:
-    """A due scheduled message: to its real topic, or into its next hop if it has one."""
+    """A due scheduled message: to its real topic, or into its next hop if it has one.
+    Only for a record `release_problem` finds nothing wrong with."""
     properties = draft.properties
     deliver_at = int(properties[PROPERTY_DELIVER_AT])
     if deliver_at > now_ms:
@@ -97,8 +127,10 @@ def release(draft: MessageDraft, levels: DelayLevels, now_ms: int) -> MessageDra
 
 
 def due_at(properties: Mapping[str, str]) -> int:
-    """The tag-slot value of a scheduled message's ConsumeQueue unit."""
-    return int(properties.get(PROPERTY_DUE_AT, "0"))
+    """The tag-slot value of a scheduled message's ConsumeQueue unit (0, due at once, for
+    one whose due time cannot be read: `release_problem` then passes it over)."""
+    due = parse_decimal(properties.get(PROPERTY_DUE_AT))
+    return due if due is not None and 0 <= due < 2**63 else 0
 
 
 def _hop_level(levels: DelayLevels, remaining_ms: int) -> int:

@@ -16,15 +16,17 @@ from typing import NamedTuple
 
 import msgpack
 
-from dledgermq.broker.delay import SCHEDULE_TOPIC, due_at, schedule_config
+from dledgermq.broker.delay import SCHEDULE_TOPIC, due_at, release_problem, schedule_config
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.message_id import broker_hash, decode_msg_id, make_msg_id
-from dledgermq.broker.produce import KEY_SEPARATOR, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
+from dledgermq.broker.produce import KEY_SEPARATOR
+from dledgermq.broker.reserved import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
-from dledgermq.broker.state import BrokerState
-from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
+from dledgermq.broker.state import BrokerState, UnreadableRecord
+from dledgermq.broker.topics import RESERVED_PREFIXES, SYSTEM_PREFIX, TopicConfig
 from dledgermq.broker.transactions import FLAG_TRANSACTION_END, HALF_TOPIC, half_topic_config
+from dledgermq.broker.unreadable import UnreadableRecords
 from dledgermq.errors import (
     CorruptData,
     MessageNotFound,
@@ -184,6 +186,7 @@ class Dispatcher:
         self.half = half_topic_config()
         # Told the commitlog offset of a record that failed its checks (node.py: repair).
         self.on_damaged: Callable[[int], None] = lambda offset: None
+        self.unreadable = UnreadableRecords()  # Committed records passed over, never fatal.
         self._layout = layout
         self._options = options
         self._reader = reader
@@ -342,7 +345,11 @@ class Dispatcher:
         topic, queue_id = record.topic, record.queue_id
         if topic.startswith(SYSTEM_PREFIX):
             perm_before = self.state.perm
-            changed = self.state.apply(topic, record.body)
+            try:
+                changed = self.state.apply(topic, record.body)
+            except UnreadableRecord as exc:
+                self.unreadable.add(record.commitlog_offset, topic, str(exc))
+                return None
             # The broker's permission is published (and registered) with the topic table.
             batch.topics_changed |= self.state.perm != perm_before
             if changed is not None:
@@ -475,8 +482,9 @@ class Dispatcher:
 
     def due_delayed(self, now_ms: int, max_per_queue: int) -> list[DueMessage]:
         """Scheduled messages due by `now_ms`, each schedule queue in order from the
-        delivered progress on. A record retention removed comes as None (to be passed
-        over); a damaged one raises CorruptData (never skipped)."""
+        delivered progress on. A record retention removed, or one that names no queue a
+        client may receive from, comes as None (to be passed over); a damaged one raises
+        CorruptData (never skipped)."""
         due = []
         for queue_id in range(self.schedule.read_queues):
             cq = self.cqs.get(SCHEDULE_TOPIC, queue_id)
@@ -487,6 +495,10 @@ class Dispatcher:
                 if unit.tag_hash > now_ms:
                     break  # Each queue is in due order.
                 record = self._read(unit.commitlog_offset, unit.size)
+                problem = None if record is None else release_problem(record.properties)
+                if problem is not None:
+                    self.unreadable.add(unit.commitlog_offset, SCHEDULE_TOPIC, problem)
+                    record = None  # Passed over: the scheduler's progress moves past it.
                 due.append(DueMessage(queue_id, unit.queue_offset, record))
         return due
 
@@ -535,10 +547,12 @@ class Dispatcher:
     def _deliverable(self, record: Record | None) -> StoredMessage | None:
         """The record with its queue offset, if a live queue still holds it.
 
-        Lookups answer only what a consumer could pull: not internal records, not messages
-        of a deleted topic (their bytes stay in the log), not ones retention removed.
+        Lookups answer only what a consumer could pull: not internal records, not half
+        messages nor delayed copies before they are due (the broker's built-in topics),
+        not messages of a deleted topic (their bytes stay in the log), not ones retention
+        removed.
         """
-        if record is None:
+        if record is None or record.topic.startswith(RESERVED_PREFIXES):
             return None
         queue_offset = self._queue_offset_of(record)
         return None if queue_offset < 0 else self._stored(record, queue_offset)

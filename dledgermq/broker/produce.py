@@ -13,11 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from dledgermq.broker.delay import delay_request, schedule
+from dledgermq.broker.reserved import (
+    PROPERTY_KEYS,
+    PROPERTY_TAGS,
+    PROPERTY_UNIQ_KEY,
+    check_user_properties,
+)
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.topics import (
     PERM_WRITE,
     TopicConfig,
     auto_created_config,
+    check_client_topic,
     check_topic_name,
     may_auto_create,
 )
@@ -33,13 +40,13 @@ from dledgermq.errors import (
 from dledgermq.store.record import MessageDraft
 from dledgermq.unique_key import new_unique_key
 
-PROPERTY_TAGS = "TAGS"
-PROPERTY_KEYS = "KEYS"
-PROPERTY_UNIQ_KEY = "UNIQ_KEY"
 KEY_SEPARATOR = " "
 MAX_TAG_LENGTH = 255
 MAX_PROPERTIES = 64
 MAX_PROPERTY_BYTES = 32 * 1024
+# Each key is one IndexFile entry on every replica: a bound keeps one message from writing
+# megabytes of index (RocketMQ has none; 32 is far above any use we know of).
+MAX_KEYS = 32
 MAX_INT64 = 2**63
 MESSAGE_FIELDS = frozenset(
     {
@@ -92,7 +99,7 @@ def topic_for_send(
             the topic is not writable.
         TopicNotFound: unknown topic, and auto-create is off or refused for its name.
     """
-    check_topic_name(topic)
+    check_client_topic(topic)
     if not policy.broker_perm & PERM_WRITE:
         raise NoPermission(
             f"broker group {policy.broker_name!r} is write-disabled (maintenance); "
@@ -162,7 +169,8 @@ def _draft(
     if type(raw) is not dict:
         raise BadRequest("each message must be an object")
     if not raw.keys() <= MESSAGE_FIELDS:
-        raise BadRequest(f"unknown message field(s): {sorted(set(raw) - MESSAGE_FIELDS)}")
+        unknown = sorted(map(repr, set(raw) - MESSAGE_FIELDS))  # msgpack: bytes keys too.
+        raise BadRequest(f"unknown message field(s): {unknown}")
     given = raw.get("body")
     if "body_base64" in raw or (type(given) is not bytes and type(given) is not str):
         body = _body(raw)
@@ -220,11 +228,11 @@ def _body(raw: dict[str, Any]) -> bytes:
     raise InvalidMessage("message body is missing (give `body` or `body_base64`)")
 
 
-def _utf8(text: str) -> bytes:
+def _utf8(text: str, what: str = "message body") -> bytes:
     try:
         return text.encode()
     except UnicodeEncodeError:
-        raise InvalidMessage("message body is not valid Unicode (lone surrogate)") from None
+        raise InvalidMessage(f"{what} is not valid Unicode (lone surrogate)") from None
 
 
 def _properties(raw: object) -> dict[str, str]:
@@ -236,19 +244,19 @@ def _properties(raw: object) -> dict[str, str]:
     for name, value in raw.items():
         if not isinstance(name, str) or not isinstance(value, str) or not name:
             raise InvalidMessage("property names and values must be strings")
-        if name in {PROPERTY_TAGS, PROPERTY_KEYS}:
-            raise InvalidMessage(f"property {name!r} is reserved: use the `tags`/`keys` fields")
-        size += len(name) + len(value)
+        # Bytes as stored (UTF-8), not characters: 32 KiB of emoji is 128 KiB.
+        size += len(_utf8(name, "property name")) + len(_utf8(value, "property value"))
     if size > MAX_PROPERTY_BYTES:
-        raise InvalidMessage(f"properties exceed {MAX_PROPERTY_BYTES} bytes")
+        raise InvalidMessage(f"properties exceed {MAX_PROPERTY_BYTES} bytes (UTF-8)")
+    check_user_properties(raw)
     return dict(raw)
 
 
 def _keys(keys: object) -> str:
     if isinstance(keys, str):
         keys = [keys]
-    if not isinstance(keys, list) or not keys:
-        raise InvalidMessage("keys must be a string or a non-empty list of strings")
+    if not isinstance(keys, list) or not keys or len(keys) > MAX_KEYS:
+        raise InvalidMessage(f"keys must be a string or a list of 1..{MAX_KEYS} strings")
     for key in keys:
         if not isinstance(key, str) or not key or KEY_SEPARATOR in key or len(key) > 255:
             raise InvalidMessage(f"invalid key {key!r}: 1..255 characters without spaces")

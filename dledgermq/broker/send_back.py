@@ -22,7 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dledgermq.broker.delay import PROPERTY_DELAY, PROPERTY_DELIVER_AT, draft_of, schedule
+from dledgermq.broker.delay import draft_of, schedule
+from dledgermq.broker.reserved import (
+    PROPERTY_DELAY,
+    PROPERTY_DELIVER_AT,
+    PROPERTY_ORIGIN_MESSAGE_ID,
+    PROPERTY_RETRY_TOPIC,
+)
 from dledgermq.broker.retry import (
     DeadLetter,
     DelayLevels,
@@ -44,8 +50,6 @@ from dledgermq.broker.topics import (
 from dledgermq.errors import BadRequest, BatchTooLarge, MQError, NoPermission, TopicNotFound
 from dledgermq.store.record import MessageDraft, Record
 
-PROPERTY_RETRY_TOPIC = "RETRY_TOPIC"  # The topic the message was first sent to.
-PROPERTY_ORIGIN_MESSAGE_ID = "ORIGIN_MESSAGE_ID"  # Its msg_id there.
 GROUP_TOPIC_QUEUES = 1  # RocketMQ's retry and DLQ queue count per group.
 # Dropped from a resent dead letter: it is a fresh message in its topic, not delayed.
 _RETRY_PROPERTIES = (

@@ -19,6 +19,7 @@ from dledgermq.broker.topics import (
     BROKER_PERM_TOPIC,
     CONSUMER_OFFSET_TOPIC,
     DELAY_PROGRESS_TOPIC,
+    MAX_QUEUES,
     PERM_READ_WRITE,
     PERM_WRITE,
     SYSTEM_PREFIX,
@@ -26,8 +27,10 @@ from dledgermq.broker.topics import (
     TRANSACTION_OP_TOPIC,
     VALID_PERMS,
     TopicConfig,
+    check_topic_name,
 )
 from dledgermq.broker.transactions import TransactionTable
+from dledgermq.errors import MQError
 from dledgermq.store.record import MessageDraft
 
 SNAPSHOT_VERSION = 1
@@ -50,39 +53,57 @@ class BrokerState:
         return bool(self.perm & PERM_WRITE)
 
     def apply(self, topic: str, body: bytes | memoryview) -> str | None:
-        """Apply one internal record; returns the topic whose config changed, if any."""
+        """Apply one internal record; returns the topic whose config changed, if any.
+
+        A committed record is never a reason to stop (DESIGN.md §5): its body is read and
+        checked whole before anything changes, and one that cannot be read changes nothing.
+
+        Raises:
+            UnreadableRecord: the body is not a change this version understands.
+        """
         assert topic.startswith(SYSTEM_PREFIX), topic
-        change: dict[str, Any] = msgpack.unpackb(body, strict_map_key=False)
+        try:
+            change = msgpack.unpackb(body, strict_map_key=False)
+            if not isinstance(change, dict):
+                raise TypeError(f"a {type(change).__name__}, not a map")
+            return self._apply(topic, change)
+        except (ValueError, TypeError, KeyError, MQError, msgpack.UnpackException) as exc:
+            raise UnreadableRecord(f"{topic}: {type(exc).__name__}: {exc}") from None
+
+    def _apply(self, topic: str, change: dict[str, Any]) -> str | None:
         if topic == TOPIC_CONFIG_TOPIC:
             return self._apply_topic(change)
         if topic == BROKER_PERM_TOPIC:
-            self.perm = int(change["perm"])
-            return None
-        if topic == DELAY_PROGRESS_TOPIC:
-            for queue_id, offset in change["progress"].items():
-                self.delay_progress[int(queue_id)] = int(offset)
-            return None
-        if topic == TRANSACTION_OP_TOPIC:
+            perm = _int(change["perm"])
+            if perm not in VALID_PERMS:
+                raise ValueError(f"perm {perm} is not one of {VALID_PERMS}")
+            self.perm = perm
+        elif topic == DELAY_PROGRESS_TOPIC:
+            self.delay_progress.update(_int_map(change["progress"]))
+        elif topic == TRANSACTION_OP_TOPIC:
             self.transactions.apply(change)
-            return None
-        if topic == CONSUMER_OFFSET_TOPIC:
-            queues = self.offsets.setdefault(change["group"], {}).setdefault(change["topic"], {})
-            for queue_id, offset in change["offsets"].items():
-                queues[int(queue_id)] = int(offset)
-            return None
-        return None  # A system record of a later version: ignored, never fatal.
+        elif topic == CONSUMER_OFFSET_TOPIC:
+            group, name = _str(change["group"]), _str(change["topic"])
+            offsets = _int_map(change["offsets"])
+            self.offsets.setdefault(group, {}).setdefault(name, {}).update(offsets)
+        return None  # Or a system record of a later version: ignored, never fatal.
 
     def _apply_topic(self, change: dict[str, Any]) -> str:
-        name = change["topic"]
+        name = check_topic_name(change["topic"], allow_system=True)
         if change["op"] == "put":
+            config = _topic_config(change["config"])
+            if config.topic != name:
+                raise ValueError(f"config of {config.topic!r} put as {name!r}")
             # An auto-created topic never replaces one an admin created meanwhile.
             if not (change.get("if_absent") and name in self.topics):
-                self.topics[name] = TopicConfig.from_wire(change["config"])
-        else:
+                self.topics[name] = config
+        elif change["op"] == "delete":
             self.topics.pop(name, None)
             for by_topic in self.offsets.values():
                 by_topic.pop(name, None)
-        return str(name)
+        else:
+            raise ValueError(f"unknown topic op {change['op']!r}")
+        return name
 
     def snapshot(self) -> bytes:
         return msgpack.packb(
@@ -110,6 +131,46 @@ class BrokerState:
             perm=int(raw.get("perm", PERM_READ_WRITE)),
             transactions=TransactionTable.from_wire(raw.get("transactions", {})),
         )
+
+
+class UnreadableRecord(ValueError):
+    """An internal record whose body this version cannot apply: kept in the log, counted
+    and reported by dispatch, and passed over (never a reason for a node to stop)."""
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _str(value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def _int_map(raw: object) -> dict[int, int]:
+    """A map of integers (queue id -> offset), checked whole before it is applied."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"{raw!r} is not a map")
+    return {int(k): _int(v) for k, v in raw.items()}
+
+
+def _topic_config(raw: object) -> TopicConfig:
+    """A config as the log carries it, checked as strictly as an admin's request is."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"topic config {raw!r} is not a map")
+    config = TopicConfig(
+        check_topic_name(raw["topic"], allow_system=True),
+        _int(raw["read_queues"]),
+        _int(raw["write_queues"]),
+        _int(raw["perm"]),
+    )
+    counts_ok = all(1 <= n <= MAX_QUEUES for n in (config.read_queues, config.write_queues))
+    if not counts_ok or config.perm not in VALID_PERMS:
+        raise ValueError(f"topic config out of range: {config}")
+    return config
 
 
 def topic_put_draft(config: TopicConfig, now_ms: int) -> MessageDraft:

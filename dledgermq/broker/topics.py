@@ -79,6 +79,22 @@ def check_topic_name(topic: object, *, allow_system: bool = False) -> str:
     return topic
 
 
+def check_client_topic(topic: object) -> str:
+    """A topic a client may create or send to: never one of the `%` namespace.
+
+    Retry and dead-letter topics (`%RETRY%<group>`, `%DLQ%<group>`) are read by clients
+    but written by the broker alone (send-back, dead-lettering, resend), like every other
+    built-in topic; a client writing them could forge another group's retries.
+    """
+    name = check_topic_name(topic)
+    if name.startswith(AUTO_CREATE_REFUSED_PREFIX):
+        raise InvalidTopic(
+            f"topic {name!r} is in the broker's `%` namespace: clients may read it "
+            "but only the broker creates and writes it"
+        )
+    return name
+
+
 def may_auto_create(topic: str) -> bool:
     """Whether a send may create `topic` (when the broker allows auto-create at all)."""
     return not topic.startswith(AUTO_CREATE_REFUSED_PREFIX)

@@ -27,7 +27,17 @@ from typing import Any, Literal
 
 import msgpack
 
-from dledgermq.broker.delay import PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC, draft_of
+from dledgermq.broker.delay import draft_of
+from dledgermq.broker.reserved import (
+    PROPERTY_CHECK_IMMUNITY,
+    PROPERTY_HALF_OFFSET,
+    PROPERTY_PRODUCER_GROUP,
+    PROPERTY_REAL_QID,
+    PROPERTY_REAL_TOPIC,
+    PROPERTY_TRANSACTION,
+    PROPERTY_TRANSACTION_ID,
+    parse_decimal,
+)
 from dledgermq.broker.topics import PERM_READ_WRITE, TRANSACTION_OP_TOPIC, TopicConfig
 from dledgermq.errors import TransactionConflict, TransactionNotFound
 from dledgermq.store.record import MessageDraft, Record
@@ -37,12 +47,6 @@ HALF_PREFIX = "%TRANS%"
 # Record flag of a commit copy (bit 0 is the store's entry end): applying it ends its
 # transaction. Flags describe a stored record, so copies of a copy never carry it.
 FLAG_TRANSACTION_END = 2
-# RocketMQ's property names where it has them.
-PROPERTY_PRODUCER_GROUP = "PGROUP"
-PROPERTY_TRANSACTION_ID = "TRANSACTION_ID"
-PROPERTY_TRANSACTION = "TRAN_MSG"  # "true" on half messages and their committed copies
-PROPERTY_CHECK_IMMUNITY = "CHECK_IMMUNITY_TIME_IN_SECONDS"
-PROPERTY_HALF_OFFSET = "TRAN_HALF_OFFSET"  # On a commit copy: the half message it ends.
 _HALF_ONLY = (PROPERTY_REAL_TOPIC, PROPERTY_REAL_QID, PROPERTY_CHECK_IMMUNITY)
 
 Outcome = Literal["commit", "rollback"]
@@ -54,7 +58,6 @@ BY_MAX_CHECKS = "max_checks"  # Nobody answered `max_check_times` check-backs.
 BY_GONE = "gone"  # Retention removed the half message before anyone ended it.
 # Ended transactions remembered (newest kept) to answer a repeated end with its outcome.
 ENDED_KEPT = 4_096
-CHECK_IMMUNITY_MAX_S = 24 * 3_600
 
 
 def half_topic_config() -> TopicConfig:
@@ -167,18 +170,26 @@ class TransactionTable:
         return self.end(half, transaction_id, COMMIT, BY_PRODUCER, at_ms, (offset, size))
 
     def apply(self, change: Mapping[str, Any]) -> None:
-        """Apply one `%SYS%TXN` record (an unknown op, from a later version, is ignored)."""
-        at_ms = int(change.get("at_ms", 0))
+        """Apply one `%SYS%TXN` record (an unknown op, from a later version, is ignored).
+
+        Raises:
+            TypeError, ValueError: a malformed record (read whole before anything changes).
+        """
+        at_ms = change.get("at_ms", 0)
+        if type(at_ms) is not int:
+            raise TypeError(f"at_ms {at_ms!r} is not an integer")
         if change.get("op") == "check":
-            for offset in change["offsets"]:
-                txn = self.pending.get(int(offset))
+            offsets = [int(offset) for offset in change["offsets"]]
+            for offset in offsets:
+                txn = self.pending.get(offset)
                 if txn is not None:
                     txn.checks += 1
                     txn.last_check_ms = at_ms
         elif change.get("op") == "end":
-            for offset, transaction_id, outcome, by in change["ends"]:
+            ends = [(int(o), str(t), outcome, str(by)) for o, t, outcome, by in change["ends"]]
+            for offset, transaction_id, outcome, by in ends:
                 if outcome in OUTCOMES:
-                    self.end(int(offset), str(transaction_id), outcome, str(by), at_ms)
+                    self.end(offset, transaction_id, outcome, by, at_ms)
 
     def lookup(self, offset: int, transaction_id: str) -> HalfTxn | EndedTxn | None:
         """The transaction at `offset` if it has this id (pending or remembered)."""
@@ -202,10 +213,8 @@ class TransactionTable:
 
 
 def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
+    parsed = parse_decimal(value)
+    return default if parsed is None else parsed
 
 
 # -- the entries the broker appends ----------------------------------------------------------

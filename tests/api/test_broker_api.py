@@ -121,6 +121,8 @@ async def test_tag_filter(client: TestClient, topic: str) -> None:
 
 
 async def test_consumer_offsets_commit_and_query(client: TestClient, topic: str) -> None:
+    for queue_id in (0, 2):
+        await send(client, topic, [{"body": str(i)} for i in range(8)], queue_id=queue_id)
     response = await client.post(
         "/groups/g1/offsets", json={"topic": topic, "offsets": {"0": 5, "2": 7}}
     )
@@ -133,6 +135,20 @@ async def test_consumer_offsets_commit_and_query(client: TestClient, topic: str)
     assert await error_of(
         await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"0": -1}})
     ) == (400, "BAD_REQUEST")
+
+
+async def test_an_offset_past_the_queue_end_is_refused(client: TestClient, topic: str) -> None:
+    """Probe minor finding: 10^15 was accepted and progress showed a negative lag."""
+    await send(client, topic, [{"body": "a"}, {"body": "b"}], queue_id=1)
+    past = await client.post(
+        "/groups/g1/offsets", json={"topic": topic, "offsets": {"1": 10**15}}
+    )
+    body = await past.json()
+    assert (past.status, body["code"], body["max_offset"]) == (400, "OFFSET_MOVED", 2)
+    at_end = await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"1": 2}})
+    assert at_end.status == 200
+    got = await (await client.get("/groups/g1/offsets", params={"topic": topic})).json()
+    assert got == {"offsets": {"1": 2}}
 
 
 async def test_query_by_key_by_id_and_by_unique_key(client: TestClient, topic: str) -> None:

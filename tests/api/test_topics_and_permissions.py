@@ -226,7 +226,7 @@ async def test_auto_create_makes_a_4_queue_topic_on_a_send(tmp_path: Path) -> No
                     f"/topics/{system.replace('%', '%25')}/messages",
                     json={"messages": [{"body": "x"}]},
                 )
-                assert await error_of(refused) == (404, "TOPIC_NOT_FOUND")
+                assert await error_of(refused) == (400, "INVALID_TOPIC")
             # A write-disabled group creates nothing either.
             await client.put(PERMISSION, json={"writable": False})
             refused = await client.post(

@@ -128,13 +128,13 @@ def test_auto_create_when_on_and_the_name_is_not_a_system_name() -> None:
     assert topic_for_send({"T": CONFIG}, "T", auto) == (CONFIG, False)
     with pytest.raises(TopicNotFound):
         topic_for_send({}, "New", OPEN)  # auto-create off: today's answer
-    # `%` names are the broker's (retry, dead-letter, ...): never created by a send.
-    for system in ("%RETRY%g", "%DLQ%g", "%x"):
-        with pytest.raises(TopicNotFound):
-            topic_for_send({}, system, auto)
-    for reserved in ("%SYS%TOPIC", "%DELAY%SCHEDULE"):
-        with pytest.raises(InvalidTopic):
-            topic_for_send({}, reserved, auto)
+    # `%` names are the broker's (retry, dead-letter, ...): never created nor written by a
+    # client's send, even where the topic exists (probe: clients could create %DLQ% topics).
+    for system in ("%RETRY%g", "%DLQ%g", "%x", "%SYS%TOPIC", "%DELAY%SCHEDULE", "%TRANS%HALF"):
+        existing = {system: TopicConfig(system, 1, 1, 6)}
+        for topics in ({}, existing):
+            with pytest.raises(InvalidTopic):
+                topic_for_send(topics, system, auto)
     read_only = TopicConfig("R", 1, 1, PERM_READ)
     with pytest.raises(NoPermission):
         topic_for_send({"R": read_only}, "R", auto)  # an existing topic keeps its perm

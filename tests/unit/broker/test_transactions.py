@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dledgermq.broker.check_channels import ChannelOptions, CheckChannels
-from dledgermq.broker.delay import PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC, draft_of
+from dledgermq.broker.delay import draft_of
+from dledgermq.broker.reserved import PROPERTY_REAL_QID, PROPERTY_REAL_TOPIC
 from dledgermq.broker.state import BrokerState
 from dledgermq.broker.transactions import (
     ENDED_KEPT,
