@@ -22,6 +22,7 @@ from dledgermq.api.broker_app import (
     BrokerContext,
     admitted,
     append,
+    check_admissible,
     now_ms,
     read,
 )
@@ -131,9 +132,10 @@ async def send_back(request: web.Request) -> web.Response:
     after `max_reconsume_times` retries, moved to its dead-letter topic."""
     ctx = request.app[BROKER]
     group = _group(request)
+    check_admissible(ctx)  # The cheap refusals, then the body, then a slot (probe D9).
+    _check_writable(ctx)
+    body = await read_body(request)
     with admitted(ctx):
-        _check_writable(ctx)
-        body = await read_body(request)
         _check_fields(body, {"msg_ids", "max_reconsume_times", "dead_letter", "reconsume_times"})
         msg_ids = _msg_ids(body, ctx.limits.max_batch_messages)
         max_times = _count_field(body, "max_reconsume_times", MAX_RECONSUME_TIMES_DEFAULT)
@@ -246,9 +248,10 @@ async def resend_dead_letters(request: web.Request) -> web.Response:
     ones after the group's resend mark, which moves in the same entry."""
     ctx = request.app[BROKER]
     group = _group(request)
+    check_admissible(ctx)  # The cheap refusals, then the body, then a slot (probe D9).
+    _check_writable(ctx)
+    body = await read_body(request)
     with admitted(ctx):
-        _check_writable(ctx)
-        body = await read_body(request)
         _check_fields(body, {"msg_ids", "all", "max"})
         resend_all = body.get("all", False)
         if type(resend_all) is not bool or resend_all == ("msg_ids" in body):

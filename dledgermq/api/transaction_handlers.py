@@ -29,6 +29,7 @@ from dledgermq.api.broker_app import (
     BrokerContext,
     admitted,
     append,
+    check_admissible,
     not_leader,
     now_ms,
     read,
@@ -125,9 +126,10 @@ async def send_half(request: web.Request) -> web.Response:
     """Store a half message: durable like any message, delivered only once committed."""
     ctx = request.app[BROKER]
     topic = topic_of(request)
+    check_admissible(ctx)  # The cheap refusals, then the body, then a slot (probe D9).
+    config, create = topic_for_send(ctx.published.topics.value, topic, ctx.send_policy)
+    body = await read_body(request)
     with admitted(ctx):
-        config, create = topic_for_send(ctx.published.topics.value, topic, ctx.send_policy)
-        body = await read_body(request)
         _check_fields(body, {"producer_group", "message", "queue_id", "check_immunity_s"})
         group = check_group_name(body.get("producer_group"))
         message = body.get("message")
@@ -227,8 +229,9 @@ async def end_transaction(request: web.Request) -> web.Response:
     """Commit or roll back a transaction, once: a repeated end gets the outcome that
     stands, a contrary one 409 TRANSACTION_CONFLICT; `unknown` changes nothing."""
     ctx = request.app[BROKER]
+    check_admissible(ctx)  # The cheap refusals, then the body, then a slot (probe D9).
+    body = await read_body(request)
     with admitted(ctx):
-        body = await read_body(request)
         transaction_id, group, offset, outcome = _end_fields(request, body)
         found, record = await read(ctx, _lookup(offset, transaction_id, outcome == COMMIT))
         txn = check_end_target(found, group, transaction_id, offset)
