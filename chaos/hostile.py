@@ -37,6 +37,7 @@ node. Hostile message bodies are `hostile-N` (text) or random bytes.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import random
 import threading
@@ -674,20 +675,21 @@ class HostileWriter(threading.Thread):
 def _exchange(addr: str, request: Request) -> tuple[int, str, Any]:
     """(status, error code, parsed answer); status 0 when no answer came."""
     headers = {} if request.content_type is None else {"Content-Type": request.content_type}
-    http = urllib.request.Request(
+    outgoing = urllib.request.Request(
         f"http://{addr}{request.path}", data=request.body, method=request.method, headers=headers
     )
     try:
-        with urllib.request.urlopen(http, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(outgoing, timeout=TIMEOUT_S) as response:
             return response.status, "", _parse(response.read())
     except urllib.error.HTTPError as exc:
         try:
             answer = _parse(exc.read())
-        except OSError:
+        except (OSError, http.client.HTTPException):
             answer = None
         code = answer.get("code", "") if isinstance(answer, dict) else ""
         return exc.code, str(code), answer
-    except (OSError, ValueError) as exc:  # refused, reset, timed out: no answer
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # no answer: refused,
+        # reset, cut short or timed out
         reason = getattr(exc, "reason", exc)
         return 0, type(reason).__name__, None
 

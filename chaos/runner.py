@@ -19,6 +19,7 @@ logs and a timeline picture (`plot.py`) are kept in `--out`.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import shutil
@@ -152,7 +153,7 @@ def _drain_all(cluster: ChaosCluster, recorder: Recorder) -> dict[str, str]:
     for node, addr in cluster.addrs.items():
         try:
             drain(recorder, node, addr)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
             errors[node] = repr(exc)[:500]
     return errors
 
@@ -167,10 +168,12 @@ def _write_disabled(cluster: ChaosCluster) -> list[str]:
     )
 
 
-def _watch_stops(cluster: ChaosCluster, stop: threading.Event) -> None:
-    """Find node exits the nemesis did not cause while the workload runs (bounded by the
-    stop event; the runner reaps once more at the end)."""
-    while not stop.wait(REAP_INTERVAL_S):
+def _watch_stops(cluster: ChaosCluster, stop: threading.Event, rounds: int) -> None:
+    """Find node exits the nemesis did not cause while the workload runs (until the stop
+    event, at most `rounds` times; the runner reaps once more at the end)."""
+    for _ in range(rounds):
+        if stop.wait(REAP_INTERVAL_S):
+            return
         cluster.reap()
 
 
@@ -195,7 +198,8 @@ def _workload(
     if hostile is not None:
         workers.append(HostileWriter("x1", recorder, stop, dict(cluster.addrs), hostile))
     nemesis = Nemesis(cluster, recorder, steps, rng, stop)
-    watcher = threading.Thread(target=_watch_stops, args=(cluster, stop), daemon=True)
+    rounds = int((duration_s + 2 * WORKER_JOIN_S + 120) / REAP_INTERVAL_S)
+    watcher = threading.Thread(target=_watch_stops, args=(cluster, stop, rounds), daemon=True)
     for worker in workers:
         worker.start()
     nemesis.start()
