@@ -47,7 +47,6 @@ from dledgermq.api.registration import (
     encode_body,
     paginate,
     registration,
-    status_middleware,
 )
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
@@ -551,9 +550,8 @@ async def _serve_broker(
     if ha is not None:
         await ha.start_transport()
     health = RegistrationHealth(list(config.namesrv_addrs))
-    app = make_broker_app(context)
-    app.middlewares.append(status_middleware(health))  # /status shows `registration`.
-    runner = web.AppRunner(app, access_log=None)
+    context.registration_status = health.to_wire  # /status shows `registration`.
+    runner = web.AppRunner(make_broker_app(context), access_log=None)
     await runner.setup()
     limits = context.limits  # Connection cap and first-head deadline (probe D9).
     bounds = ConnectionLimits(limits.max_connections, limits.header_read_timeout_ms / 1000)

@@ -118,6 +118,8 @@ class BrokerContext:
     delay_levels: DelayLevels = DEFAULT_LEVELS
     transaction_checker: pykka.ActorRef[Any] | None = None  # Check-backs (the writer's).
     transactions: TransactionConfig = field(default_factory=TransactionConfig)
+    # How registering with the NameServers goes (node.py, which registers, sets it).
+    registration_status: Callable[[], dict[str, Any]] | None = None
     appends_in_flight: int = 0
     round_robin: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -321,6 +323,7 @@ async def status(request: web.Request) -> web.Response:
             "topics": len(ctx.published.topics.value),
             "appends_in_flight": ctx.appends_in_flight,
             "unreadable_records": unreadable,
+            "registration": ctx.registration_status() if ctx.registration_status else None,
             "zone": identity.zone,
             "perm": ctx.published.broker_perm.value,
             "writable": bool(ctx.published.broker_perm.value & PERM_WRITE),

@@ -20,14 +20,10 @@ Pure: reads only what the actors publish and what node.py reports; sends nothing
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from dledgermq.api.broker_app import BrokerContext
-from dledgermq.wire import decode, respond
 
 # About 190 bytes a topic at most (127-character name, 4-digit queue counts): a page is
 # under 400 KB, well below even an older NameServer's 1 MiB body bound.
@@ -157,30 +153,3 @@ class RegistrationHealth:
             "ok": all(o.ok for o in outcomes),
             "namesrvs": [o.to_wire() for o in outcomes],
         }
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def status_middleware(health: RegistrationHealth) -> Any:
-    """A middleware adding `registration` (how registering goes) to `GET /status`.
-
-    The broker app does not know about NameServers; node.py, which registers, adds this.
-    """
-
-    @web.middleware
-    async def add_registration(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if (
-            request.method != "GET"
-            or request.path != "/status"
-            or response.status != 200
-            or not isinstance(response, web.Response)
-            or not isinstance(response.body, bytes)
-        ):
-            return response
-        payload = decode(response.body, response.content_type)
-        payload["registration"] = health.to_wire()
-        return respond(request, payload)
-
-    return add_registration

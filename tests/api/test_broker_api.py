@@ -13,6 +13,9 @@ import msgpack
 from aiohttp.test_utils import TestClient
 
 from dledgermq.api.openapi import build_openapi
+from dledgermq.api.registration import RegistrationHealth
+from dledgermq.node import BrokerNode
+from dledgermq.wire import decode
 from tests.conftest import wait_until_async
 
 MSGPACK = "application/msgpack"
@@ -474,3 +477,17 @@ async def test_a_delayed_message_is_delivered_after_its_level_and_not_before(
     for name in ("%DELAY%SCHEDULE", "%SYS%DELAY"):
         response = await client.post("/topics", json={"topic": name, "queues": 1})
         assert (await error_of(response))[1] == "INVALID_TOPIC"
+
+
+async def test_status_shows_how_registration_goes(
+    client: TestClient, broker_node: BrokerNode
+) -> None:
+    assert (await (await client.get("/status")).json())["registration"] is None  # Not wired.
+    health = RegistrationHealth(["ns:1"])
+    health.failed("ns:1", 5, status=413, error="too large", largest_bytes=9, pages=1)
+    broker_node.context.registration_status = health.to_wire
+    for accept in ("application/json", "application/msgpack"):
+        response = await client.get("/status", headers={"Accept": accept})
+        payload = decode(await response.read(), response.content_type)
+        assert payload["registration"]["ok"] is False
+        assert payload["registration"]["namesrvs"][0]["status"] == 413

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dledgermq.api.registration import (
@@ -28,13 +27,11 @@ from dledgermq.api.registration import (
     body_bytes,
     encode_body,
     paginate,
-    status_middleware,
 )
 from dledgermq.errors import BadRequest
 from dledgermq.namesrv.app import make_namesrv_app
 from dledgermq.namesrv.registry import BrokerRegistration, RouteRegistry
 from dledgermq.node import register_once
-from dledgermq.wire import decode, respond
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,21 +195,3 @@ def test_failures_are_logged_again_after_the_interval() -> None:
     assert health.failed("ns", FAILURE_LOG_INTERVAL_MS, **kwargs)
     health.accepted("ns", FAILURE_LOG_INTERVAL_MS + 1, largest_bytes=1, pages=1)
     assert health.failed("ns", FAILURE_LOG_INTERVAL_MS + 2, **kwargs)  # A new streak.
-
-
-@pytest.mark.parametrize("accept", ["application/json", "application/msgpack"])
-async def test_status_shows_how_registration_goes(accept: str) -> None:
-    async def status(request: web.Request) -> web.Response:
-        return respond(request, {"role": "leader"})
-
-    health = RegistrationHealth(["ns:1"])
-    health.failed("ns:1", 5, status=413, error="too large", largest_bytes=9, pages=1)
-    app = web.Application(middlewares=[status_middleware(health)])
-    app.router.add_get("/status", status)
-    async with TestClient(TestServer(app)) as client:
-        response = await client.get("/status", headers={"Accept": accept})
-        assert response.content_type == accept
-        payload = decode(await response.read(), accept)
-    assert payload["role"] == "leader"
-    assert payload["registration"]["ok"] is False
-    assert payload["registration"]["namesrvs"][0]["status"] == 413
