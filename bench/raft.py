@@ -36,8 +36,8 @@ from functools import partial
 from pathlib import Path
 
 from bench.aggregate import first_ack_after
+from dledgermq.cli.launcher import read_pid
 from dledgermq.config import load_config
-from dledgermq.launcher import read_pid
 
 CLUSTER = """
 cluster: BenchRaft

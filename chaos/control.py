@@ -30,9 +30,9 @@ from typing import Any
 from chaos.history import NodeStop, Recorder
 from chaos.power_loss import apply_power_loss
 from chaos.proxy import Links, NodeProxy
-from dledgermq import launcher
+from dledgermq.cli import launcher
+from dledgermq.cli.launcher import fetch_status
 from dledgermq.config import ClusterConfig, load_config
-from dledgermq.launcher import fetch_status
 
 BROKER = "broker-a"
 SYNC_JOURNAL_ENV = "DLEDGERMQ_SYNC_JOURNAL"

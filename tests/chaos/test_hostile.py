@@ -20,7 +20,7 @@ from chaos.control import ChaosCluster
 from chaos.history import Hostile, NodeStop, Recorder
 from chaos.hostile import CASES, HOSTILE_TOPIC, Generator, Request, _sent
 from chaos.workload import ORDERED, PLAIN
-from dledgermq import launcher
+from dledgermq.cli import launcher
 from tests.chaos.test_checker import clean
 
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dledgermq.broker.reserved import BROKER_ONLY, INTERPRETED
-from dledgermq.launcher import fetch_status
+from dledgermq.cli.launcher import fetch_status
 from tests.conftest import wait_until
 from tests.integration.conftest import Cluster, started, write_test_cluster
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dledgermq import launcher
+from dledgermq.cli import launcher
 from dledgermq.config import ClusterConfig, load_config
 from tests.integration.conftest import write_cluster_file
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from dledgermq.launcher import fetch_status
+from dledgermq.cli.launcher import fetch_status
 from tests.conftest import wait_until
 from tests.integration.conftest import Cluster, free_port, started
 from tests.support import SMALL_STORE

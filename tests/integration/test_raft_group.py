@@ -33,9 +33,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dledgermq.cli.launcher import fetch_status
 from dledgermq.client import PushConsumer, PushOptions, SyncProducer
 from dledgermq.client.sync import LoopThread
-from dledgermq.launcher import fetch_status
 from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.record import HEADER_SIZE
 from dledgermq.store.segment import segment_path

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from dledgermq import launcher, status_view
+from dledgermq.cli import launcher, status_view
 from dledgermq.config import ClusterConfig, ConfigError, load_config
 from dledgermq.errors import MQError
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _cluster_commands(commands)
     _server_commands(commands)
-    from dledgermq.cli_client import add_client_commands
+    from dledgermq.cli.topic import add_client_commands
 
     add_client_commands(commands, _common)
     return parser

@@ -56,7 +56,7 @@ async def consume_with_mode(args: argparse.Namespace, addrs: list[str]) -> list[
 
 
 async def _consume_broadcast(args: argparse.Namespace, addrs: list[str]) -> list[Message]:
-    from dledgermq import cli
+    from dledgermq.cli import cluster as cli
 
     store = LocalOffsetStore(args.offset_file or default_offset_file(args.group), args.group)
     try:
@@ -87,8 +87,8 @@ async def _broadcast_start(
 
 
 async def _consume_orderly(args: argparse.Namespace, addrs: list[str]) -> list[Message]:
-    from dledgermq import cli
-    from dledgermq.cli_client import _start_offset
+    from dledgermq.cli import cluster as cli
+    from dledgermq.cli.topic import _start_offset
 
     client_id = default_client_id()
     leases = QueueLeases()
@@ -155,7 +155,7 @@ async def _read(
 ) -> list[Message]:
     """Up to --count messages: each queue drained in queue order, pass after pass until
     --wait ends; a queue whose lock (`leases`, orderly) ran out is not read further."""
-    from dledgermq.cli_client import _pull
+    from dledgermq.cli.topic import _pull
 
     got: list[Message] = []
     deadline = time.monotonic() + args.wait

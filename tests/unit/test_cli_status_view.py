@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dledgermq.cli.status_view import cluster_summary, render
 from dledgermq.config import parse_config
-from dledgermq.status_view import cluster_summary, render
 
 CONFIG = """
 namesrvs: [{id: ns1, port: 9876}]

@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dledgermq.cli_consume import add_mode_args, check_mode_args, consume_with_mode
-from dledgermq.cli_dlq import add_dlq_commands
-from dledgermq.cli_txn import add_txn_commands
+from dledgermq.cli.consume import add_mode_args, check_mode_args, consume_with_mode
+from dledgermq.cli.dlq import add_dlq_commands
+from dledgermq.cli.txn import add_txn_commands
 from dledgermq.client import Admin, Message, MessageQueue, Producer, PullConsumer
 from dledgermq.errors import OffsetOutOfRange
 
@@ -154,7 +154,7 @@ def _queue_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cli() -> Any:
-    from dledgermq import cli
+    from dledgermq.cli import cluster as cli
 
     return cli
 

@@ -40,7 +40,7 @@ def add_txn_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
 
 
 def _cli() -> Any:
-    from dledgermq import cli
+    from dledgermq.cli import cluster as cli
 
     return cli
 
