@@ -33,7 +33,6 @@ from dledgermq.actors.delay_scheduler import DelayOptions, DelaySchedulerActor
 from dledgermq.actors.file_syncer import FileSyncerActor, SaveFile
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
-from dledgermq.actors.raft_log import ProposedBatch, SummarySaver
 from dledgermq.actors.raft_node import Propose
 from dledgermq.actors.rebalancer import RebalanceOptions, RebalancerActor
 from dledgermq.actors.repair import Damaged, RepairActor, RepairOptions, RepairStats
@@ -55,9 +54,10 @@ from dledgermq.broker.lock_grace import stale_writer_ms
 from dledgermq.broker.transactions import CheckPolicy
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.connections import ConnectionLimits, GuardedTCPSite
-from dledgermq.ha_member import HAMember
-from dledgermq.raft_member import RaftMember, start_raft_member
-from dledgermq.startup_repair import repair_at_start
+from dledgermq.replication.master_slave_member import HAMember
+from dledgermq.replication.raft_log import ProposedBatch, SummarySaver
+from dledgermq.replication.raft_member import RaftMember, start_raft_member
+from dledgermq.replication.startup_repair import repair_at_start
 from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.disk import disk_used_ratio

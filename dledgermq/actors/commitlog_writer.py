@@ -44,8 +44,8 @@ from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_proces
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import WrittenEntry
-from dledgermq.broker.ha import LogMismatch, LogTail, check_continues, tail_after
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
+from dledgermq.replication.master_slave import LogMismatch, LogTail, check_continues, tail_after
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.disk import disk_used_ratio
 from dledgermq.store.entry_layout import LogWrite

@@ -2,9 +2,10 @@
 holds the confirm offset until a slave acknowledged (RocketMQ's HAService as one actor).
 
 On a slave's report it checks that its log holds the slave's tail and restarts that
-slave's stream there; it pushes whole entries (`broker/ha.py next_chunk`, read through its
-own `CommitLogReader`) a bounded window ahead, and pushes again when the writer reports a
-write (`Written`) or a flushed entry (`AwaitSlave`), an ack opens the window, or on Tick.
+slave's stream there; it pushes whole entries (`replication/master_slave.py next_chunk`,
+read through its own `CommitLogReader`) a bounded window ahead, and pushes again when the
+writer reports a write (`Written`) or a flushed entry (`AwaitSlave`), an ack opens the
+window, or on Tick.
 
 It never pushes past the *flushed* offset: a slave holding bytes its master never
 fsynced would diverge from it when the master loses power and comes back without them
@@ -37,7 +38,8 @@ from dledgermq.actors.reput import Confirm
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.ha import (
+from dledgermq.errors import SlaveNotAvailable
+from dledgermq.replication.master_slave import (
     CHUNK_BYTES,
     PUSH_WINDOW,
     HAAck,
@@ -53,7 +55,6 @@ from dledgermq.broker.ha import (
     next_chunk,
     slave_views,
 )
-from dledgermq.errors import SlaveNotAvailable
 from dledgermq.store.errors import CorruptRecord, OffsetGone
 from dledgermq.store.reader import CommitLogReader
 

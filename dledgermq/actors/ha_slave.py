@@ -24,7 +24,7 @@ from dledgermq.actors.ha_master import SendFrame
 from dledgermq.actors.reput import Confirm
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
-from dledgermq.broker.ha import REPORT_INTERVAL_MS, HAPush, LogTail, SlaveStream
+from dledgermq.replication.master_slave import REPORT_INTERVAL_MS, HAPush, LogTail, SlaveStream
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ the node whole again instead of leaving the hole for good:
   follower), and a scrubber re-verifies the committed log in the background at a bounded
   rate, so latent damage is found before a reader or a peer needs the record;
 - **repairs** it: asks the peers, one at a time, for their copy of the record at the same
-  offset (`broker/repair.py` has the rules: committed region only, the copy checked before
+  offset (`replication/repair.py` has the rules: committed region only, the copy checked before
   it is written), and has the writer write it in place (`RepairRecord`);
 - **serves** peers: its own intact, committed records, to a peer that lost its copy.
 
@@ -27,7 +27,7 @@ from dledgermq.actors.commitlog_writer import RepairRecord
 from dledgermq.actors.published import Published
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
-from dledgermq.broker.repair import (
+from dledgermq.replication.repair import (
     RepairBook,
     RepairFrame,
     RepairRefused,

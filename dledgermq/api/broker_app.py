@@ -31,7 +31,6 @@ from dledgermq.api.params import check_known, int_param, path_int, str_param, te
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, PullResult
 from dledgermq.broker.filter import parse_tag_expression
-from dledgermq.broker.ha import HAStatus
 from dledgermq.broker.produce import (
     MAX_INT64,
     ProduceLimits,
@@ -71,6 +70,7 @@ from dledgermq.errors import (
     TopicExists,
     TopicNotFound,
 )
+from dledgermq.replication.master_slave import HAStatus
 from dledgermq.store.record import MessageDraft
 from dledgermq.wire import (
     BODY_READ_TIMEOUT_S,

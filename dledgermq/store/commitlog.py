@@ -286,7 +286,7 @@ class CommitLog:
     def repair(self, offset: int, data: bytes) -> bool:
         """Write a verified copy of a damaged record over it, in place, and fdatasync.
 
-        The caller checked the copy (`broker.repair.check_repair`); this only makes sure it
+        The caller checked the copy (`replication.repair.check_repair`); this only makes sure it
         stays inside the written log and one segment. The segment keeps its mtime, so a
         repair does not postpone its retention.
 

@@ -26,12 +26,12 @@ from dledgermq.actors.commitlog_writer import Append, AppendReplicated
 from dledgermq.actors.flusher import Flush
 from dledgermq.actors.reput import Read
 from dledgermq.broker.filter import MATCH_ALL
-from dledgermq.broker.ha import STALE_PUSH_MS, HAPush, encode_frame
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
 from dledgermq.errors import SlaveNotAvailable
 from dledgermq.node import BrokerHooks, BrokerNode, HAMember, open_broker
+from dledgermq.replication.master_slave import STALE_PUSH_MS, HAPush, encode_frame
 from dledgermq.store.record import MessageDraft
 from tests.conftest import wait_until
 from tests.support import ThreadReply

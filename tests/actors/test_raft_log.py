@@ -18,11 +18,11 @@ import pytest
 
 from dledgermq.actors.commitlog_writer import WriteRaw
 from dledgermq.actors.published import Published
-from dledgermq.actors.raft_log import CommitLogRaftLog, ProposedBatch, SummarySaver
 from dledgermq.actors.raft_node import Persisted, PersistRequest
 from dledgermq.actors.reput import Appended, Confirm
 from dledgermq.errors import DiskFull, MessageTooLarge
 from dledgermq.raft.types import NOOP, Entry, HardState
+from dledgermq.replication.raft_log import CommitLogRaftLog, ProposedBatch, SummarySaver
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
 from dledgermq.store.entry_index import EntryIndex, decode_position
 from dledgermq.store.entry_layout import EntryLayout

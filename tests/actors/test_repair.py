@@ -31,7 +31,7 @@ from dledgermq.actors.repair import (
 )
 from dledgermq.actors.supervisor import tell
 from dledgermq.actors.ticker import Tick
-from dledgermq.broker.repair import RepairFrame, RepairReply, RepairRequest
+from dledgermq.replication.repair import RepairFrame, RepairReply, RepairRequest
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
 from dledgermq.store.record import (
     BLANK_SIZE,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dledgermq.config import ClusterConfig, parse_config
-from dledgermq.startup_repair import repair_at_start
+from dledgermq.replication.startup_repair import repair_at_start
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.errors import StoreDamaged
 from dledgermq.store.record import HEADER_SIZE, MessageDraft

@@ -94,7 +94,7 @@ class SummarySaver:
 
 
 class CommitLogRaftLog:
-    def __init__(  # noqa: PLR0913 - the collaborators raft_member.py wires in
+    def __init__(  # noqa: PLR0913 - the collaborators replication/raft_member.py wires in
         self,
         layout: EntryLayout,
         reader: CommitLogReader,

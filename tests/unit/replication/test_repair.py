@@ -1,4 +1,4 @@
-"""The rules for taking a peer's copy of a damaged record (`broker/repair.py`).
+"""The rules for taking a peer's copy of a damaged record (`replication/repair.py`).
 
 Goal: a copy is written only if it is an intact record (or padding) for exactly the asked
 offset, inside this node's committed log, and of the size the damaged original had (the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dledgermq.broker.repair import (
+from dledgermq.replication.repair import (
     REPAIR_SPAN_MAX,
     REPAIRS_OUTSTANDING_MAX,
     RepairBook,

@@ -1,6 +1,6 @@
 """One node of a Raft broker group inside a broker process (composition, called by node.py).
 
-Builds the RaftNodeActor over the CommitLog (`actors/raft_log.py`), connects it to the
+Builds the RaftNodeActor over the CommitLog (`replication/raft_log.py`), connects it to the
 peer transport (decoding frames with the proven sender and receiver ids), and publishes
 the node's role: a leader is the group's writer (brokerId 0), a follower a read replica
 (brokerId = its Raft id). Role changes also poke the NameServer registration so that a
@@ -18,17 +18,17 @@ from typing import Any
 import pykka
 
 from dledgermq.actors.published import Published, ReplicaRole
-from dledgermq.actors.raft_log import CommitLogRaftLog, SummarySaver
 from dledgermq.actors.raft_node import Inbound, RaftNodeActor
 from dledgermq.actors.repair import PeerFrame
 from dledgermq.actors.supervisor import FatalHandler, tell
-from dledgermq.broker.repair import RepairFrame, decode_repair, encode_repair, is_repair_frame
-from dledgermq.codec import CodecError, decode_message, encode_message
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.raft.config import RaftConfig
 from dledgermq.raft.driver import DriverIO
 from dledgermq.raft.messages import Message
 from dledgermq.raft.types import HardState, NodeId, Role, Term
+from dledgermq.replication.peer_codec import CodecError, decode_message, encode_message
+from dledgermq.replication.raft_log import CommitLogRaftLog, SummarySaver
+from dledgermq.replication.repair import RepairFrame, decode_repair, encode_repair, is_repair_frame
 from dledgermq.store.entry_layout import EntryLayout
 from dledgermq.store.hard_state import load_hard_state
 from dledgermq.store.reader import CommitLogReader

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dledgermq.codec import CodecError, decode_message, encode_message
 from dledgermq.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -17,6 +16,7 @@ from dledgermq.raft.messages import (
     TimeoutNow,
 )
 from dledgermq.raft.types import NOOP, Entry
+from dledgermq.replication.peer_codec import CodecError, decode_message, encode_message
 
 ids = st.integers(0, 2**31)
 counts = st.integers(0, 2**62)

@@ -1,4 +1,4 @@
-"""The pure part of master/slave replication (`broker/ha.py`).
+"""The pure part of master/slave replication (`replication/master_slave.py`).
 
 Goal: peer frames are validated strictly (anything malformed is an `HAFrameError`, never
 another exception); chunks hold whole entries only, never pass the written offset, skip the
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dledgermq.broker.ha import (
+from dledgermq.replication.master_slave import (
     EMPTY_TAIL,
     Chunk,
     HAAck,

@@ -1,5 +1,5 @@
 """One node of a master/slave broker group inside a broker process (composition, called
-by node.py; the counterpart of raft_member.py).
+by node.py; the counterpart of replication/raft_member.py).
 
 nodes[0] is the master (peer id 1); a slave's peer id and brokerId are its 1-based
 position. Builds the HA master or slave actor, the peer transport (master: to every
@@ -19,7 +19,9 @@ from dledgermq.actors.ha_master import FromSlave, HAMasterActor, HAMasterOptions
 from dledgermq.actors.ha_slave import FromMaster, HASlaveActor, HASlaveOptions
 from dledgermq.actors.published import Published, ReplicaRole, Watermarks
 from dledgermq.actors.supervisor import FatalHandler, tell
-from dledgermq.broker.ha import (
+from dledgermq.broker.layout import NodeLayout
+from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
+from dledgermq.replication.master_slave import (
     HAAck,
     HAFrame,
     HAFrameError,
@@ -31,8 +33,6 @@ from dledgermq.broker.ha import (
     encode_frame,
     tail_of,
 )
-from dledgermq.broker.layout import NodeLayout
-from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
 from dledgermq.store.record import check_record
 from dledgermq.store.segment import segment_start

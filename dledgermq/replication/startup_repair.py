@@ -3,7 +3,7 @@ the peer's copy before anything else starts (called by node.py, then recovery ru
 
 Recovery cannot go on past such a record (it cannot even tell the record's size for sure),
 and cutting the log there would drop entries this node acknowledged, so the node asks its
-peers over the peer transport, the way the running RepairActor does (`broker/repair.py`
+peers over the peer transport, the way the running RepairActor does (`replication/repair.py`
 has the rules), with one difference: only records below the dispatch checkpoint are
 repaired here, because only there is this node's log known to be the committed one.
 Meanwhile the node serves its own intact records below that checkpoint to peers, so two
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dledgermq.broker.repair import (
+from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
+from dledgermq.replication.repair import (
     REPAIR_SPAN_MAX,
     RepairRefused,
     RepairReply,
@@ -33,7 +34,6 @@ from dledgermq.broker.repair import (
     is_repair_frame,
     serve_repair,
 )
-from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.commitlog import refill_at, write_in_place
 from dledgermq.store.errors import CorruptRecord, StoreDamaged
 from dledgermq.store.reader import CommitLogReader
