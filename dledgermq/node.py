@@ -49,6 +49,7 @@ from dledgermq.api.registration import (
 )
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
+from dledgermq.broker.handlers import broker_handlers
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.lock_grace import stale_writer_ms
 from dledgermq.broker.transactions import CheckPolicy
@@ -198,7 +199,7 @@ def recover_store(
         ),
         reader,
         log_start=commitlog.min_offset,
-        delay_levels=store.delay_levels,
+        handlers=broker_handlers(store.delay_levels),
     )
     if dispatcher.dispatched_offset > commitlog.write_offset:
         # A checkpoint is written only once the log below it is fsynced, so this means

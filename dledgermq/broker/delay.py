@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from dledgermq.broker.record_handlers import Applying, Placement
 from dledgermq.broker.reserved import (
     PROPERTY_DELAY,
     PROPERTY_DELIVER_AT,
@@ -36,7 +37,7 @@ from dledgermq.broker.topics import (
     TopicConfig,
 )
 from dledgermq.errors import BadRequest
-from dledgermq.store.record import MessageDraft, Record
+from dledgermq.store.record import MessageDraft, Record, RecordMeta
 
 SCHEDULE_TOPIC = "%DELAY%SCHEDULE"
 SCHEDULE_PREFIX = "%DELAY%"
@@ -131,6 +132,15 @@ def due_at(properties: Mapping[str, str]) -> int:
     one whose due time cannot be read: `release_problem` then passes it over)."""
     due = parse_decimal(properties.get(PROPERTY_DUE_AT))
     return due if due is not None and 0 <= due < 2**63 else 0
+
+
+class ScheduleRecords:
+    """The schedule topic's handler (broker/record_handlers.py): a copy waits in the queue
+    of its level, its unit's tag slot holding the time its hop ends (so the scheduler
+    finds what is due without reading the log); its keys stay findable."""
+
+    def place(self, record: RecordMeta, target: Applying) -> Placement:
+        return Placement(due_at(record.properties), indexed=True)
 
 
 def _hop_level(levels: DelayLevels, remaining_ms: int) -> int:

@@ -16,16 +16,15 @@ from typing import NamedTuple
 
 import msgpack
 
-from dledgermq.broker.delay import SCHEDULE_TOPIC, due_at, release_problem, schedule_config
 from dledgermq.broker.filter import TagFilter
+from dledgermq.broker.handlers import broker_handlers
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.message_id import broker_hash, decode_msg_id, make_msg_id
 from dledgermq.broker.produce import KEY_SEPARATOR
+from dledgermq.broker.record_handlers import RecordHandlers, TopicHandler
 from dledgermq.broker.reserved import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
-from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
-from dledgermq.broker.state import BrokerState, UnreadableRecord
+from dledgermq.broker.state import BrokerState
 from dledgermq.broker.topics import RESERVED_PREFIXES, SYSTEM_PREFIX, TopicConfig
-from dledgermq.broker.transactions import FLAG_TRANSACTION_END, HALF_TOPIC, half_topic_config
 from dledgermq.broker.unreadable import UnreadableRecords
 from dledgermq.errors import (
     CorruptData,
@@ -143,14 +142,6 @@ class PullResult:
     max_offset: int
 
 
-class DueMessage(NamedTuple):
-    """A scheduled message whose time came (`record` None: retention removed it)."""
-
-    queue_id: int
-    queue_offset: int
-    record: Record | None
-
-
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
     cq_units_per_file: int
@@ -169,7 +160,7 @@ class Dispatcher:
         reader: CommitLogReader,
         *,
         log_start: int = 0,
-        delay_levels: DelayLevels = DEFAULT_LEVELS,
+        handlers: RecordHandlers | None = None,
     ) -> None:
         """Open the derived files and check them against the checkpoint.
 
@@ -182,8 +173,9 @@ class Dispatcher:
                 rebuild them (retention removed its beginning).
         """
         self.broker_hash = broker_hash(broker_name)
-        self.schedule = schedule_config(delay_levels)
-        self.half = half_topic_config()
+        # What the broker does with the records it interprets (broker/record_handlers.py).
+        self._handlers = handlers if handlers is not None else broker_handlers()
+        self._gated_flags = self._handlers.gated_flags
         # Told the commitlog offset of a record that failed its checks (node.py: repair).
         self.on_damaged: Callable[[int], None] = lambda offset: None
         self.unreadable = UnreadableRecords()  # Committed records passed over, never fatal.
@@ -204,8 +196,10 @@ class Dispatcher:
             layout.checkpoint.unlink(missing_ok=True)
             damage = self._open()
             assert damage is None, damage
-        # ConsumeQueues that may take new units; cleared whenever the topic table changes.
-        self._writable_queues: dict[tuple[str, int], ConsumeQueue] = {}
+        # Where records of a (topic, queue) go: its ConsumeQueue and the topic's handler
+        # (None: a user topic). Cleared whenever the topic table changes.
+        self._routes: dict[tuple[str, int], tuple[ConsumeQueue, TopicHandler | None]] = {}
+        self._batch = DispatchBatch()  # The batch being dispatched (for `Applying`).
 
     def _open(self) -> str | None:
         """Open state, queues and index at the checkpoint; what is damaged, if anything."""
@@ -254,7 +248,7 @@ class Dispatcher:
         other from the log (recovery, entries written before a restart). All go through
         `_dispatch_record` with the same values, so queue offsets cannot differ.
         """
-        batch = DispatchBatch()
+        batch = self._batch = DispatchBatch()
         start = self.dispatched_offset
         written = written if written is not None else {}
         while (
@@ -339,80 +333,80 @@ class Dispatcher:
         # Only padding may remain before the confirm offset (the end of a segment).
         self.dispatched_offset = max(self.dispatched_offset, confirm_offset)
 
-    def _queue_of(self, record: RecordMeta, batch: DispatchBatch) -> ConsumeQueue | None:
-        """The queue a record goes to (cached); None for an internal record (applied to
-        the broker state here) or one whose topic or queue is gone."""
+    def _route(self, record: RecordMeta) -> tuple[ConsumeQueue, TopicHandler | None] | None:
+        """Where a record goes (cached per queue); None for a system record (applied by
+        the system handler here) or one whose topic or queue is gone."""
         topic, queue_id = record.topic, record.queue_id
         if topic.startswith(SYSTEM_PREFIX):
-            perm_before = self.state.perm
-            try:
-                changed = self.state.apply(topic, record.body)
-            except UnreadableRecord as exc:
-                self.unreadable.add(record.commitlog_offset, topic, str(exc))
-                return None
-            # The broker's permission is published (and registered) with the topic table.
-            batch.topics_changed |= self.state.perm != perm_before
-            if changed is not None:
-                batch.topics_changed = True
-                self._writable_queues.clear()  # Queue counts or topics changed.
-                if changed not in self.state.topics:  # A re-created topic starts empty.
-                    self.cqs.delete_topic(changed, at_offset=record.commitlog_offset)
+            self._handlers.system.apply(record, self)
             return None
+        handler = None
         config = self.state.topics.get(topic)
-        if config is None and topic == SCHEDULE_TOPIC:
-            config = self.schedule
-        elif config is None and topic == HALF_TOPIC:
-            config = self.half
+        builtin = self._handlers.builtin.get(topic) if config is None else None
+        if builtin is not None:
+            config, handler = builtin.config, builtin.handler
         if config is None or queue_id >= config.queue_count:
             return None  # Topic deleted or shrunk after the send: nothing to deliver.
-        cq = self._writable_queues[topic, queue_id] = self.cqs.get_or_create(topic, queue_id)
-        return cq
+        route = self._routes[topic, queue_id] = (self.cqs.get_or_create(topic, queue_id), handler)
+        return route
+
+    def _admitted(self, record: RecordMeta) -> bool:
+        """Whether the gates of the record's flags let it into its queue."""
+        return all(
+            gate.admit(record, self)
+            for flag, gate in self._handlers.gates.items()
+            if record.flags & flag
+        )
 
     def _dispatch_record(
         self, record: RecordMeta, batch: DispatchBatch
     ) -> DispatchedMessage | None:
-        """Runs once per message: lookups are cached per queue, results built positionally."""
+        """Runs once per message: lookups are cached per queue, results built positionally;
+        a user message takes the inline branch, a built-in topic's asks its handler."""
         topic, queue_id, offset = record.topic, record.queue_id, record.commitlog_offset
-        if record.flags & FLAG_TRANSACTION_END and not self.state.transactions.apply_commit_copy(
-            offset, record.size, record.properties, record.store_timestamp_ms
-        ):
-            return None  # A commit of a transaction that had ended: void, never delivered.
+        if record.flags & self._gated_flags and not self._admitted(record):
+            return None  # Void (e.g. a commit of a transaction that had ended): never delivered.
         queue_key = (topic, queue_id)
-        cq = self._writable_queues.get(queue_key)
-        if cq is None:
-            cq = self._queue_of(record, batch)
-            if cq is None:
+        route = self._routes.get(queue_key)
+        if route is None:
+            route = self._route(record)
+            if route is None:
                 return None
+        cq, handler = route
         properties = record.properties
-        if topic == SCHEDULE_TOPIC:  # Its units carry the due time, not a tag hash.
-            queue_offset = cq.append(offset, record.size, due_at(properties))
-        elif topic == HALF_TOPIC:  # Pending now; not indexed (its committed copy will be).
-            queue_offset = cq.append(offset, record.size, 0)
-            self.state.transactions.add_half(
-                offset, record.size, properties, record.store_timestamp_ms
-            )
-            batch.touched.add(queue_key)
-            return DispatchedMessage(
-                self.broker_hash,
-                properties.get(PROPERTY_UNIQ_KEY, ""),
-                queue_id,
-                queue_offset,
-                offset,
-                record.size,
-            )
-        else:
+        if handler is None:
             queue_offset = cq.append(offset, record.size, tag_hash(properties.get(PROPERTY_TAGS)))
+            indexed = True
+        else:
+            placement = handler.place(record, self)
+            queue_offset = cq.append(offset, record.size, placement.tag)
+            indexed = placement.indexed
         batch.touched.add(queue_key)
-        keys = properties.get(PROPERTY_KEYS)
-        if keys:
-            for key in keys.split(KEY_SEPARATOR):
-                self.index.put(KEY_PREFIX + key, offset, record.store_timestamp_ms)
         unique_key = properties.get(PROPERTY_UNIQ_KEY, "")
-        if unique_key:
-            self.index.put(UNIQUE_KEY_PREFIX + unique_key, offset, record.store_timestamp_ms)
+        if indexed:
+            keys = properties.get(PROPERTY_KEYS)
+            if keys:
+                for key in keys.split(KEY_SEPARATOR):
+                    self.index.put(KEY_PREFIX + key, offset, record.store_timestamp_ms)
+            if unique_key:
+                self.index.put(UNIQUE_KEY_PREFIX + unique_key, offset, record.store_timestamp_ms)
         return DispatchedMessage(
             self.broker_hash, unique_key, queue_id, queue_offset, offset, record.size
         )
+
+    # -- what record handlers may touch (broker/record_handlers.Applying) -------------------
+
+    def topic_changed(self, topic: str, at_offset: int) -> None:
+        self._batch.topics_changed = True
+        self._routes.clear()  # Queue counts or topics changed.
+        if topic not in self.state.topics:  # A re-created topic starts empty.
+            self.cqs.delete_topic(topic, at_offset=at_offset)
+
+    def broker_changed(self) -> None:
+        self._batch.topics_changed = True  # The permission is registered with the topics.
+
+    def passed_over(self, commitlog_offset: int, topic: str, reason: str) -> None:
+        self.unreadable.add(commitlog_offset, topic, reason)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -480,27 +474,9 @@ class Dispatcher:
         except (OffsetGone, CorruptRecord):  # Find which one, record by record.
             return [self._read(u.commitlog_offset, u.size) for u in units]
 
-    def due_delayed(self, now_ms: int, max_per_queue: int) -> list[DueMessage]:
-        """Scheduled messages due by `now_ms`, each schedule queue in order from the
-        delivered progress on. A record retention removed, or one that names no queue a
-        client may receive from, comes as None (to be passed over); a damaged one raises
-        CorruptData (never skipped)."""
-        due = []
-        for queue_id in range(self.schedule.read_queues):
-            cq = self.cqs.get(SCHEDULE_TOPIC, queue_id)
-            if cq is None:
-                continue
-            start = max(self.state.delay_progress.get(queue_id, 0), cq.min_offset)
-            for unit in cq.get(start, max_per_queue):
-                if unit.tag_hash > now_ms:
-                    break  # Each queue is in due order.
-                record = self._read(unit.commitlog_offset, unit.size)
-                problem = None if record is None else release_problem(record.properties)
-                if problem is not None:
-                    self.unreadable.add(unit.commitlog_offset, SCHEDULE_TOPIC, problem)
-                    record = None  # Passed over: the scheduler's progress moves past it.
-                due.append(DueMessage(queue_id, unit.queue_offset, record))
-        return due
+    def builtin_config(self, topic: str) -> TopicConfig:
+        """The config of a built-in topic (one the broker writes itself)."""
+        return self._handlers.builtin[topic].config
 
     def read_stored(self, offset: int, size: int) -> Record | None:
         """A record the broker's own bookkeeping points at (a half message); None if
@@ -639,7 +615,7 @@ class Dispatcher:
         self.cqs.purge_deleted(checkpoint.dispatched_offset)
 
     def delete_before(self, min_commitlog_offset: int) -> None:
-        self._writable_queues.clear()
+        self._routes.clear()
         self.cqs.delete_before(min_commitlog_offset)
         self.index.delete_before(min_commitlog_offset)
 

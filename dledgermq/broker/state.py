@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 
+from dledgermq.broker.record_handlers import Applying
 from dledgermq.broker.topics import (
     BROKER_PERM_TOPIC,
     CONSUMER_OFFSET_TOPIC,
@@ -31,7 +32,7 @@ from dledgermq.broker.topics import (
 )
 from dledgermq.broker.transactions import TransactionTable
 from dledgermq.errors import MQError
-from dledgermq.store.record import MessageDraft
+from dledgermq.store.record import MessageDraft, RecordMeta
 
 SNAPSHOT_VERSION = 1
 
@@ -171,6 +172,24 @@ def _topic_config(raw: object) -> TopicConfig:
     if not counts_ok or config.perm not in VALID_PERMS:
         raise ValueError(f"topic config out of range: {config}")
     return config
+
+
+class StateRecords:
+    """The system handler (broker/record_handlers.py): `%SYS%` records applied to the
+    broker state, a record that cannot be read passed over."""
+
+    def apply(self, record: RecordMeta, target: Applying) -> None:
+        state = target.state
+        perm_before = state.perm
+        try:
+            changed = state.apply(record.topic, record.body)
+        except UnreadableRecord as exc:
+            target.passed_over(record.commitlog_offset, record.topic, str(exc))
+            return
+        if state.perm != perm_before:
+            target.broker_changed()
+        if changed is not None:
+            target.topic_changed(changed, record.commitlog_offset)
 
 
 def topic_put_draft(config: TopicConfig, now_ms: int) -> MessageDraft:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import msgpack
 
 from dledgermq.broker.delay import draft_of
+from dledgermq.broker.record_handlers import Applying, Placement
 from dledgermq.broker.reserved import (
     PROPERTY_CHECK_IMMUNITY,
     PROPERTY_HALF_OFFSET,
@@ -40,7 +41,7 @@ from dledgermq.broker.reserved import (
 )
 from dledgermq.broker.topics import PERM_READ_WRITE, TRANSACTION_OP_TOPIC, TopicConfig
 from dledgermq.errors import TransactionConflict, TransactionNotFound
-from dledgermq.store.record import MessageDraft, Record
+from dledgermq.store.record import MessageDraft, Record, RecordMeta
 
 HALF_TOPIC = "%TRANS%HALF"
 HALF_PREFIX = "%TRANS%"
@@ -210,6 +211,29 @@ class TransactionTable:
         for item in raw.get("ended", ()):
             table.ended[int(item["offset"])] = EndedTxn(**item)
         return table
+
+
+class HalfMessages:
+    """The half topic's handler (broker/record_handlers.py): a half message is pending
+    from now on; it is queued (kept in order for retention) but never indexed: its
+    committed copy will be."""
+
+    def place(self, record: RecordMeta, target: Applying) -> Placement:
+        target.state.transactions.add_half(
+            record.commitlog_offset, record.size, record.properties, record.store_timestamp_ms
+        )
+        return Placement(0, indexed=False)
+
+
+class CommitCopies:
+    """The gate of `FLAG_TRANSACTION_END` (broker/record_handlers.py): a commit copy ends
+    its transaction and is delivered, unless the transaction had already ended (the first
+    end wins; a later copy is void)."""
+
+    def admit(self, record: RecordMeta, target: Applying) -> bool:
+        return target.state.transactions.apply_commit_copy(
+            record.commitlog_offset, record.size, record.properties, record.store_timestamp_ms
+        )
 
 
 def _int(value: str | None, default: int) -> int:
