@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dledgermq.errors import MQError
 from dledgermq.raft.config import RaftConfig
 from dledgermq.raft.core import RaftCore
 from dledgermq.raft.driver import DriverIO, PersistRequest, RaftDriver
@@ -243,7 +242,7 @@ class ProposalReply:
     def __init__(self, cluster: SimCluster, proposal: Proposal) -> None:
         self._cluster = cluster
         self.proposal = proposal
-        self.rejected: MQError | None = None
+        self.rejected: Exception | None = None
 
     def ok(self, value: Index) -> None:
         proposal = self.proposal
@@ -252,7 +251,7 @@ class ProposalReply:
         self._cluster.checker.on_ack(proposal.term, proposal.index, proposal.payload)
 
     def fail(self, error: BaseException) -> None:
-        assert isinstance(error, MQError), error
+        assert isinstance(error, Exception), error
         self.rejected = error
         self.proposal.dropped = True  # outcome unknown: it may or may not commit
 
@@ -281,6 +280,15 @@ class SimNode:
     @property
     def core(self) -> RaftCore | None:
         return self.driver.core if self.driver is not None else None
+
+
+def _reject_reason(error: Exception) -> RejectReason:
+    """Why the driver refused a proposal: a Raft refusal carries it as `reason`
+    (raft/outcomes.py); an `MQError` (before raft/ had its own refusals) in `details`."""
+    reason = getattr(error, "reason", None)
+    if reason is None:
+        reason = getattr(error, "details", {})["reason"]
+    return RejectReason(reason)
 
 
 def _must_wait_for_persist(message: Message) -> bool:
@@ -312,6 +320,7 @@ class SimCluster:
         self.ids = tuple(range(1, n + 1))
         self.network = SimNetwork(random.Random(self._rng.getrandbits(64)), net or NetOptions())
         disk = disk or DiskOptions()
+        self.disk_options = disk
         self.nodes: dict[NodeId, SimNode] = {}
         for node_id in self.ids:
             sim_disk = SimDisk(random.Random(self._rng.getrandbits(64)), disk)
@@ -467,7 +476,7 @@ class SimCluster:
         reply = ProposalReply(self, proposal)
         node.driver.propose(payload, reply, drain=self._drain_rng.random() < 0.5)
         if reply.rejected is not None and core.last_index < proposal.index:
-            reason = RejectReason(reply.rejected.details["reason"])
+            reason = _reject_reason(reply.rejected)
             return ProposalRejected(reason, core.leader_id)
         self.proposals.append(proposal)
         return proposal

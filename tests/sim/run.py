@@ -2,29 +2,61 @@
 
 Prints one line per failing seed (with the command that replays it) and a summary; exits
 1 if any seed failed. `--stop` stops at the first failure and prints its traceback.
+
+`--fresh N` runs N seeds that no one chose: a window that moves with every commit (from
+`git rev-parse HEAD`, or the clock when there is no git). CI runs one besides the fixed
+seeds of the pytest suite, so a failure outside the fixed range cannot hide for long; a
+window is the same on every run of one commit, so a red CI replays exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from .workload import run_seed
+
+# Fresh windows start past the fixed seeds (0:2000) and the ranges swept by hand so far.
+FRESH_BASE = 1_000_000
+FRESH_SPAN = 10**12
+
+
+def fresh_window(count: int) -> tuple[int, int, str]:
+    """[lo, lo + count) derived from the commit checked out, or from the clock."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        key, source = int(head[:12], 16), f"commit {head[:12]}"
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        key = time.time_ns() // 1000
+        source = "the clock (no git)"
+    lo = FRESH_BASE + key % FRESH_SPAN
+    return lo, lo + count, source
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sim.run")
     parser.add_argument("--seeds", default="0:1000", help="range A:B of seeds")
+    parser.add_argument("--fresh", type=int, metavar="N", help="N seeds from a moving window")
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     args = parser.parse_args(argv)
-    lo, hi = (int(part) for part in args.seeds.split(":"))
+    if args.fresh is not None:
+        lo, hi, source = fresh_window(args.fresh)
+        print(f"fresh seeds {lo}:{hi} (from {source})", flush=True)
+    else:
+        lo, hi = (int(part) for part in args.seeds.split(":"))
     failed: list[int] = []
+    tightest = (0.0, -1)  # the largest share of its liveness bound a seed used
     started = time.monotonic()
     for seed in range(lo, hi):
         try:
-            run_seed(seed)
+            liveness = run_seed(seed).liveness
         except AssertionError as error:
             failed.append(seed)
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -33,10 +65,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.stop:
                 traceback.print_exc()
                 break
+        else:
+            share = max(
+                liveness.ack_ticks / liveness.ack_bound,
+                liveness.converge_ticks / liveness.converge_bound,
+            )
+            tightest = max(tightest, (share, seed))
         if (seed - lo + 1) % 1000 == 0:
             print(f"... {seed - lo + 1} seeds, {len(failed)} failed", flush=True)
     elapsed = time.monotonic() - started
-    print(f"{hi - lo} seeds in {elapsed:.1f}s, {len(failed)} failed: {failed[:50]}")
+    print(
+        f"{hi - lo} seeds {lo}:{hi} in {elapsed:.1f}s, {len(failed)} failed: {failed[:50]}; "
+        f"tightest liveness bound {tightest[0]:.0%} used (seed {tightest[1]})"
+    )
     return 1 if failed else 0
 
 

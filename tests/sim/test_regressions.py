@@ -17,6 +17,8 @@ from dledgermq.raft.log import RaftLog
 from dledgermq.raft.messages import RequestVote
 from dledgermq.raft.types import Entry, HardState, Role
 
+from . import bounds
+from .bounds import Catchup, Timing
 from .harness import DiskOptions, NetOptions, RaftOptions, SimCluster
 from .workload import run_seed
 
@@ -88,5 +90,38 @@ def test_seeds_3_12_28_stop_and_wait_with_single_entries_is_too_slow() -> None:
 
 def test_seed_815_convergence_bound_fits_slow_fsyncs() -> None:
     """Found: with 8-tick fsyncs the last follower converged one tick after the 60-tick
-    bound. The bound is now 100 ticks."""
+    bound. The bound became 100 ticks, and is now computed (bounds.py)."""
     run_seed(815)
+
+
+REORDERED_CATCHUP_SEEDS = (501738, 503691, 506319, 510470, 513384, 528687)
+
+
+def test_seeds_501738_and_five_more_catchup_under_reordering_outlives_fixed_bounds() -> None:
+    """Found (fresh seeds 500000:530000, issue 21): one entry per append, window 8, fsyncs
+    of up to 8 ticks and 1-3 tick delays. Pipelined appends overtake each other, each
+    overtaken append sends the leader back to PROBE (correct), and catch-up costs a
+    follower fsync per round trip: 102-154 ticks against fixed bounds of 100. Not a Raft
+    bug; the bounds now follow from the configuration and the logs at the heal
+    (bounds.py). Each seed must pass, and at least one must still need more than the old
+    100 ticks, or this test no longer covers what it was written for."""
+    slowest = 0
+    for seed in REORDERED_CATCHUP_SEEDS:
+        liveness = run_seed(seed).liveness
+        assert liveness.converge_ticks <= liveness.converge_bound
+        slowest = max(slowest, liveness.ack_ticks, liveness.converge_ticks)
+    assert slowest > 100
+
+
+def test_bounds_scale_with_round_trip_and_batch() -> None:
+    """The ack bound of a follower 40 entries behind grows with the round trip (delay,
+    fsync) and shrinks with the batch; a quorum needs only the best follower of two."""
+    fast = Timing(election_timeout=10, heartbeat_interval=2, batch=64, delay_max=1, fsync_max=0)
+    slow = Timing(election_timeout=20, heartbeat_interval=2, batch=1, delay_max=3, fsync_max=8)
+    catchup = Catchup(behind=(40, 40), divergent=(0, 0))
+    assert slow.round_trip == 2 * 3 + 9 + 1
+    assert bounds.ack_ticks(fast, catchup, 5) < 100 < bounds.ack_ticks(slow, catchup, 5)
+    assert bounds.ack_ticks(slow, catchup, 5) == 5 + (40 + 1) * slow.round_trip + 2
+    lagging = Catchup(behind=(0, 40), divergent=(0, 3))
+    assert bounds.ack_ticks(slow, lagging, 5) == 5 + 1 * slow.round_trip + 2
+    assert bounds.converge_ticks(slow, lagging, 5) == 5 + 44 * slow.round_trip + 2 + 3

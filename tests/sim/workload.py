@@ -8,8 +8,9 @@ or "churn" which reboots the leader often). The safety phase (`SAFETY_TICKS`) in
 random faults (crashes that lose unsynced writes, quick reboots, restarts, partitions incl.
 one-way and isolate-the-leader, heals, leadership transfers) while proposing; the checkers
 run on every Ready. The liveness phase heals everything, restarts
-every node, stops loss and crashes, and then requires, each within a bound: a stable
-leader, every new proposal acknowledged, and all logs converged and committed.
+every node, stops loss and crashes, and then requires, each within a bound computed from
+the drawn configuration and the logs at the heal (bounds.py): a stable leader, every new
+proposal acknowledged, and all logs converged and committed.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from . import bounds
+from .bounds import Catchup, Timing
 from .harness import DiskOptions, NetOptions, Proposal, RaftOptions, SimCluster
 
 SAFETY_TICKS = 250
-STABLE_LEADER_TICKS_MAX = 200
 LIVENESS_PROPOSALS = 5
-ACK_TICKS_MAX = 100
-CONVERGE_TICKS_MAX = 100
 
 
 class LivenessFailure(AssertionError):
@@ -38,6 +38,7 @@ class RunResult:
     committed: int
     acked: int
     messages: int
+    liveness: Liveness
 
 
 def build_cluster(seed: int) -> SimCluster:
@@ -175,14 +176,14 @@ def safety_phase(cluster: SimCluster, rng: random.Random) -> None:
         cluster.tick()
 
 
-def _wait_for_stable_leader(cluster: SimCluster) -> bool:
+def _wait_for_stable_leader(cluster: SimCluster, timing: Timing) -> bool:
     """Wait until one leader has been followed by every node for two election timeouts.
 
     A leader that looked stable right after the heal may still step down (check quorum
     counts the partitioned window), so a single observation is not enough.
     """
     hold = 2 * cluster.raft.election_timeout_ticks
-    deadline = cluster.now + STABLE_LEADER_TICKS_MAX
+    deadline = cluster.now + timing.stable_leader_ticks
     held_since, held = cluster.now, cluster.stable_leader()
     while cluster.now < deadline:
         cluster.tick()
@@ -194,17 +195,33 @@ def _wait_for_stable_leader(cluster: SimCluster) -> bool:
     return False
 
 
-def liveness_phase(cluster: SimCluster) -> None:
+@dataclass(frozen=True)
+class Liveness:
+    """Ticks the liveness phase took and the bounds it was held to (bounds.py)."""
+
+    ack_ticks: int
+    ack_bound: int
+    converge_ticks: int
+    converge_bound: int
+
+
+def liveness_phase(cluster: SimCluster) -> Liveness:
     cluster.heal()
     for node_id in cluster.ids:
         if not cluster.nodes[node_id].alive:
             cluster.restart(node_id)
     cluster.network.options.drop_rate = 0.0
-    if not _wait_for_stable_leader(cluster):
+    timing = Timing.of(cluster.raft, cluster.network.options, cluster.disk_options)
+    if not _wait_for_stable_leader(cluster, timing):
         raise LivenessFailure("no stable leader after healing\n" + cluster.describe())
+    leader = cluster.core(cluster.stable_leader() or 0)
+    followers = [cluster.core(i) for i in cluster.ids if i != leader.node_id]
+    catchup = Catchup.measure(leader, followers, LIVENESS_PROPOSALS)
+    ack_bound = bounds.ack_ticks(timing, catchup, LIVENESS_PROPOSALS)
+    converge_bound = bounds.converge_ticks(timing, catchup, LIVENESS_PROPOSALS)
+    started = cluster.now
     proposals: list[Proposal] = []
-    deadline = cluster.now + ACK_TICKS_MAX
-    while len(proposals) < LIVENESS_PROPOSALS and cluster.now < deadline:
+    while len(proposals) < LIVENESS_PROPOSALS and cluster.now < started + ack_bound:
         result = cluster.propose()
         if isinstance(result, Proposal):
             proposals.append(result)
@@ -214,13 +231,21 @@ def liveness_phase(cluster: SimCluster) -> None:
             all(p.acked_tick is not None for p in proposals)
             and len(proposals) == LIVENESS_PROPOSALS
         ),
-        max(0, deadline - cluster.now),
+        max(0, started + ack_bound - cluster.now),
     ):
         states = [(p.index, p.acked_tick, p.dropped) for p in proposals]
-        raise LivenessFailure(f"proposals not acknowledged: {states}\n" + cluster.describe())
-    if not cluster.run_until(cluster.converged, CONVERGE_TICKS_MAX):
-        raise LivenessFailure("logs did not converge\n" + cluster.describe())
+        raise LivenessFailure(
+            f"proposals not acknowledged within {ack_bound} ticks ({timing}, {catchup}): "
+            f"{states}\n" + cluster.describe()
+        )
+    acked = cluster.now - started
+    if not cluster.run_until(cluster.converged, max(0, started + converge_bound - cluster.now)):
+        raise LivenessFailure(
+            f"logs did not converge within {converge_bound} ticks ({timing}, {catchup})\n"
+            + cluster.describe()
+        )
     cluster.checker.check_final([cluster.core(i) for i in cluster.ids])
+    return Liveness(acked, ack_bound, cluster.now - started, converge_bound)
 
 
 def run_seed(seed: int) -> RunResult:
@@ -229,7 +254,7 @@ def run_seed(seed: int) -> RunResult:
     rng = random.Random(seed ^ 0xFA017)
     try:
         safety_phase(cluster, rng)
-        liveness_phase(cluster)
+        liveness = liveness_phase(cluster)
     except AssertionError as error:
         if not isinstance(error, LivenessFailure):  # those describe the cluster already
             error.add_note(cluster.describe())
@@ -241,4 +266,5 @@ def run_seed(seed: int) -> RunResult:
         committed=len(cluster.checker.committed),
         acked=len(cluster.checker.acked),
         messages=cluster.network.sent,
+        liveness=liveness,
     )
