@@ -28,8 +28,10 @@ acknowledges only what a majority made durable; `ok` comes before the `on_commit
 covers the entry, which the broker relies on to register the reply first). When the node
 leaves that term or stops leading, the reply fails with `NotLeader` (the entry may still
 commit under the new leader: the outcome is unknown to the client). During a transfer a
-proposal gets `Busy`.
-Pending replies are capped at `pending_proposals_max` (Busy beyond).
+proposal gets `Busy`. `prepare` refuses a payload by raising `PrepareRefused(error)`; the
+reply then fails with that error.
+Pending replies are capped at `pending_proposals_max` (Busy beyond). These refusals are
+Raft's own values (`outcomes.py`); the broker maps them to its errors.
 
 Callbacks after a drain: `on_commit(index, term)` when the committed and locally durable
 prefix grows; `on_role_change(role, term, leader)` when any of them changed; `on_ready`
@@ -46,9 +48,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from dledgermq.errors import Busy, MQError, NotLeader
 from dledgermq.raft.core import RaftCore
 from dledgermq.raft.messages import AppendEntriesResponse, Message
+from dledgermq.raft.outcomes import Busy, NotLeader, PrepareRefused
 from dledgermq.raft.ready import Ready
 from dledgermq.raft.types import (
     Entry,
@@ -153,17 +155,17 @@ class RaftDriver:
         if self._io.prepare is not None and core.role is Role.LEADER:
             try:
                 payload, reply = self._io.prepare(payload, reply, core.term, core.last_index + 1)
-            except MQError as exc:
-                reply.fail(exc)
+            except PrepareRefused as refused:
+                reply.fail(refused.error)
                 return
         result = core.propose(payload)
         match result:
             case ProposalRejected(RejectReason.NOT_LEADER):
                 reply.fail(self._not_leader("not the leader"))
             case ProposalRejected(RejectReason.TRANSFERRING as reason):
-                reply.fail(Busy("leadership transfer in progress", reason=reason.value))
+                reply.fail(Busy("leadership transfer in progress", reason=reason))
             case ProposalRejected(reason):
-                reply.fail(Busy("too many uncommitted entries", reason=reason.value))
+                reply.fail(Busy("too many uncommitted entries", reason=reason))
             case int(index):
                 self._pending.append((core.term, index, reply))
         if drain:
@@ -303,10 +305,4 @@ class RaftDriver:
             core.transfer_leadership(preferred)
 
     def _not_leader(self, why: str) -> NotLeader:
-        leader = self.core.leader_id
-        return NotLeader(
-            f"{why}; leader is {leader}",
-            leader=leader,
-            term=self.core.term,
-            reason=RejectReason.NOT_LEADER.value,
-        )
+        return NotLeader(why, leader_id=self.core.leader_id, term=self.core.term)

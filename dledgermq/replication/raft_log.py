@@ -5,7 +5,8 @@
 - `prepare`: a leader's proposal (`ProposedBatch`) is encoded as records at its CommitLog
   place (`EntryLayout`); the producer's reply waits in a `CommittedReply`, which registers
   the entry with the ReputActor once it commits (so the answer carries queue offsets);
-  above the disk's high-water mark it is refused with DISK_FULL before anything happens;
+  above the disk's high-water mark it is refused with DISK_FULL before anything happens
+  (`PrepareRefused`: the driver fails the producer's reply with the broker's error);
 - `persist`: a Ready's truncation and entries become one `WriteRaw` for the writer, whose
   flusher reports `Persisted` back in request order (fsync first in `majority_fsync`);
 - `on_commit`: the confirm offset becomes the end of the committed, locally durable entry;
@@ -40,6 +41,7 @@ from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import ReplicatedEntry, WrittenEntry
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.raft.log import RaftLog
+from dledgermq.raft.outcomes import PrepareRefused
 from dledgermq.raft.types import Entry, Index, Term
 from dledgermq.store.entry_index import decode_position
 from dledgermq.store.entry_layout import EntryLayout, LogWrite
@@ -128,7 +130,9 @@ class CommitLogRaftLog:
     ) -> tuple[object, ReplyTo[Index]]:
         assert isinstance(payload, ProposedBatch), type(payload)
         if self._disk_full is not None and self._disk_full.value:
-            raise DiskFull("disk usage is above the high-water mark; writes are refused")
+            raise PrepareRefused(
+                DiskFull("disk usage is above the high-water mark; writes are refused")
+            )
         try:
             encoded = self.layout.encode_batch(
                 payload.drafts,
@@ -137,9 +141,9 @@ class CommitLogRaftLog:
                 store_timestamp_ms=payload.store_timestamp_ms,
             )
         except EntryTooLarge as exc:
-            raise MessageTooLarge(str(exc)) from None
+            raise PrepareRefused(MessageTooLarge(str(exc))) from None
         except (ValueError, OverflowError, struct.error) as exc:
-            raise InvalidMessage(f"message cannot be stored: {exc}") from None
+            raise PrepareRefused(InvalidMessage(f"message cannot be stored: {exc}")) from None
         entry = WrittenEntry(
             encoded.before, payload.drafts, encoded.positions, payload.store_timestamp_ms
         )

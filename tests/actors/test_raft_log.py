@@ -21,6 +21,7 @@ from dledgermq.actors.published import Published
 from dledgermq.actors.raft_node import Persisted, PersistRequest
 from dledgermq.actors.reput import Appended, Confirm
 from dledgermq.errors import DiskFull, MessageTooLarge
+from dledgermq.raft.outcomes import PrepareRefused
 from dledgermq.raft.types import NOOP, Entry, HardState
 from dledgermq.replication.raft_log import CommitLogRaftLog, ProposedBatch, SummarySaver
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
@@ -131,17 +132,19 @@ def test_a_followers_entries_reach_the_reput_actor_in_memory_at_commit_not_when_
 
 def test_a_batch_that_cannot_fit_a_segment_is_refused_before_replication(tmp_path: Path) -> None:
     raft_log, writer, _, _ = make(tmp_path)
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(PrepareRefused) as refused:
         raft_log.prepare(
             ProposedBatch((MessageDraft("T", 0, b"x" * SEGMENT),), 1), ThreadReply(), 1, 1
         )
+    assert isinstance(refused.value.error, MessageTooLarge)  # the producer's answer
     assert writer.told == []
 
 
 def test_a_proposal_is_refused_while_the_disk_is_full(tmp_path: Path) -> None:
     raft_log, writer, _, _ = make(tmp_path, disk_full=True)  # the writer's flag is set
-    with pytest.raises(DiskFull):
+    with pytest.raises(PrepareRefused) as refused:
         raft_log.prepare(ProposedBatch((MessageDraft("T", 0, b"x"),), 1), ThreadReply(), 1, 1)
+    assert isinstance(refused.value.error, DiskFull)
     assert writer.told == []
 
 

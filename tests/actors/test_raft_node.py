@@ -2,8 +2,8 @@
 
 Goal: show that the actor persists before it promises (vote grants and append answers
 leave only once durable), acknowledges a proposal only after a majority made it durable,
-redirects proposals to the leader, fails pending proposals when leadership is lost, and
-transfers leadership.
+redirects proposals to the leader, fails pending proposals when leadership is lost,
+transfers leadership, and answers refusals with the broker's errors (`broker_error`).
 
 Method: three actors over `raft_fakes.FakeNetwork` (the test thread pumps messages and
 waits on `Status` barriers, so nothing sleeps) with a `FakeStorage` each whose durability
@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dledgermq.actors.raft_node import PersistRequest, TransferLeadership
+from dledgermq.actors.raft_node import PersistRequest, TransferLeadership, broker_error
 from dledgermq.actors.supervisor import tell
-from dledgermq.errors import Busy, NotLeader
+from dledgermq.errors import Busy, DiskFull, NotLeader
+from dledgermq.raft import outcomes
 from dledgermq.raft.messages import AppendEntriesResponse, Message, RequestVoteResponse
-from dledgermq.raft.types import Role
+from dledgermq.raft.types import RejectReason, Role
 from tests.actors.raft_fakes import Cluster
 from tests.conftest import wait_until
 from tests.support import ThreadReply
@@ -215,3 +216,35 @@ def test_uncommitted_proposals_are_capped() -> None:
         assert (first.wait(), second.wait()) == (2, 3)
     finally:
         cluster.stop()
+
+
+def test_the_drivers_refusals_reach_proposers_as_the_broker_errors_they_always_were() -> None:
+    not_leader = broker_error(outcomes.NotLeader("entry truncated", leader_id=2, term=7))
+    assert isinstance(not_leader, NotLeader)
+    assert not_leader.status == 421
+    assert not_leader.to_wire() == {
+        "code": "NOT_LEADER",
+        "message": "entry truncated; leader is 2",
+        "leader": 2,
+        "term": 7,
+        "reason": "not_leader",
+    }
+    capped = broker_error(outcomes.Busy("too many pending proposals", pending=5))
+    assert isinstance(capped, Busy)
+    assert capped.status == 503
+    assert capped.to_wire() == {
+        "code": "BUSY",
+        "message": "too many pending proposals",
+        "pending": 5,
+    }
+    moving = broker_error(
+        outcomes.Busy("leadership transfer in progress", reason=RejectReason.TRANSFERRING)
+    )
+    assert isinstance(moving, Busy)
+    assert moving.to_wire() == {
+        "code": "BUSY",
+        "message": "leadership transfer in progress",
+        "reason": "transferring",
+    }
+    full = DiskFull("disk usage is above the high-water mark")
+    assert broker_error(full) is full  # the storage's refusals are the broker's already
