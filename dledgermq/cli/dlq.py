@@ -1,30 +1,30 @@
 """`dledgermq dlq list|resend GROUP`: a consumer group's dead letters from a terminal.
 
-Thin, like `cli_client.py`: parse, call `Admin`, print. A resend that skipped letters
+Thin, like every client family: parse, call `Admin`, print. A resend that skipped letters
 (their topic is gone or read-only) prints them and exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
+from dledgermq.cli.common import CliError, client_parser, emit, namesrv_addrs, run_async
 from dledgermq.client import Admin, Message
 
 PAGE_MAX = 256
 
 
-def add_dlq_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
+def add_commands(commands: Any) -> None:
     dlq = commands.add_parser("dlq", help="list and resend a consumer group's dead letters")
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = client_parser("list", "a page of the group's dead letters, oldest first", actions)
+    listing = client_parser(actions, "list", "a page of the group's dead letters, oldest first")
     listing.add_argument("group")
     listing.add_argument("--broker", action="append", help="only this broker group (repeatable)")
     listing.add_argument("--offset", type=int, help="first DLQ offset (default: the oldest)")
     listing.add_argument("--max", type=int, default=32, help=f"letters per broker (1..{PAGE_MAX})")
     listing.set_defaults(handler=dlq_list)
-    resend = client_parser("resend", "resend dead letters to their original topics", actions)
+    resend = client_parser(actions, "resend", "resend dead letters to their original topics")
     resend.add_argument("group")
     which = resend.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -35,12 +35,6 @@ def add_dlq_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
     )
     resend.add_argument("--broker", action="append", help="only this broker group (repeatable)")
     resend.set_defaults(handler=dlq_resend)
-
-
-def _cli() -> Any:
-    from dledgermq.cli import cluster as cli
-
-    return cli
 
 
 def letter_to_json(message: Message) -> dict[str, Any]:
@@ -61,19 +55,18 @@ def letter_to_json(message: Message) -> dict[str, Any]:
 
 
 def dlq_list(args: argparse.Namespace) -> int:
-    cli = _cli()
     if not 1 <= args.max <= PAGE_MAX:
-        raise cli.CliError(f"--max must be within 1..{PAGE_MAX}")
+        raise CliError(f"--max must be within 1..{PAGE_MAX}")
     if args.offset is not None and args.offset < 0:
-        raise cli.CliError("--offset must not be negative")
+        raise CliError("--offset must not be negative")
 
     async def run() -> dict[str, dict[str, Any]]:
-        async with Admin(cli.namesrv_addrs(args)) as admin:
+        async with Admin(namesrv_addrs(args)) as admin:
             return await admin.dead_letters(
                 args.group, offset=args.offset, max_messages=args.max, broker_names=args.broker
             )
 
-    pages = cli.run_async(run())
+    pages = run_async(run())
     payload = {
         "group": args.group,
         "brokers": {
@@ -98,15 +91,14 @@ def dlq_list(args: argparse.Namespace) -> int:
             ]
         return "\n".join(lines) or f"(no dead letters of {args.group})"
 
-    cli.emit(args, payload, text)
+    emit(args, payload, text)
     return 0
 
 
 def dlq_resend(args: argparse.Namespace) -> int:
-    cli = _cli()
 
     async def run() -> dict[str, list[dict[str, Any]]]:
-        async with Admin(cli.namesrv_addrs(args)) as admin:
+        async with Admin(namesrv_addrs(args)) as admin:
             return await admin.resend_dead_letters(
                 args.group,
                 msg_ids=args.msg_ids,
@@ -114,7 +106,7 @@ def dlq_resend(args: argparse.Namespace) -> int:
                 broker_names=args.broker,
             )
 
-    outcome = cli.run_async(run())
+    outcome = run_async(run())
     resent, skipped = outcome["resent"], outcome["skipped"]
 
     def text() -> str:
@@ -123,7 +115,7 @@ def dlq_resend(args: argparse.Namespace) -> int:
         lines.append(f"{len(resent)} resent, {len(skipped)} skipped")
         return "\n".join(lines)
 
-    cli.emit(args, outcome, text)
+    emit(args, outcome, text)
     if skipped:
-        raise cli.CliError(f"{len(skipped)} dead letter(s) not resent; they stay in the DLQ")
+        raise CliError(f"{len(skipped)} dead letter(s) not resent; they stay in the DLQ")
     return 0

@@ -4,31 +4,31 @@
 check-back) and recent outcomes; `end` commits or rolls back a stuck one by hand, bound
 like a producer's end to its id, half-message offset and producer group.
 
-Thin, like `cli_client.py`: parse, call `Admin`, print.
+Thin, like every client family: parse, call `Admin`, print.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
+from dledgermq.cli.common import CliError, client_parser, emit, namesrv_addrs, run_async
 from dledgermq.client import Admin
 
 LIST_MAX = 1_000
 STATES = ("pending", "ended", "all")
 
 
-def add_txn_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
+def add_commands(commands: Any) -> None:
     txn = commands.add_parser("txn", help="list and end transactions (half messages)")
     actions = txn.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = client_parser("list", "pending half messages and recent outcomes", actions)
+    listing = client_parser(actions, "list", "pending half messages and recent outcomes")
     listing.add_argument("--state", choices=STATES, default="all")
     listing.add_argument("--group", help="only this producer group")
     listing.add_argument("--broker", action="append", help="only this broker group (repeatable)")
     listing.add_argument("--max", type=int, default=100, help=f"per broker (1..{LIST_MAX})")
     listing.set_defaults(handler=txn_list)
-    end = client_parser("end", "commit or roll back a pending transaction by hand", actions)
+    end = client_parser(actions, "end", "commit or roll back a pending transaction by hand")
     end.add_argument("broker", help="the broker group holding the half message")
     end.add_argument("transaction_id")
     end.add_argument("--offset", type=int, required=True, help="the half message's offset")
@@ -39,19 +39,12 @@ def add_txn_commands(commands: Any, client_parser: Callable[..., Any]) -> None:
     end.set_defaults(handler=txn_end)
 
 
-def _cli() -> Any:
-    from dledgermq.cli import cluster as cli
-
-    return cli
-
-
 def txn_list(args: argparse.Namespace) -> int:
-    cli = _cli()
     if not 1 <= args.max <= LIST_MAX:
-        raise cli.CliError(f"--max must be within 1..{LIST_MAX}")
+        raise CliError(f"--max must be within 1..{LIST_MAX}")
 
     async def run() -> dict[str, dict[str, Any]]:
-        async with Admin(cli.namesrv_addrs(args)) as admin:
+        async with Admin(namesrv_addrs(args)) as admin:
             return await admin.transactions(
                 state=args.state,
                 producer_group=args.group,
@@ -59,7 +52,7 @@ def txn_list(args: argparse.Namespace) -> int:
                 broker_names=args.broker,
             )
 
-    pages = cli.run_async(run())
+    pages = run_async(run())
 
     def text() -> str:
         lines = []
@@ -80,17 +73,16 @@ def txn_list(args: argparse.Namespace) -> int:
                 ]
         return "\n".join(lines) or "(no broker group)"
 
-    cli.emit(args, {"brokers": pages}, text)
+    emit(args, {"brokers": pages}, text)
     return 0
 
 
 def txn_end(args: argparse.Namespace) -> int:
-    cli = _cli()
     if args.offset < 0:
-        raise cli.CliError("--offset must not be negative")
+        raise CliError("--offset must not be negative")
 
     async def run() -> dict[str, Any]:
-        async with Admin(cli.namesrv_addrs(args)) as admin:
+        async with Admin(namesrv_addrs(args)) as admin:
             return await admin.end_transaction(
                 args.broker,
                 args.transaction_id,
@@ -99,8 +91,8 @@ def txn_end(args: argparse.Namespace) -> int:
                 outcome="commit" if args.commit else "rollback",
             )
 
-    answer = cli.run_async(run())
-    cli.emit(
+    answer = run_async(run())
+    emit(
         args,
         answer,
         f"{answer['transaction_id']}: {answer['outcome']}"
