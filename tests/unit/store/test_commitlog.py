@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dledgermq.store import syncer as syncer_module
 from dledgermq.store.commitlog import (
     CommitLog,
     CommitLogReader,
@@ -264,15 +265,44 @@ def test_read_records_coalesces_neighbours(log: CommitLog) -> None:
     reader.close()
 
 
-def test_syncer_covers_ranges(log: CommitLog) -> None:
+def test_syncer_covers_ranges(log: CommitLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly the segments a range touches are fdatasynced, each through an fd of the file
+    now at its path (not one a truncation unlinked); segments that do not exist are
+    skipped. Every fdatasync is recorded by the inode it reached."""
+    calls: list[os.stat_result] = []
+    real_fdatasync = syncer_module.fdatasync
+
+    def recording_fdatasync(fd: int) -> None:
+        calls.append(os.fstat(fd))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(syncer_module, "fdatasync", recording_fdatasync)
     syncer = CommitLogSyncer(log.directory, log.segment_size_bytes)
-    fill(log, [[1000]] * 5)
-    syncer.sync(0, log.write_offset)
-    syncer.sync(log.write_offset, log.write_offset)
-    log.truncate(4096)
-    fill(log, [[10]], term=2)
-    syncer.sync(4096, log.write_offset)  # the cached fd of the replaced file is refreshed
-    syncer.sync(0, 100_000)  # segments that do not exist (yet) are skipped
+
+    def synced(from_offset: int, to_offset: int) -> list[int | str]:
+        """The segments one sync reached, by start offset ("unlinked": a dead inode)."""
+        calls.clear()
+        syncer.sync(from_offset, to_offset)
+        live = {os.stat(segment_path(log.directory, s)).st_ino: s for s in log.segments}
+        return [
+            live.get(stat.st_ino, "another file") if stat.st_nlink else "unlinked" for stat in calls
+        ]
+
+    fill(log, [[1000]] * 9)
+    assert log.segments == [0, SEGMENT, 2 * SEGMENT]
+    assert synced(0, log.write_offset) == [0, SEGMENT, 2 * SEGMENT]
+    assert synced(log.write_offset, log.write_offset) == []
+    assert synced(SEGMENT, 2 * SEGMENT) == [SEGMENT]  # the end is exclusive
+    assert synced(SEGMENT - 1, SEGMENT + 1) == [0, SEGMENT]  # across a roll: both
+    assert synced(2 * SEGMENT + 1, 2 * SEGMENT + 2) == [2 * SEGMENT]
+
+    log.truncate(SEGMENT)  # unlinks the last segment, whose fd the syncer keeps
+    fill(log, [[1000]] * 5, term=2)  # and writes a new file at its path
+    assert log.segments == [0, SEGMENT, 2 * SEGMENT]
+    assert synced(SEGMENT, log.write_offset) == [SEGMENT, 2 * SEGMENT]  # the new file
+
+    log.truncate(SEGMENT)
+    assert synced(0, 100_000) == [0, SEGMENT]  # segments that do not exist are skipped
     syncer.close()
 
 
