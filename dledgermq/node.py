@@ -40,7 +40,8 @@ from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, R
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
 from dledgermq.actors.transaction_checker import CheckerOptions, TransactionCheckerActor
-from dledgermq.api.broker_app import BrokerContext, BrokerIdentity, SubmitEntry, make_broker_app
+from dledgermq.api.broker_app import make_broker_app
+from dledgermq.api.context import BrokerContext, BrokerIdentity, SubmitEntry
 from dledgermq.api.registration import (
     RegistrationHealth,
     encode_body,

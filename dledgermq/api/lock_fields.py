@@ -2,7 +2,7 @@
 
 An orderly member says which queues it still holds under a lease, so that a new writer
 can let it keep them during its grace period (`broker/lock_grace.py`). Kept apart from
-`broker_app.py` so the heartbeat handler only gains a call.
+`group_handlers.py` so the heartbeat handler only gains a call.
 
 Must not: keep state.
 """

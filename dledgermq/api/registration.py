@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dledgermq.api.broker_app import BrokerContext
+from dledgermq.api.context import BrokerContext
 
 # About 190 bytes a topic at most (127-character name, 4-digit queue counts): a page is
 # under 400 KB, well below even an older NameServer's 1 MiB body bound.

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dledgermq.api.broker_app import (
+from dledgermq.api.context import (
     BROKER,
     BrokerContext,
     admitted,

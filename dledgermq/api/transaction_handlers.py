@@ -22,7 +22,7 @@ from aiohttp import web
 from dledgermq import bridge
 from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.actors.transaction_checker import CheckRequest, PollChecks
-from dledgermq.api.broker_app import (
+from dledgermq.api.context import (
     BROKER,
     MAX_WAIT_PARAM_MS,
     READ_TIMEOUT_S,

@@ -19,7 +19,8 @@ import msgpack
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from dledgermq.api.broker_app import append, make_broker_app
+from dledgermq.api.broker_app import make_broker_app
+from dledgermq.api.context import append
 from dledgermq.broker.delay import SCHEDULE_TOPIC
 from dledgermq.broker.topics import BROKER_PERM_TOPIC, CONSUMER_OFFSET_TOPIC, TOPIC_CONFIG_TOPIC
 from dledgermq.node import BrokerHooks, BrokerNode, open_broker
