@@ -30,8 +30,9 @@ from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
 from dledgermq.errors import SlaveNotAvailable
-from dledgermq.node import BrokerHooks, BrokerNode, HAMember, open_broker
+from dledgermq.node import BrokerHooks, BrokerNode, open_broker
 from dledgermq.replication.master_slave import STALE_PUSH_MS, HAPush, encode_frame
+from dledgermq.replication.master_slave_member import HAMember
 from dledgermq.store.record import MessageDraft
 from tests.conftest import wait_until
 from tests.support import ThreadReply

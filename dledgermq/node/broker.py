@@ -1,22 +1,17 @@
-"""Composition root: builds one broker (or NameServer) process and wires everything.
+"""One broker process: its actors started in order, its loop served, stopped in reverse.
 
-Order matters and lives only here: open and recover the store, re-dispatch what the
-checkpoint does not cover (standalone and master/slave: in a Raft group the tail may be
-uncommitted, and the leader says how far to go), start actors (flusher, reput, HA master,
-writer, Raft node or HA slave, ticker), then the asyncio loop with the HTTP API, the peer
-transport and NameServer registration; on SIGTERM/SIGINT stop in reverse so the last flush
-and checkpoint happen.
+Order matters and lives only here: open the recovered store (`recovery.py`; in a Raft
+group the tail may be uncommitted and the leader says how far to dispatch), start actors
+(flusher, reput, HA master, writer, Raft node or HA slave, ticker), then the asyncio loop
+with the HTTP API, the peer transport and NameServer registration (`registrar.py`); on
+SIGTERM/SIGINT stop in reverse so the last flush and checkpoint happen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import io
 import logging
-import secrets
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pykka
 from aiohttp import web
 
@@ -44,29 +38,23 @@ from dledgermq.api.broker_app import make_broker_app
 from dledgermq.api.context import BrokerContext, BrokerIdentity, SubmitEntry
 from dledgermq.api.registration import (
     RegistrationHealth,
-    encode_body,
-    paginate,
-    registration,
 )
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.dispatch import Dispatcher, StoreOptions
-from dledgermq.broker.handlers import broker_handlers
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.lock_grace import stale_writer_ms
 from dledgermq.broker.transactions import CheckPolicy
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.connections import ConnectionLimits, GuardedTCPSite
+from dledgermq.node.process import stop_on_signals, tune_gc
+from dledgermq.node.recovery import RecoveredStore, durable_floor, recover_store
+from dledgermq.node.registrar import register_forever, unregister
 from dledgermq.replication.master_slave_member import HAMember
 from dledgermq.replication.raft_log import ProposedBatch, SummarySaver
 from dledgermq.replication.raft_member import RaftMember, start_raft_member
 from dledgermq.replication.startup_repair import repair_at_start
-from dledgermq.store.checkpoint import load_checkpoint
-from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
+from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.disk import disk_used_ratio
-from dledgermq.store.entry_layout import EntryLayout
-from dledgermq.store.entry_start import LogBounds, load_entries, read_summary, resume_point
 from dledgermq.store.errors import (
-    CorruptCheckpoint,
     DamagedRecord,
     StoreDamaged,
 )
@@ -75,10 +63,6 @@ from dledgermq.store.record import MessageDraft
 log = logging.getLogger(__name__)
 # Damaged records repaired one by one before the node starts (each then recovers again).
 STARTUP_REPAIRS_MAX = 100
-REGISTER_RETRY_S = 2.0
-REGISTER_TIMEOUT_S = 5.0
-JSON = {"Content-Type": "application/json"}
-GC_GEN0_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +107,6 @@ class BrokerNode:
                 ref.stop(timeout=30)
 
 
-@dataclass(frozen=True, slots=True)
-class RecoveredStore:
-    """The store after recovery: a complete log, durable, and dispatched to its end."""
-
-    commitlog: CommitLog
-    syncer: CommitLogSyncer
-    dispatcher: Dispatcher
-    entries: EntryLayout | None  # Raft mode: every entry of the log (`load_entries`).
-
-
 def open_broker(
     config: ClusterConfig,
     group: BrokerGroupConfig,
@@ -143,98 +117,6 @@ def open_broker(
     """Open and recover the store, then start the actors (no network yet)."""
     recovered = recover_store(config, group, node)
     return start_actors(config, group, node, recovered, hooks or BrokerHooks())
-
-
-def recover_store(
-    config: ClusterConfig, group: BrokerGroupConfig, node: NodeConfig
-) -> RecoveredStore:
-    """Open the CommitLog (cutting a torn tail), make it durable, check the derived files
-    against the checkpoint and re-dispatch what the checkpoint does not cover.
-
-    Raises:
-        StoreDamaged: the files contradict each other beyond what the log can repair.
-        DamagedRecord: a fsynced record fails its checks (a replica repairs it, then
-            recovers again); nothing was changed or started.
-    """
-    store = group.store
-    layout = NodeLayout(config.node_dir(node.id))
-    floor = durable_floor(layout)
-    raft_mode = group.mode == "raft"
-    summary = read_summary(layout.entry_summary) if raft_mode and store.restart_scan_bytes else None
-    try:
-        commitlog = CommitLog.open(
-            layout.commitlog, store.segment_size_bytes, floor, resume_point(summary, floor)
-        )
-    except DamagedRecord as damage:
-        if raft_mode and len(group.nodes) > 1:
-            raise  # A peer has a copy.
-        raise StoreDamaged(
-            f"{damage}: fsynced CommitLog data below the checkpoint at {floor} is damaged or "
-            "missing, and there is no replica to repair it from. Restore the node's files."
-        ) from damage
-    reader = CommitLogReader(layout.commitlog, store.segment_size_bytes)
-    entries = None
-    if raft_mode:
-        bounds = LogBounds(
-            layout.commitlog,
-            commitlog.segments,
-            commitlog.write_offset,
-            floor,
-            store.segment_size_bytes,
-        )
-        try:
-            entries = load_entries(reader, summary, bounds)
-        except DamagedRecord:
-            reader.close()
-            commitlog.close()
-            raise
-    syncer = CommitLogSyncer(layout.commitlog, store.segment_size_bytes)
-    # What recovery kept may sit only in the page cache (a killed process): make it durable
-    # before it counts as flushed.
-    syncer.sync(commitlog.min_offset, commitlog.write_offset)
-    dispatcher = Dispatcher(
-        group.name,
-        layout,
-        StoreOptions(
-            store.cq_units_per_file, store.index_slots_per_file, store.index_entries_per_file
-        ),
-        reader,
-        log_start=commitlog.min_offset,
-        handlers=broker_handlers(store.delay_levels),
-    )
-    if dispatcher.dispatched_offset > commitlog.write_offset:
-        # A checkpoint is written only once the log below it is fsynced, so this means
-        # durable data was lost (disk fault, files removed): refuse rather than serve a
-        # state that no longer matches the log.
-        raise StoreDamaged(
-            f"{layout.commitlog} ends at {commitlog.write_offset}, below the checkpoint at "
-            f"{dispatcher.dispatched_offset}: fsynced CommitLog data is missing. Restore the "
-            f"node's files, or delete {layout.checkpoint} and {layout.consume_queues} to "
-            "rebuild them from the log that is left."
-        )
-    # A Raft node's tail may be uncommitted (to be truncated): it is dispatched once the
-    # leader says it committed. Standalone, everything the log kept was acknowledged; a
-    # master's log is its own writes (at worst not replicated), a slave's is all replicated.
-    whole_log = group.mode in ("standalone", "master_slave")
-    while whole_log and dispatcher.dispatched_offset < commitlog.write_offset:
-        dispatcher.dispatch_upto(commitlog.write_offset)
-    log.info(
-        "recovered %s: commitlog [%d, %d), dispatched %d",
-        node.id,
-        commitlog.min_offset,
-        commitlog.write_offset,
-        dispatcher.dispatched_offset,
-    )
-    return RecoveredStore(commitlog, syncer, dispatcher, entries)
-
-
-def durable_floor(layout: NodeLayout) -> int:
-    """Where the log is known fsynced: the checkpoint (0 if it is missing or damaged)."""
-    try:
-        checkpoint = load_checkpoint(layout.checkpoint)
-    except CorruptCheckpoint:
-        return 0
-    return 0 if checkpoint is None else checkpoint.dispatched_offset
 
 
 def _summary_saver(
@@ -476,18 +358,6 @@ def _propose_to(raft_node: pykka.ActorRef[Any]) -> SubmitEntry:
     return submit
 
 
-def tune_gc() -> None:
-    """Fewer collections on the message path.
-
-    Every record on the hot path allocates a few short-lived containers, so the default
-    gen-0 threshold (700) runs a collection every few messages. Objects alive after
-    start-up (config, actors, caches) are frozen out of the scans.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
-
-
 def run_broker(config: ClusterConfig, node_id: str, hooks: BrokerHooks | None = None) -> int:
     """Run one broker node until SIGTERM/SIGINT; returns the process exit code."""
     group, node = config.node(node_id)
@@ -537,7 +407,7 @@ async def _serve_broker(
     raft: RaftMember | None,
     ha: HAMember | None = None,
 ) -> None:
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
     registration_changed = asyncio.Event()
 
@@ -560,7 +430,7 @@ async def _serve_broker(
     await GuardedTCPSite(runner, node.host, node.port, limits=bounds).start()
     log.info("broker %s serving on http://%s", node.id, node.addr)
     registrar = asyncio.create_task(
-        _register_forever(config, context, registration_changed, health)
+        register_forever(config, context, registration_changed, health)
     )
     try:
         await stop.wait()
@@ -569,7 +439,7 @@ async def _serve_broker(
         registrar.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await registrar
-        await _unregister(config, context)
+        await unregister(config, context)
         await runner.cleanup()
         if raft is not None:
             await raft.stop_transport()
@@ -577,114 +447,3 @@ async def _serve_broker(
             await ha.stop_transport()
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-async def _register_forever(
-    config: ClusterConfig,
-    context: BrokerContext,
-    topics_changed: asyncio.Event,
-    health: RegistrationHealth,
-) -> None:
-    """Heartbeat every NameServer; register at once when the topic table changes."""
-    timeout = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        while True:
-            topics_changed.clear()
-            pages = paginate(registration(context), secrets.token_hex(8))
-            results = await asyncio.gather(
-                *(register_once(session, addr, pages, health) for addr in config.namesrv_addrs)
-            )
-            wait_s = config.heartbeat_interval_ms / 1000 if all(results) else REGISTER_RETRY_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(topics_changed.wait(), wait_s)
-
-
-async def register_once(
-    session: aiohttp.ClientSession,
-    addr: str,
-    pages: list[dict[str, Any]],
-    health: RegistrationHealth,
-) -> bool:
-    """Send one registration round (its pages in order) to the NameServer at `addr`.
-
-    A failure is recorded in `health` (the broker's /status) and logged at error level with
-    the status and body size (rate-limited by `health`): a broker that keeps failing
-    expires from the NameServer's routes, and its topics get NO_ROUTE.
-    """
-    bodies = [encode_body(page) for page in pages]
-    sizes = [len(body) for body in bodies]
-    status: int | None = None
-    try:
-        for number, body in enumerate(bodies, start=1):
-            data = io.BytesIO(body)  # aiohttp warns that large bytes bodies block the loop.
-            async with session.post(f"http://{addr}/brokers", data=data, headers=JSON) as response:
-                if response.status < 300:
-                    continue
-                status = response.status
-                reason = (await response.text())[:500]
-                error = f"page {number}/{len(pages)} ({sizes[number - 1]} bytes): {reason}"
-                break
-        else:
-            health.accepted(addr, _now_ms(), largest_bytes=max(sizes), pages=len(pages))
-            return True
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        error = f"unreachable: {exc!r}"
-    loud = health.failed(
-        addr, _now_ms(), status=status, error=error, largest_bytes=max(sizes), pages=len(pages)
-    )
-    level = logging.ERROR if loud else logging.DEBUG
-    log.log(
-        level,
-        "namesrv %s refused or missed registration (HTTP %s, %d topics in %d pages, largest "
-        "%d bytes, %d failures in a row; the broker expires from its routes unless one "
-        "succeeds): %s",
-        addr,
-        status,
-        sum(len(page["topics"]) for page in pages),
-        len(pages),
-        max(sizes),
-        health.outcome(addr).failures,
-        error,
-    )
-    return False
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def _unregister(config: ClusterConfig, context: BrokerContext) -> None:
-    identity = context.identity
-    timeout = aiohttp.ClientTimeout(total=1.0)
-    broker_id = context.role.value.broker_id
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for addr in config.namesrv_addrs:
-            url = f"http://{addr}/brokers/{identity.broker_name}/{broker_id}"
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.delete(url):
-                    pass
-
-
-def run_namesrv(config: ClusterConfig, namesrv_id: str) -> int:
-    from dledgermq.namesrv.app import run_namesrv as serve_namesrv
-
-    ns = config.namesrv(namesrv_id)
-
-    async def main() -> None:
-        stop = _stop_on_signals()
-        await serve_namesrv(
-            ns.host,
-            ns.port,
-            expiry_ms=ns.broker_expiry_ms,
-            scan_interval_ms=ns.scan_interval_ms,
-            stop=stop,
-        )
-
-    asyncio.run(main())
-    return 0
