@@ -8,17 +8,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Hashable
+from typing import Any
 
 import msgpack
+import pytest
 from aiohttp.test_utils import TestClient
 
 from dledgermq.api.openapi import build_openapi
 from dledgermq.api.registration import RegistrationHealth
+from dledgermq.broker.long_poll import LongPolls
 from dledgermq.node import BrokerNode
 from dledgermq.wire import decode
 from tests.conftest import wait_until_async
 
 MSGPACK = "application/msgpack"
+LONG_POLL_MS = 5000  # The max_long_poll_ms of tests.support.small_cluster.
 
 
 async def send(client: TestClient, topic: str, messages: list, **extra) -> dict:
@@ -87,15 +92,40 @@ async def test_broker_picks_queues_round_robin(client: TestClient, topic: str) -
 
 
 async def test_long_poll_returns_as_soon_as_a_message_arrives(
-    client: TestClient, topic: str
+    client: TestClient, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A pull the broker holds (its queue was empty) is answered by the send that fills
+    the queue, long before its deadline. The test waits until the ReputActor has put the
+    pull into its LongPolls, so the pull cannot simply have arrived after the message."""
+    loop = asyncio.get_running_loop()
+    held: asyncio.Future[None] = loop.create_future()
+    real_hold = LongPolls.hold
+
+    def note_held() -> None:
+        if not held.done():
+            held.set_result(None)
+
+    def hold(self: LongPolls[Any], key: Hashable, waiter: Any, deadline_ms: int) -> bool:
+        kept = real_hold(self, key, waiter, deadline_ms)  # On the ReputActor's thread.
+        if kept and key == (topic, 1):
+            loop.call_soon_threadsafe(note_held)
+        return kept
+
+    monkeypatch.setattr(LongPolls, "hold", hold)
     poll = asyncio.ensure_future(
-        client.get(f"/topics/{topic}/queues/1/messages", params={"offset": 0, "wait_ms": 5000})
+        client.get(
+            f"/topics/{topic}/queues/1/messages", params={"offset": 0, "wait_ms": LONG_POLL_MS}
+        )
     )
-    await asyncio.sleep(0.1)  # let the pull be held (a held pull answers nothing until woken)
+    was_held, _ = await asyncio.wait({held}, timeout=LONG_POLL_MS / 1000)
+    assert was_held, "the pull of an empty queue was never held"
     assert not poll.done()
     await send(client, topic, [{"body": "late"}], queue_id=1)
-    response = await asyncio.wait_for(poll, 4)
+    done, _ = await asyncio.wait({poll}, timeout=LONG_POLL_MS / 1000 / 2)
+    if not done:
+        poll.cancel()
+    assert done, "the held pull was not answered when its queue grew"
+    response = poll.result()
     assert [m["body"] for m in (await response.json())["messages"]] == ["late"]
 
 
@@ -143,9 +173,7 @@ async def test_consumer_offsets_commit_and_query(client: TestClient, topic: str)
 async def test_an_offset_past_the_queue_end_is_refused(client: TestClient, topic: str) -> None:
     """Probe minor finding: 10^15 was accepted and progress showed a negative lag."""
     await send(client, topic, [{"body": "a"}, {"body": "b"}], queue_id=1)
-    past = await client.post(
-        "/groups/g1/offsets", json={"topic": topic, "offsets": {"1": 10**15}}
-    )
+    past = await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"1": 10**15}})
     body = await past.json()
     assert (past.status, body["code"], body["max_offset"]) == (400, "OFFSET_MOVED", 2)
     at_end = await client.post("/groups/g1/offsets", json={"topic": topic, "offsets": {"1": 2}})
