@@ -12,7 +12,6 @@ Must not: keep state beyond one request.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import uuid
 from typing import Any, cast
@@ -37,15 +36,17 @@ from dledgermq.api.context import (
 )
 from dledgermq.api.convert import message_to_wire
 from dledgermq.api.params import check_known, int_param, str_param
-from dledgermq.broker.dispatch import DispatchedMessage, Dispatcher, StoredMessage
+from dledgermq.broker.dispatch import DispatchedMessage
 from dledgermq.broker.message_id import broker_hash, make_msg_id
 from dledgermq.broker.produce import build_drafts, check_queue_id, topic_for_send
+from dledgermq.broker.queries import FindTransaction, PendingTransactionCount, Transactions
 from dledgermq.broker.reserved import (
     CHECK_IMMUNITY_MAX_S,
     PROPERTY_CHECK_IMMUNITY,
     parse_decimal,
 )
 from dledgermq.broker.state import topic_create_draft
+from dledgermq.broker.store_reads import StoredMessage
 from dledgermq.broker.topics import check_group_name
 from dledgermq.broker.transactions import (
     BY_PRODUCER,
@@ -103,9 +104,9 @@ def _immunity(body: dict[str, Any], message: dict[str, Any]) -> int | None:
     """The per-message check immunity (seconds): the field, or RocketMQ's property."""
     value: object = body.get("check_immunity_s")
     properties = message.get("properties")
-    if value is None and isinstance(properties, dict):
-        raw = properties.get(PROPERTY_CHECK_IMMUNITY)
-        value = raw if raw is None else parse_decimal(raw)
+    raw = properties.get(PROPERTY_CHECK_IMMUNITY) if isinstance(properties, dict) else None
+    if value is None and raw is not None:
+        value = parse_decimal(raw)
         if value is None:
             raise BadRequest(
                 f"property {PROPERTY_CHECK_IMMUNITY} must be ASCII digits, got {raw!r}"
@@ -150,7 +151,7 @@ async def send_half(request: web.Request) -> web.Response:
             now_ms=now_ms(),
             born_host=f"{request.remote or '127.0.0.1'}:0",
         )
-        pending = await read(ctx, lambda d: len(d.state.transactions.pending))
+        pending = await read(ctx, PendingTransactionCount())
         if pending >= ctx.transactions.max_pending:
             raise Busy(f"{pending} transactions await an outcome on this broker; retry later")
         transaction_id = uuid.uuid4().hex
@@ -173,20 +174,6 @@ async def send_half(request: web.Request) -> web.Response:
 
 
 # -- ending a transaction -----------------------------------------------------------------------
-
-
-def _lookup(offset: int, transaction_id: str, with_record: bool) -> Any:
-    """A read of the transaction (pending or ended; copied: the table belongs to the
-    ReputActor) and, for a pending one to commit, its half message."""
-
-    def query(dispatcher: Dispatcher) -> tuple[HalfTxn | EndedTxn | None, Record | None]:
-        found = dispatcher.state.transactions.lookup(offset, transaction_id)
-        if isinstance(found, HalfTxn):
-            record = dispatcher.read_stored(found.offset, found.size) if with_record else None
-            return dataclasses.replace(found), record
-        return found, None
-
-    return query
 
 
 def _ended(ctx: BrokerContext, ended: EndedTxn, *, already: bool) -> dict[str, Any]:
@@ -233,7 +220,7 @@ async def end_transaction(request: web.Request) -> web.Response:
     body = await read_body(request)
     with admitted(ctx):
         transaction_id, group, offset, outcome = _end_fields(request, body)
-        found, record = await read(ctx, _lookup(offset, transaction_id, outcome == COMMIT))
+        found, record = await read(ctx, FindTransaction(offset, transaction_id, outcome == COMMIT))
         txn = check_end_target(found, group, transaction_id, offset)
         if isinstance(txn, EndedTxn):
             if outcome != UNKNOWN:
@@ -243,7 +230,7 @@ async def end_transaction(request: web.Request) -> web.Response:
             return respond(request, _pending_to_wire(txn, _policy(ctx)))
         drafts = [_commit(ctx, txn, record) if outcome == COMMIT else _rollback(txn)]
         await _append_entry(ctx, drafts)
-        after, _ = await read(ctx, _lookup(offset, transaction_id, False))
+        after, _ = await read(ctx, FindTransaction(offset, transaction_id, with_record=False))
     if not isinstance(after, EndedTxn):  # Forgotten already (ENDED_KEPT ends since).
         raise _forgotten(transaction_id, offset)
     check_same_outcome(after, cast(Outcome, outcome))
@@ -327,24 +314,12 @@ async def list_transactions(request: web.Request) -> web.Response:
     if group is not None:
         check_group_name(group)
     limit = int_param(request, "max", LIST_DEFAULT, low=1, high=LIST_MAX)
-
-    def query(dispatcher: Dispatcher) -> tuple[list[HalfTxn], list[EndedTxn], int, int]:
-        table = dispatcher.state.transactions
-        pending = [t for t in table.pending.values() if group in (None, t.producer_group)]
-        ended = [t for t in reversed(table.ended.values()) if group in (None, t.producer_group)]
-        return (
-            [dataclasses.replace(t) for t in pending[:limit]],
-            ended[:limit],
-            len(pending),
-            len(ended),
-        )
-
-    pending, ended, pending_total, ended_total = await read(ctx, query)
+    found = await read(ctx, Transactions(group, limit))
     policy = _policy(ctx)
     answer: dict[str, Any] = {"broker_name": ctx.identity.broker_name}
     if state in ("pending", "all"):
-        answer["pending"] = [_pending_to_wire(t, policy) for t in pending]
-        answer["pending_total"] = pending_total
+        answer["pending"] = [_pending_to_wire(t, policy) for t in found.pending]
+        answer["pending_total"] = found.pending_total
     if state in ("ended", "all"):
         answer["ended"] = [
             {
@@ -353,9 +328,9 @@ async def list_transactions(request: web.Request) -> web.Response:
                 "checks": t.checks,
                 "ended_ms": t.ended_ms,
             }
-            for t in ended
+            for t in found.ended
         ]
-        answer["ended_total"] = ended_total
+        answer["ended_total"] = found.ended_total
     return respond(request, answer)
 
 

@@ -112,6 +112,8 @@ async def test_a_check_immunity_that_is_not_ascii_digits_in_range_is_a_400(
     assert response.status == 400, await response.text()
     payload["message"]["properties"]["CHECK_IMMUNITY_TIME_IN_SECONDS"] = "30"
     assert (await client.post(f"/topics/{topic}/transactions", json=payload)).status == 200
+    payload["message"]["properties"] = {"other": "property"}  # None given: no immunity.
+    assert (await client.post(f"/topics/{topic}/transactions", json=payload)).status == 200
 
 
 async def test_half_messages_and_due_less_delayed_copies_are_not_readable_by_id(
