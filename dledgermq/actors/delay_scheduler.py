@@ -1,8 +1,8 @@
 """DelaySchedulerActor: delivers due delayed messages to their real topics (writer only).
 
 Every `interval_ms` the group's writer asks the ReputActor for scheduled messages that are
-due (`broker/delay_due.py`, from the committed progress on) and appends one entry
-holding them, re-addressed to their real topics (`broker/delay.py`), *and* the new
+due (the `DueDelayed` query, `broker/delay_due.py`, from the committed progress on) and
+appends one entry holding them, re-addressed to their real topics (`broker/delay.py`), *and* the new
 progress (`%SYS%DELAY`). Progress and delivery commit together, so a failover neither
 loses a due message nor delivers one twice, and the scheduler keeps no state that must
 survive: a new leader reads the progress from its replicated broker state.
@@ -37,8 +37,8 @@ from dledgermq.actors.supervisor import (
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.delay import draft_of, release
-from dledgermq.broker.delay_due import DueMessage, due_delayed
-from dledgermq.broker.dispatch import Dispatcher
+from dledgermq.broker.delay_due import DueMessage
+from dledgermq.broker.queries import DueDelayed
 from dledgermq.broker.retry import DelayLevels
 from dledgermq.broker.state import delay_progress_draft
 from dledgermq.broker.writer_rounds import WriterRounds
@@ -110,11 +110,7 @@ class DelaySchedulerActor(FailStopActor):
             now_ms, writable=writable, written=written, dispatched=dispatched
         ):
             return
-        wall_ms, per_queue = _wall_ms(), self._options.per_queue_max
-
-        def query(dispatcher: Dispatcher) -> list[DueMessage]:
-            return due_delayed(dispatcher, wall_ms, per_queue)
-
+        query = DueDelayed(_wall_ms(), self._options.per_queue_max)
         reply = AnswerAsMessage(
             self.actor_ref, lambda due, error: _RoundOver(error) if error else _Due(due)
         )

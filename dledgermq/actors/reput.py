@@ -2,7 +2,8 @@
 
 Dispatches only below the confirm offset, the one seam between replication and the store
 (DESIGN.md §5 rule 3), answers producers once their entry is dispatched (final queue
-offsets), wakes held pulls, serves reads, and checkpoints once the CommitLog is durable up
+offsets), wakes held pulls, answers reads (typed queries, `broker/queries.py`: no code
+of another actor runs here), and checkpoints once the CommitLog is durable up
 to the dispatched offset.
 """
 
@@ -22,9 +23,12 @@ from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.dispatch import Dispatcher, PullResult, ReplicatedEntry, WrittenEntry
+from dledgermq.broker import store_reads
+from dledgermq.broker.dispatch import Dispatcher, ReplicatedEntry, WrittenEntry
 from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.long_poll import LongPolls
+from dledgermq.broker.queries import StoreQuery, answer
+from dledgermq.broker.store_reads import PullResult
 from dledgermq.broker.topics import PERM_READ_WRITE, TopicConfig
 from dledgermq.errors import MQError
 from dledgermq.store.checkpoint import Checkpoint
@@ -71,9 +75,10 @@ class Pull:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """A read-only query run on the owner's thread (admin and lookup paths)."""
+    """A read of the store (admin and lookup paths, the scheduler's and the checker's
+    rounds), answered on the owner's thread: `reply.ok(answer)` or `reply.fail(MQError)`."""
 
-    query: Callable[[Dispatcher], Any]
+    query: StoreQuery[Any]
     reply: ReplyTo[Any]
 
 
@@ -187,8 +192,13 @@ class ReputActor(FailStopActor):
     def _pull(self, pull: Pull, *, hold: bool) -> None:
         request = pull.request
         try:
-            result = self._dispatcher.pull(
-                request.topic, request.queue_id, request.offset, request.max_messages, request.tags
+            result = store_reads.pull(
+                self._dispatcher,
+                request.topic,
+                request.queue_id,
+                request.offset,
+                request.max_messages,
+                request.tags,
             )
         except MQError as exc:
             pull.reply.fail(exc)
@@ -204,9 +214,9 @@ class ReputActor(FailStopActor):
         for pull in self._polls.expire(2**62):
             self._pull(pull, hold=False)
 
-    def _read(self, query: Callable[[Dispatcher], Any], reply: ReplyTo[Any]) -> None:
+    def _read(self, query: StoreQuery[Any], reply: ReplyTo[Any]) -> None:
         try:
-            value = query(self._dispatcher)
+            value = answer(self._dispatcher, query)
         except MQError as exc:
             reply.fail(exc)
             return

@@ -18,7 +18,6 @@ Must not: read files or write the log itself.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from dledgermq.actors.supervisor import (
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.check_channels import ChannelOptions, CheckChannels
-from dledgermq.broker.dispatch import Dispatcher
+from dledgermq.broker.queries import DueTransactions, TransactionsDue
 from dledgermq.broker.transactions import (
     BY_GONE,
     BY_MAX_CHECKS,
@@ -47,11 +46,10 @@ from dledgermq.broker.transactions import (
     CheckPolicy,
     HalfTxn,
     check_draft,
-    due_round,
     end_draft,
 )
 from dledgermq.broker.writer_rounds import WriterRounds
-from dledgermq.errors import Busy, CorruptData, NotLeader
+from dledgermq.errors import Busy, NotLeader
 from dledgermq.store.record import MessageDraft, Record
 
 log = logging.getLogger(__name__)
@@ -91,14 +89,8 @@ class ProducersView:
 
 
 @dataclass(frozen=True, slots=True)
-class _Found:
-    check: list[tuple[HalfTxn, Record | None]]
-    expire: list[HalfTxn]
-
-
-@dataclass(frozen=True, slots=True)
 class _RoundOver:
-    found: _Found | None
+    found: TransactionsDue | None
     error: BaseException | None
 
 
@@ -135,7 +127,7 @@ class TransactionCheckerActor(FailStopActor):
                 self._poll(group, client_id, deadline_ms, reply)
             case ProducersView(group, reply):
                 reply.ok(self._channels.live(group, self._now_ms))
-            case _Found() as found:
+            case TransactionsDue() as found:
                 self._append(found)
             case _RoundOver(found, error):
                 self._rounds.done()
@@ -172,25 +164,13 @@ class TransactionCheckerActor(FailStopActor):
             dispatched=marks.dispatched.value,
         ):
             return
-        wall_ms, policy, limit = _wall_ms(), self._options.policy, self._options.per_round_max
-
-        def query(dispatcher: Dispatcher) -> _Found:
-            due = due_round(dispatcher.state.transactions, policy, wall_ms, limit)
-            check = []
-            for txn in due.check:
-                try:
-                    record = dispatcher.read_stored(txn.offset, txn.size)
-                except CorruptData:  # Logged and reported for repair; asked again later.
-                    continue
-                check.append((dataclasses.replace(txn, checks=txn.checks + 1), record))
-            return _Found(check, [dataclasses.replace(t) for t in due.expire])
-
+        query = DueTransactions(self._options.policy, _wall_ms(), self._options.per_round_max)
         reply = AnswerAsMessage(
             self.actor_ref, lambda found, error: _RoundOver(None, error) if error else found
         )
         tell(self._reput, Read(query, reply))
 
-    def _append(self, found: _Found) -> None:
+    def _append(self, found: TransactionsDue) -> None:
         now_ms = _wall_ms()
         ends = [(t.offset, t.transaction_id, ROLLBACK, BY_MAX_CHECKS) for t in found.expire]
         ends += [(t.offset, t.transaction_id, ROLLBACK, BY_GONE) for t, r in found.check if not r]
@@ -209,7 +189,7 @@ class TransactionCheckerActor(FailStopActor):
         except pykka.ActorDeadError:  # The node is stopping.
             self._rounds.done()
 
-    def _hand_out(self, found: _Found) -> None:
+    def _hand_out(self, found: TransactionsDue) -> None:
         """The round's entry is committed: roll-backs are final, checks go to producers."""
         for txn in found.expire:
             log.warning(

@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 from aiohttp import web
@@ -27,6 +27,7 @@ from dledgermq.broker.produce import (
     ProduceLimits,
     SendPolicy,
 )
+from dledgermq.broker.queries import StoreQuery
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
 from dledgermq.broker.topics import (
     SYSTEM_PREFIX,
@@ -44,6 +45,7 @@ from dledgermq.replication.master_slave import HAStatus
 from dledgermq.store.record import MessageDraft
 
 READ_TIMEOUT_S = 10.0
+T = TypeVar("T")
 MAX_WAIT_PARAM_MS = 3_600_000  # The longest `wait_ms` a long poll may ask for.
 
 
@@ -169,10 +171,12 @@ async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[Dispat
     return dispatched
 
 
-async def read(ctx: BrokerContext, query: Any) -> Any:
-    return await bridge.call(
+async def read(ctx: BrokerContext, query: StoreQuery[T]) -> T:
+    """Ask the ReputActor one typed query (broker/queries.py) and await its answer."""
+    answer: T = await bridge.call(
         lambda reply: ctx.reput.tell(Read(query, reply)), timeout_s=READ_TIMEOUT_S, what="read"
     )
+    return answer
 
 
 def topic_of(request: web.Request) -> str:

@@ -6,9 +6,10 @@ import base64
 import contextlib
 from typing import Any
 
-from dledgermq.broker.dispatch import DispatchedMessage, StoredMessage
+from dledgermq.broker.dispatch import DispatchedMessage
 from dledgermq.broker.produce import KEY_SEPARATOR
 from dledgermq.broker.reserved import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
+from dledgermq.broker.store_reads import StoredMessage
 
 
 def message_to_wire(stored: StoredMessage, *, binary: bool) -> dict[str, Any]:

@@ -26,12 +26,11 @@ from dledgermq.api.context import (
 from dledgermq.api.lock_fields import orderly_fields
 from dledgermq.api.params import check_known, str_param, text_field
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.dispatch import Dispatcher
 from dledgermq.broker.filter import parse_tag_expression
 from dledgermq.broker.produce import (
     MAX_INT64,
 )
-from dledgermq.broker.progress import group_progress
+from dledgermq.broker.queries import GroupOffsets, GroupProgress, QueueRanges
 from dledgermq.broker.rebalance import AVERAGE
 from dledgermq.broker.state import (
     offset_commit_draft,
@@ -75,7 +74,7 @@ async def commit_offsets(request: web.Request) -> web.Response:
         offsets[queue_id] = offset
     # Not past a queue's end (the lag would go negative and the messages sent next would
     # be skipped); before its start is fine: the next pull answers OFFSET_MOVED.
-    ranges = await read(ctx, lambda d: {q: d.queue_range(topic, q) for q in offsets})
+    ranges = await read(ctx, QueueRanges(topic, tuple(offsets)))
     for queue_id, offset in offsets.items():
         low, high = ranges[queue_id]
         if offset > high:
@@ -95,11 +94,8 @@ async def get_offsets(request: web.Request) -> web.Response:
     group = check_group_name(request.match_info["group"])
     topic = check_topic_name(str_param(request, "topic"))
 
-    def offsets(dispatcher: Dispatcher) -> dict[str, int]:
-        committed = dispatcher.state.offsets.get(group, {}).get(topic, {})
-        return {str(q): o for q, o in sorted(committed.items())}
-
-    return respond(request, {"offsets": await read(ctx, offsets)})
+    committed = await read(ctx, GroupOffsets(group, topic))
+    return respond(request, {"offsets": {str(q): o for q, o in committed.items()}})
 
 
 async def get_progress(request: web.Request) -> web.Response:
@@ -109,7 +105,7 @@ async def get_progress(request: web.Request) -> web.Response:
     check_known(request, {"topic"})
     group = check_group_name(request.match_info["group"])
     topic = check_topic_name(str_param(request, "topic"))
-    rows = await read(ctx, lambda d: group_progress(d, group, topic))
+    rows = await read(ctx, GroupProgress(group, topic))
     owners: dict[str, str | None] = {}
     if ctx.role.value.writable:
         view = await _ask_rebalancer(ctx, lambda reply: GroupView(group, reply))

@@ -20,16 +20,17 @@ from dledgermq.api.context import (
 )
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
 from dledgermq.api.params import check_known, int_param, path_int, str_param
-from dledgermq.broker.dispatch import PullResult
 from dledgermq.broker.filter import parse_tag_expression
 from dledgermq.broker.produce import (
     build_drafts,
     check_queue_id,
     topic_for_send,
 )
+from dledgermq.broker.queries import GetMessage, OffsetByTime, QueryByKey
 from dledgermq.broker.state import (
     topic_create_draft,
 )
+from dledgermq.broker.store_reads import PullResult
 from dledgermq.broker.topics import (
     check_topic_name,
 )
@@ -113,7 +114,7 @@ async def offset_by_time(request: web.Request) -> web.Response:
     topic = topic_of(request)
     queue_id = path_int(request, "queue_id")
     timestamp = int_param(request, "timestamp_ms", None, low=0, high=2**62)
-    offset = await read(ctx, lambda d: d.offset_by_time(topic, queue_id, timestamp))
+    offset = await read(ctx, OffsetByTime(topic, queue_id, timestamp))
     return respond(request, {"offset": offset})
 
 
@@ -122,7 +123,7 @@ async def get_message(request: web.Request) -> web.Response:
     msg_id = request.match_info["msg_id"]
     if not 1 <= len(msg_id) <= 128:
         raise BadRequest("message id must be 1..128 characters")
-    stored = await read(ctx, lambda d: d.get_message(msg_id))
+    stored = await read(ctx, GetMessage(msg_id))
     return respond(request, message_to_wire(stored, binary=wants_msgpack(request)))
 
 
@@ -138,6 +139,6 @@ async def query_messages(request: web.Request) -> web.Response:
     if begin > end:
         raise BadRequest("begin_ms must not be after end_ms")
     limit = int_param(request, "max", 32, low=1, high=MAX_QUERY_MESSAGES)
-    found = await read(ctx, lambda d: d.query_by_key(topic, key, begin, end, limit))
+    found = await read(ctx, QueryByKey(topic, key, begin, end, limit))
     binary = wants_msgpack(request)
     return respond(request, {"messages": [message_to_wire(m, binary=binary) for m in found]})

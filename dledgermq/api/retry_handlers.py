@@ -28,9 +28,8 @@ from dledgermq.api.context import (
 )
 from dledgermq.api.convert import message_to_wire
 from dledgermq.api.params import check_known, int_param
-from dledgermq.broker.dispatch import Dispatcher, PullResult
-from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.message_id import decode_msg_id
+from dledgermq.broker.queries import DeadLetters, Letters, UnsentDeadLetters
 from dledgermq.broker.retry import (
     MAX_RECONSUME_TIMES_DEFAULT,
     MAX_RECONSUME_TIMES_LIMIT,
@@ -46,7 +45,7 @@ from dledgermq.broker.send_back import (
     record_bytes,
 )
 from dledgermq.broker.topics import PERM_WRITE, check_group_name
-from dledgermq.errors import BadRequest, NoPermission, OffsetOutOfRange
+from dledgermq.errors import BadRequest, NoPermission
 from dledgermq.wire import read_body, respond, wants_msgpack
 
 RESEND_LOCK = web.AppKey("dlq_resend_lock", asyncio.Lock)
@@ -104,26 +103,6 @@ def _msg_ids(body: dict[str, Any], limit: int) -> list[str]:
     return msg_ids
 
 
-def _letters(msg_ids: list[str]) -> Any:
-    """A read (run on the ReputActor) of the records `msg_ids` name on this broker."""
-
-    def query(dispatcher: Dispatcher) -> list[Letter]:
-        letters = []
-        for msg_id in msg_ids:
-            decoded = decode_msg_id(msg_id)
-            assert decoded is not None  # Checked by _msg_ids.
-            if decoded.broker_hash != dispatcher.broker_hash:
-                raise BadRequest(
-                    f"message {msg_id} was not stored by this broker group; send it back "
-                    "to the broker group whose hash its first 8 digits are",
-                    msg_id=msg_id,
-                )
-            letters.append(Letter(msg_id, dispatcher.get_message(msg_id).record))
-        return letters
-
-    return query
-
-
 # -- send-back --------------------------------------------------------------------------------
 
 
@@ -140,7 +119,7 @@ async def send_back(request: web.Request) -> web.Response:
         msg_ids = _msg_ids(body, ctx.limits.max_batch_messages)
         max_times = _count_field(body, "max_reconsume_times", MAX_RECONSUME_TIMES_DEFAULT)
         dead_letter_times = _dead_letter_times(body)
-        letters: list[Letter] = await read(ctx, _letters(msg_ids))
+        letters = await read(ctx, Letters(tuple(msg_ids)))
         plan = plan_send_back(
             letters,
             group,
@@ -194,25 +173,6 @@ def _dead_letter_times(body: dict[str, Any]) -> int | None:
 # -- dead letters -----------------------------------------------------------------------------
 
 
-def _page(dispatcher: Dispatcher, group: str, offset: int | None, max_messages: int) -> PullResult:
-    """A page of the group's dead letters from `offset` (default: the oldest kept)."""
-    topic = dlq_topic(group)
-    if topic not in dispatcher.state.topics:  # No dead letter yet: an empty queue.
-        if offset:
-            raise OffsetOutOfRange(
-                f"offset {offset} is outside [0, 0] of {topic}/0", min_offset=0, max_offset=0
-            )
-        return PullResult([], 0, 0, 0)
-    low, _ = dispatcher.queue_range(topic, 0)
-    start = low if offset is None else offset
-    return dispatcher.pull(topic, 0, start, max_messages, MATCH_ALL)
-
-
-def _resend_mark(dispatcher: Dispatcher, group: str) -> int | None:
-    """How far "resend all" went in the group's dead-letter queue (None: never)."""
-    return dispatcher.state.offsets.get(group, {}).get(dlq_topic(group), {}).get(0)
-
-
 async def list_dead_letters(request: web.Request) -> web.Response:
     """A page of the group's dead letters, oldest first (any node serves it)."""
     ctx = request.app[BROKER]
@@ -224,10 +184,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         request, "max", DLQ_PAGE_DEFAULT, low=1, high=ctx.limits.max_pull_messages
     )
 
-    def query(dispatcher: Dispatcher) -> tuple[PullResult, int | None]:
-        return _page(dispatcher, group, start, max_messages), _resend_mark(dispatcher, group)
-
-    page, mark = await read(ctx, query)
+    page, mark = await read(ctx, DeadLetters(group, start, max_messages))
     binary = wants_msgpack(request)
     return respond(
         request,
@@ -263,7 +220,7 @@ async def resend_dead_letters(request: web.Request) -> web.Response:
             if "max" in body:
                 raise BadRequest("`max` goes with `all`")
             msg_ids = _msg_ids(body, ctx.limits.max_batch_messages)
-            letters = await read(ctx, _letters(msg_ids))
+            letters = await read(ctx, Letters(tuple(msg_ids)))
             answer = await _resend(ctx, group, letters, mark=None)
     return respond(request, answer)
 
@@ -279,14 +236,7 @@ def _max_field(body: dict[str, Any], ctx: BrokerContext) -> int:
 async def _resend_next(ctx: BrokerContext, group: str, max_messages: int) -> dict[str, Any]:
     """Resend the letters after the group's resend mark (at most `max_messages`, within
     `max_batch_bytes`) and move the mark past them."""
-
-    def query(dispatcher: Dispatcher) -> tuple[int, PullResult]:
-        mark = _resend_mark(dispatcher, group)
-        low, _ = dispatcher.queue_range(dlq_topic(group), 0)
-        start = low if mark is None else max(mark, low)
-        return start, _page(dispatcher, group, start, max_messages)
-
-    start, page = await read(ctx, query)
+    start, page = await read(ctx, UnsentDeadLetters(group, max_messages))
     letters: list[Letter] = []
     size, next_offset = 0, page.next_offset
     for stored in page.messages:

@@ -14,6 +14,7 @@ from dledgermq.api.context import (
     read,
 )
 from dledgermq.api.openapi import build_openapi
+from dledgermq.broker.queries import Unreadable
 from dledgermq.broker.topics import (
     PERM_WRITE,
 )
@@ -41,7 +42,7 @@ async def status(request: web.Request) -> web.Response:
             "match_index": {str(peer): index for peer, index in state.match_index.items()},
         }
     # Committed records dispatch passed over (broker/unreadable.py): never fatal, shown.
-    unreadable = await read(ctx, lambda dispatcher: dispatcher.unreadable.to_wire())
+    unreadable = await read(ctx, Unreadable())
     # Master/slave: a master's slaves (acknowledged offset, lag), a slave's master.
     ha = ctx.ha_status.value.to_wire(ctx.published.marks.written.value) if ctx.ha_status else None
     return respond(

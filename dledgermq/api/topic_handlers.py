@@ -13,7 +13,7 @@ from dledgermq.api.context import (
     read,
     topic_of,
 )
-from dledgermq.broker.dispatch import Dispatcher
+from dledgermq.broker.queries import QueueRanges
 from dledgermq.broker.state import (
     topic_delete_draft,
     topic_put_draft,
@@ -80,11 +80,9 @@ async def get_topic(request: web.Request) -> web.Response:
     ctx = request.app[BROKER]
     config = existing_topic(ctx, topic_of(request))
 
-    def ranges(dispatcher: Dispatcher) -> list[dict[str, int]]:
-        queues = []
-        for queue_id in range(config.queue_count):
-            low, high = dispatcher.queue_range(config.topic, queue_id)
-            queues.append({"queue_id": queue_id, "min_offset": low, "max_offset": high})
-        return queues
-
-    return respond(request, {**config.to_wire(), "queues": await read(ctx, ranges)})
+    ranges = await read(ctx, QueueRanges(config.topic, tuple(range(config.queue_count))))
+    queues = [
+        {"queue_id": queue_id, "min_offset": low, "max_offset": high}
+        for queue_id, (low, high) in ranges.items()
+    ]
+    return respond(request, {**config.to_wire(), "queues": queues})

@@ -1,8 +1,9 @@
 """Which delayed messages are due: the delay scheduler's read of the schedule topic.
 
-Runs on the dispatch owner's thread (the ReputActor), over the Dispatcher's queues: the
-schedule topic's ConsumeQueue units carry each copy's due time in their tag slot
-(`delay.ScheduleRecords`), so what is due is found without reading the log.
+Runs on the dispatch owner's thread (the ReputActor answering the `DueDelayed` query of
+`broker/queries.py`), over the Dispatcher's queues: the schedule topic's ConsumeQueue
+units carry each copy's due time in their tag slot (`delay.ScheduleRecords`), so what is
+due is found without reading the log.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import NamedTuple
 
 from dledgermq.broker.delay import SCHEDULE_TOPIC, release_problem
 from dledgermq.broker.dispatch import Dispatcher
+from dledgermq.broker.store_reads import read_record
 from dledgermq.store.record import Record
 
 
@@ -36,7 +38,7 @@ def due_delayed(store: Dispatcher, now_ms: int, max_per_queue: int) -> list[DueM
         for unit in cq.get(start, max_per_queue):
             if unit.tag_hash > now_ms:
                 break  # Each queue is in due order.
-            record = store.read_stored(unit.commitlog_offset, unit.size)
+            record = read_record(store, unit.commitlog_offset, unit.size)
             problem = None if record is None else release_problem(record.properties)
             if problem is not None:
                 store.passed_over(unit.commitlog_offset, SCHEDULE_TOPIC, problem)

@@ -2,8 +2,8 @@
 
 Dispatch runs in committed-log order and only below the confirm offset, so queue offsets
 are a pure function of the committed prefix: identical on every replica, dense, never
-reused (DESIGN.md §5 rule 4). Reads for consumers (pull, query) also live here because the
-ConsumeQueues and the index belong to the same owner.
+reused (DESIGN.md §5 rule 4). What is read from them (pulls, lookups, the typed queries)
+is read by `broker/store_reads.py` and `broker/queries.py`, on the same owner's thread.
 """
 
 from __future__ import annotations
@@ -16,39 +16,28 @@ from typing import NamedTuple
 
 import msgpack
 
-from dledgermq.broker.filter import TagFilter
 from dledgermq.broker.handlers import broker_handlers
 from dledgermq.broker.layout import NodeLayout
-from dledgermq.broker.message_id import broker_hash, decode_msg_id, make_msg_id
+from dledgermq.broker.message_id import broker_hash, make_msg_id
 from dledgermq.broker.produce import KEY_SEPARATOR
 from dledgermq.broker.record_handlers import RecordHandlers, TopicHandler
 from dledgermq.broker.reserved import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
 from dledgermq.broker.state import BrokerState
-from dledgermq.broker.topics import RESERVED_PREFIXES, SYSTEM_PREFIX, TopicConfig
+from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
 from dledgermq.broker.unreadable import UnreadableRecords
-from dledgermq.errors import (
-    CorruptData,
-    MessageNotFound,
-    NoPermission,
-    OffsetOutOfRange,
-    QueueNotFound,
-    TopicNotFound,
-)
 from dledgermq.store.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.consume_queue import (
     ConsumeQueue,
     ConsumeQueues,
-    CQUnit,
     PendingSync,
     tag_hash,
 )
-from dledgermq.store.errors import CorruptCheckpoint, CorruptRecord, OffsetGone, StoreDamaged
+from dledgermq.store.errors import CorruptCheckpoint, StoreDamaged
 from dledgermq.store.index_file import IndexStore
 from dledgermq.store.record import (
     FLAG_ENTRY_END,
     MessageDraft,
-    Record,
     RecordMeta,
     decode_meta,
     decode_verified_meta,
@@ -57,8 +46,6 @@ from dledgermq.store.record import (
 log = logging.getLogger(__name__)
 UNIQUE_KEY_PREFIX = "#U#"
 KEY_PREFIX = "#K#"
-MAX_SCAN_UNITS = 2_000
-MAX_PULL_BYTES = 8 * 1024 * 1024
 
 
 class DispatchedMessage(NamedTuple):
@@ -126,22 +113,6 @@ class DispatchBatch:
     topics_changed: bool = False
 
 
-class StoredMessage(NamedTuple):
-    """A record with the queue offset it was dispatched to."""
-
-    record: Record
-    queue_offset: int
-    msg_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PullResult:
-    messages: list[StoredMessage]
-    next_offset: int
-    min_offset: int
-    max_offset: int
-
-
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
     cq_units_per_file: int
@@ -176,12 +147,13 @@ class Dispatcher:
         # What the broker does with the records it interprets (broker/record_handlers.py).
         self._handlers = handlers if handlers is not None else broker_handlers()
         self._gated_flags = self._handlers.gated_flags
-        # Told the commitlog offset of a record that failed its checks (node.py: repair).
+        # Told the commitlog offset of a record a read found failing its checks (node.py:
+        # repair); `reader` is where those reads read (broker/store_reads.py).
         self.on_damaged: Callable[[int], None] = lambda offset: None
         self.unreadable = UnreadableRecords()  # Committed records passed over, never fatal.
         self._layout = layout
         self._options = options
-        self._reader = reader
+        self.reader = reader
         damage = self._open()
         if damage is not None:
             if log_start > 0:
@@ -314,9 +286,7 @@ class Dispatcher:
         """
         entry_start: int | None = None
         current: list[DispatchedMessage] = []
-        for record in self._reader.iter_records(
-            self.dispatched_offset, confirm_offset, decode_meta
-        ):
+        for record in self.reader.iter_records(self.dispatched_offset, confirm_offset, decode_meta):
             if entry_start is None:
                 entry_start = record.commitlog_offset
             message = self._dispatch_record(record, batch)
@@ -408,185 +378,9 @@ class Dispatcher:
     def passed_over(self, commitlog_offset: int, topic: str, reason: str) -> None:
         self.unreadable.add(commitlog_offset, topic, reason)
 
-    # -- reads ----------------------------------------------------------------------------
-
-    def readable_queue(self, topic: str, queue_id: int) -> tuple[TopicConfig, ConsumeQueue | None]:
-        config = self.state.topics.get(topic)
-        if config is None:
-            raise TopicNotFound(f"topic {topic!r} does not exist on this broker", topic=topic)
-        if not config.readable:
-            raise NoPermission(f"topic {topic!r} is not readable (perm={config.perm})")
-        if not 0 <= queue_id < config.read_queues:
-            raise QueueNotFound(
-                f"queue {queue_id} is not a read queue of {topic!r} (0..{config.read_queues - 1})"
-            )
-        return config, self.cqs.get(topic, queue_id)
-
-    def queue_range(self, topic: str, queue_id: int) -> tuple[int, int]:
-        cq = self.cqs.get(topic, queue_id)
-        return (0, 0) if cq is None else (cq.min_offset, cq.max_offset)
-
-    def store_time_at(self, topic: str, queue_id: int, queue_offset: int) -> int | None:
-        """When the message at `queue_offset` was stored; None if it is gone."""
-        cq = self.cqs.get(topic, queue_id)
-        units = [] if cq is None else cq.get(queue_offset, 1)
-        if not units or units[0].queue_offset != queue_offset:
-            return None
-        record = self._read(units[0].commitlog_offset, units[0].size)
-        return None if record is None else record.store_timestamp_ms
-
-    def pull(
-        self, topic: str, queue_id: int, offset: int, max_messages: int, tags: TagFilter
-    ) -> PullResult:
-        _, cq = self.readable_queue(topic, queue_id)
-        low, high = (0, 0) if cq is None else (cq.min_offset, cq.max_offset)
-        if not low <= offset <= high:
-            raise OffsetOutOfRange(
-                f"offset {offset} is outside [{low}, {high}] of {topic}/{queue_id}",
-                min_offset=low,
-                max_offset=high,
-            )
-        if cq is None or offset == high:
-            return PullResult([], offset, low, high)
-        # Pick units by tag hash and size first, then read them together: records of one
-        # queue sit close together in the log, so few preads serve a whole pull.
-        chosen: list[CQUnit] = []
-        next_offset, size = offset, 0
-        for unit in cq.get(offset, MAX_SCAN_UNITS):
-            if len(chosen) >= max_messages or size >= MAX_PULL_BYTES:
-                break
-            next_offset = unit.queue_offset + 1
-            if tags.matches_hash(unit.tag_hash):
-                chosen.append(unit)
-                size += unit.size
-        messages = [
-            self._stored(record, unit.queue_offset)
-            for unit, record in zip(chosen, self._read_units(chosen), strict=True)
-            if record is not None and tags.matches(record.properties.get(PROPERTY_TAGS))
-        ]
-        return PullResult(messages, next_offset, low, high)
-
-    def _read_units(self, units: list[CQUnit]) -> list[Record | None]:
-        """The records of `units`; None for one deleted by retention meanwhile (the next
-        pull then gets OFFSET_MOVED)."""
-        try:
-            return list(self._reader.read_records([(u.commitlog_offset, u.size) for u in units]))
-        except (OffsetGone, CorruptRecord):  # Find which one, record by record.
-            return [self._read(u.commitlog_offset, u.size) for u in units]
-
     def builtin_config(self, topic: str) -> TopicConfig:
         """The config of a built-in topic (one the broker writes itself)."""
         return self._handlers.builtin[topic].config
-
-    def read_stored(self, offset: int, size: int) -> Record | None:
-        """A record the broker's own bookkeeping points at (a half message); None if
-        retention removed it. A damaged one raises CorruptData (never served)."""
-        return self._read(offset, size)
-
-    def get_message(self, msg_id: str) -> StoredMessage:
-        """By offset message id (this broker) or by the client's unique key."""
-        decoded = decode_msg_id(msg_id)
-        if (
-            decoded is not None
-            and decoded.broker_hash == self.broker_hash
-            and self._reader.holds_record(decoded.commitlog_offset, decoded.size)
-        ):
-            found = self._deliverable(self._read_claimed(decoded.commitlog_offset, decoded.size))
-            if found is not None:
-                return found
-        else:
-            for offset in self.index.query(UNIQUE_KEY_PREFIX + msg_id, 0, 2**62, 8):
-                record = self._read(offset, None)
-                if record is not None and record.properties.get(PROPERTY_UNIQ_KEY) == msg_id:
-                    found = self._deliverable(record)
-                    if found is not None:
-                        return found
-        raise MessageNotFound(f"no message with id {msg_id!r} on this broker")
-
-    def query_by_key(
-        self, topic: str | None, key: str, begin_ms: int, end_ms: int, max_messages: int
-    ) -> list[StoredMessage]:
-        """Messages carrying `key` (in `topic` if given), newest first."""
-        found: list[StoredMessage] = []
-        for offset in self.index.query(KEY_PREFIX + key, begin_ms, end_ms, max_messages * 4):
-            record = self._read(offset, None)
-            if record is None or (topic is not None and record.topic != topic):
-                continue
-            if key in record.properties.get(PROPERTY_KEYS, "").split(KEY_SEPARATOR):
-                stored = self._deliverable(record)
-                if stored is not None:
-                    found.append(stored)
-            if len(found) >= max_messages:
-                break
-        return found
-
-    def _deliverable(self, record: Record | None) -> StoredMessage | None:
-        """The record with its queue offset, if a live queue still holds it.
-
-        Lookups answer only what a consumer could pull: not internal records, not half
-        messages nor delayed copies before they are due (the broker's built-in topics),
-        not messages of a deleted topic (their bytes stay in the log), not ones retention
-        removed.
-        """
-        if record is None or record.topic.startswith(RESERVED_PREFIXES):
-            return None
-        queue_offset = self._queue_offset_of(record)
-        return None if queue_offset < 0 else self._stored(record, queue_offset)
-
-    def offset_by_time(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
-        """First queue offset stored at or after timestamp_ms (max_offset if none)."""
-        _, cq = self.readable_queue(topic, queue_id)
-        if cq is None:
-            return 0
-
-        def stored_since(unit: CQUnit) -> bool:
-            record = self._read(unit.commitlog_offset, unit.size)
-            return record is not None and record.store_timestamp_ms >= timestamp_ms
-
-        return cq.first_offset_where(stored_since)
-
-    def _queue_offset_of(self, record: Record) -> int:
-        """The queue offset a record was dispatched to (-1 if its queue no longer has it)."""
-        cq = self.cqs.get(record.topic, record.queue_id)
-        if cq is None:
-            return -1
-        offset = record.commitlog_offset
-        found = cq.first_offset_where(lambda unit: unit.commitlog_offset >= offset)
-        units = cq.get(found, 1)
-        return found if units and units[0].commitlog_offset == offset else -1
-
-    def _read(self, offset: int, size: int | None) -> Record | None:
-        """A record our own files point at; None if retention deleted it meanwhile.
-
-        Raises:
-            CorruptData: it fails its CRC; never served, never silently skipped.
-        """
-        try:
-            return self._reader.read_record(offset, size)
-        except OffsetGone:
-            return None
-        except CorruptRecord as exc:
-            log.error("corrupt record at commitlog offset %d: %s", offset, exc)
-            self.on_damaged(offset)
-            raise CorruptData(
-                f"the record at commitlog offset {offset} fails its checks ({exc}); "
-                "it is not served",
-                commitlog_offset=offset,
-            ) from exc
-
-    def _read_claimed(self, offset: int, size: int) -> Record | None:
-        """A record at a place a client named (a message id): garbage means not found."""
-        try:
-            return self._reader.read_record(offset, size)
-        except (OffsetGone, CorruptRecord):
-            return None
-
-    def _stored(self, record: Record, queue_offset: int) -> StoredMessage:
-        return StoredMessage(
-            record,
-            queue_offset,
-            make_msg_id(self.broker_hash, record.commitlog_offset, record.size),
-        )
 
     # -- durability and retention -----------------------------------------------------------
 

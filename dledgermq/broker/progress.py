@@ -2,7 +2,8 @@
 group's committed offset, the lag, and when the last message it consumed was stored
 (RocketMQ's consumer progress "last timestamp": how far behind in time, not only in count).
 
-Read on the ReputActor's thread (it owns the Dispatcher), like every other read.
+Read on the ReputActor's thread (it owns the Dispatcher), like every other read: the
+`GroupProgress` query (broker/queries.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dledgermq.broker.dispatch import Dispatcher
+from dledgermq.broker.store_reads import queue_range, store_time_at
 from dledgermq.errors import TopicNotFound
 
 
@@ -52,10 +54,10 @@ def group_progress(dispatcher: Dispatcher, group: str, topic: str) -> list[Queue
     committed = dispatcher.state.offsets.get(group, {}).get(topic, {})
     rows = []
     for queue_id in range(config.read_queues):
-        low, high = dispatcher.queue_range(topic, queue_id)
+        low, high = queue_range(dispatcher, topic, queue_id)
         offset = committed.get(queue_id)
         last = None
         if offset is not None and low < offset <= high:
-            last = dispatcher.store_time_at(topic, queue_id, offset - 1)
+            last = store_time_at(dispatcher, topic, queue_id, offset - 1)
         rows.append(QueueProgress(queue_id, low, high, offset, last))
     return rows

@@ -19,6 +19,7 @@ from dledgermq.actors.published import Watermarks
 from dledgermq.actors.reput import Confirm, Read, ReputActor, ReputOptions, ReputPublished
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.queries import QueueRanges
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.node import BrokerHooks, open_broker
@@ -86,18 +87,20 @@ def test_reput_never_dispatches_past_the_confirm_offset(tmp_path: Path) -> None:
         )
     reader = CommitLogReader(layout.commitlog, 1 << 20)
     dispatcher = Dispatcher("b", layout, StoreOptions(100, 64, 256), reader)
+    published = ReputPublished(Watermarks(0))
     reput = ReputActor.start(
         dispatcher,
         flusher=None,
-        published=ReputPublished(Watermarks(0)),
+        published=published,
         options=ReputOptions(checkpoint_interval_ms=10**9, long_polls_max=10),
     )
     try:
 
         def state() -> tuple[int, tuple[int, int]]:
             reply = ThreadReply()
-            reput.tell(Read(lambda d: (d.dispatched_offset, d.queue_range("T", 0)), reply))
-            return reply.wait()
+            reput.tell(Read(QueueRanges("T", (0,)), reply))
+            ranges = reply.wait()  # Answered after the confirms told before it.
+            return published.marks.dispatched.value, ranges[0]
 
         assert state() == (0, (0, 0))
         reput.tell(Confirm(ends[1]))

@@ -18,8 +18,8 @@ import pytest
 
 from dledgermq.actors.commitlog_writer import Append, WriteRaw
 from dledgermq.actors.reput import Read
-from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.queries import PullMessages, QueueRanges
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
@@ -81,7 +81,7 @@ def test_writes_are_refused_above_the_high_water_mark_and_reads_go_on(broker, di
     broker.ticker.tick_once(now_ms=10_000)
     with pytest.raises(DiskFull):
         send(broker, b"refused")
-    pulled = read(broker, lambda d: d.pull("T", 0, 0, 10, MATCH_ALL))
+    pulled = read(broker, PullMessages("T", 0, 0, 10))
     assert [m.record.body for m in pulled.messages] == [b"before"]
     assert pulled.max_offset == first.queue_offset + 1  # the refused send stored nothing
     disk.ratio = 0.50
@@ -110,15 +110,15 @@ def test_expired_segments_are_deleted_and_pulls_below_them_are_moved(
     assert high == 60
     assert len(list(commitlog.iterdir())) == 1  # only the active segment is left
     with pytest.raises(OffsetOutOfRange) as moved:
-        read(broker, lambda d: d.pull("T", 0, 0, 10, MATCH_ALL))
+        read(broker, PullMessages("T", 0, 0, 10))
     assert moved.value.details["min_offset"] == low
-    pulled = read(broker, lambda d: d.pull("T", 0, low, 100, MATCH_ALL))
+    pulled = read(broker, PullMessages("T", 0, low, 100))
     assert [m.queue_offset for m in pulled.messages] == list(range(low, 60))
 
 
 def wait_for_range(broker, done) -> tuple[int, int]:
     """The ReputActor applies DeleteBefore after the writer's tick: poll its answer."""
-    return wait_until(lambda: done(r := read(broker, lambda d: d.queue_range("T", 0))) and r)
+    return wait_until(lambda: done(r := read(broker, QueueRanges("T", (0,)))[0]) and r)
 
 
 def test_replicated_writes_wait_while_the_disk_is_full_then_go_on_in_order(
@@ -183,7 +183,7 @@ def test_a_full_disk_deletes_young_segments_only_where_forced_clean_is_on(
             send(started, b"refused")
         if clean_ratio is None:
             assert len(list(commitlog.iterdir())) == segments
-            pulled = read(started, lambda d: d.pull("T", 0, 0, 100, MATCH_ALL))
+            pulled = read(started, PullMessages("T", 0, 0, 100))
             assert [m.queue_offset for m in pulled.messages] == list(range(60))
         else:
             assert len(list(commitlog.iterdir())) == 1

@@ -25,7 +25,7 @@ import pytest
 from dledgermq.actors.commitlog_writer import Append, AppendReplicated
 from dledgermq.actors.flusher import Flush
 from dledgermq.actors.reput import Read
-from dledgermq.broker.filter import MATCH_ALL
+from dledgermq.broker.queries import PullMessages
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
@@ -206,7 +206,7 @@ def create_topic(node: BrokerNode) -> None:
 
 def pull(node: BrokerNode, queue_id: int) -> list[tuple[int, bytes]]:
     reply = ThreadReply()
-    query = Read(lambda d: d.pull("T", queue_id, 0, 10_000, MATCH_ALL), reply)
+    query = Read(PullMessages("T", queue_id, 0, 10_000), reply)
     node.context.reput.tell(query)
     return [(m.queue_offset, m.record.body) for m in reply.wait().messages]
 

@@ -14,8 +14,8 @@ import pytest
 
 from dledgermq.actors.commitlog_writer import Append
 from dledgermq.actors.reput import Read
-from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.queries import PullMessages
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.config import ClusterConfig, parse_config
@@ -76,15 +76,15 @@ def test_a_corrupt_record_is_reported_not_skipped(config: ClusterConfig) -> None
     broker = start(config)
     try:
         with pytest.raises(CorruptData):
-            ask(broker.reput, Read(lambda d: d.pull("T", 0, 0, 10, MATCH_ALL), ThreadReply()))
-        after = ask(broker.reput, Read(lambda d: d.pull("T", 0, 4, 10, MATCH_ALL), ThreadReply()))
+            ask(broker.reput, Read(PullMessages("T", 0, 0, 10), ThreadReply()))
+        after = ask(broker.reput, Read(PullMessages("T", 0, 4, 10), ThreadReply()))
         assert [m.queue_offset for m in after.messages] == list(range(4, 14))
     finally:
         broker.stop()
 
 
 def pull_all(broker) -> list[tuple[int, bytes]]:
-    pulled = ask(broker.reput, Read(lambda d: d.pull("T", 0, 0, 100, MATCH_ALL), ThreadReply()))
+    pulled = ask(broker.reput, Read(PullMessages("T", 0, 0, 100), ThreadReply()))
     return [(m.queue_offset, m.record.body) for m in pulled.messages]
 
 

@@ -4,7 +4,7 @@ The leader dispatches entries it just wrote from their drafts, a Raft follower f
 bytes its writer verified; recovery reads them back from the log. Method: write a log with
 topic records, several queues, tags, keys and segment roll-overs; dispatch it from drafts,
 from entry bytes and from the log, each into its own ConsumeQueues; compare results,
-queue units and lookups.
+queue units and lookups (the typed queries of broker/queries.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 
 from dledgermq.broker.dispatch import Dispatcher, ReplicatedEntry, StoreOptions, WrittenEntry
-from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.queries import GetMessage, PullMessages, QueryByKey, answer
 from dledgermq.broker.state import offset_commit_draft, topic_put_draft
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.store.commitlog import CommitLog, CommitLogReader
@@ -60,15 +60,15 @@ def snapshot(dispatcher: Dispatcher) -> dict:
     queues = {}
     for topic, count in (("A", 3), ("B", 2)):
         for queue in range(count):
-            pulled = dispatcher.pull(topic, queue, 0, 256, MATCH_ALL)
+            pulled = answer(dispatcher, PullMessages(topic, queue, 0, 256))
             queues[topic, queue] = [
                 (m.queue_offset, m.msg_id, m.record.body) for m in pulled.messages
             ]
     return {
         "queues": queues,
         "state": dispatcher.state.snapshot(),
-        "by_key": [m.msg_id for m in dispatcher.query_by_key(None, "shared", 0, 2**62, 64)],
-        "by_unique": dispatcher.get_message("U30-0").msg_id,
+        "by_key": [m.msg_id for m in answer(dispatcher, QueryByKey(None, "shared", 0, 2**62, 64))],
+        "by_unique": answer(dispatcher, GetMessage("U30-0")).msg_id,
     }
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dledgermq.broker.dispatch import Dispatcher, StoreOptions
-from dledgermq.broker.filter import MATCH_ALL
 from dledgermq.broker.handlers import broker_handlers
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.broker.queries import PullMessages, QueryByKey, answer
 from dledgermq.broker.record_handlers import Applying, BuiltinTopic, Placement, RecordHandlers
 from dledgermq.broker.state import topic_put_draft
 from dledgermq.broker.topics import TopicConfig
@@ -82,10 +82,10 @@ def test_registered_handlers_get_their_records_and_dispatch_does_the_rest(
         assert len(gate.asked) == 1  # Asked about the flagged record only.
         units = dispatcher.cqs.get(TEST_TOPIC, 0).get(0, 10)
         assert [u.tag_hash for u in units] == [1, 2]  # The handler's placement.
-        assert [m.record.body for m in dispatcher.pull("T", 0, 0, 10, MATCH_ALL).messages] == [
-            b"plain"
-        ]  # The system handler created T; the gate voided the flagged message.
-        by_key = dispatcher.query_by_key(None, "k", 0, 2**62, 10)
+        # The system handler created T; the gate voided the flagged message.
+        pulled = answer(dispatcher, PullMessages("T", 0, 0, 10))
+        assert [m.record.body for m in pulled.messages] == [b"plain"]
+        by_key = answer(dispatcher, QueryByKey(None, "k", 0, 2**62, 10))
         assert [m.record.body for m in by_key] == [b"plain"]  # The test topic: not indexed.
     finally:
         dispatcher.close()
