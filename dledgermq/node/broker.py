@@ -12,53 +12,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pykka
 from aiohttp import web
 
-from dledgermq.actors.commitlog_writer import Append, CommitLogWriterActor, WriterOptions
+from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriterOptions
 from dledgermq.actors.delay_scheduler import DelayOptions, DelaySchedulerActor
-from dledgermq.actors.file_syncer import FileSyncerActor, SaveFile
+from dledgermq.actors.file_syncer import FileSyncerActor
 from dledgermq.actors.flusher import FlusherActor, FlusherOptions
-from dledgermq.actors.published import Published, ReplicaRole, Watermarks
-from dledgermq.actors.raft_node import Propose
+from dledgermq.actors.published import Published, Watermarks
 from dledgermq.actors.rebalancer import RebalanceOptions, RebalancerActor
-from dledgermq.actors.repair import Damaged, RepairActor, RepairOptions, RepairStats
 from dledgermq.actors.reput import ReleaseHeldPulls, ReputActor, ReputOptions, ReputPublished
 from dledgermq.actors.supervisor import FatalHandler, exit_process, tell
 from dledgermq.actors.ticker import Ticker
 from dledgermq.actors.transaction_checker import CheckerOptions, TransactionCheckerActor
 from dledgermq.api.broker_app import make_broker_app
-from dledgermq.api.context import BrokerContext, BrokerIdentity, SubmitEntry
+from dledgermq.api.context import BrokerContext, BrokerIdentity
 from dledgermq.api.registration import (
     RegistrationHealth,
 )
-from dledgermq.bridge import ReplyTo
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.lock_grace import stale_writer_ms
+from dledgermq.broker.topics import TopicConfig
 from dledgermq.broker.transactions import CheckPolicy
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.connections import ConnectionLimits, GuardedTCPSite
 from dledgermq.node.process import stop_on_signals, tune_gc
 from dledgermq.node.recovery import RecoveredStore, durable_floor, recover_store
 from dledgermq.node.registrar import register_forever, unregister
+from dledgermq.node.replicas import (
+    Replica,
+    master_slave_replica,
+    raft_replica,
+    standalone_replica,
+)
 from dledgermq.replication.master_slave_member import HAMember
-from dledgermq.replication.raft_log import ProposedBatch, SummarySaver
-from dledgermq.replication.raft_member import RaftMember, start_raft_member
+from dledgermq.replication.raft_member import RaftMember
 from dledgermq.replication.startup_repair import repair_at_start
-from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.disk import disk_used_ratio
 from dledgermq.store.errors import (
     DamagedRecord,
     StoreDamaged,
 )
-from dledgermq.store.record import MessageDraft
 
 log = logging.getLogger(__name__)
 # Damaged records repaired one by one before the node starts (each then recovers again).
@@ -119,16 +118,6 @@ def open_broker(
     return start_actors(config, group, node, recovered, hooks or BrokerHooks())
 
 
-def _summary_saver(
-    every_bytes: int, file_syncer: pykka.ActorRef[Any], layout: NodeLayout
-) -> SummarySaver | None:
-    """The Raft node's entry index summary goes to the file syncer (its fsync must not hold
-    the Raft thread); 0 bytes: none is kept (every restart scans the whole log)."""
-    if not every_bytes:
-        return None
-    return SummarySaver(
-        every_bytes, lambda data: tell(file_syncer, SaveFile(layout.entry_summary, data))
-    )
 
 
 def start_actors(
@@ -138,21 +127,98 @@ def start_actors(
     recovered: RecoveredStore,
     hooks: BrokerHooks,
 ) -> BrokerNode:
-    """Start flusher, reput, (HA master,) writer, then the Raft node or HA slave (in that
-    order: each knows the ones before it)."""
-    store = group.store
+    """Start flusher, reput, (HA master,) writer, then the Raft node or HA slave, then the
+    writer's services (in that order: each knows the ones before it)."""
     layout = NodeLayout(config.node_dir(node.id))
-    commitlog, syncer, dispatcher = recovered.commitlog, recovered.syncer, recovered.dispatcher
-    marks = Watermarks(commitlog.write_offset)
+    marks = Watermarks(recovered.commitlog.write_offset)
     published = ReputPublished(marks)
-    raft_mode = group.mode == "raft"
     ha = HAMember(config, group, node) if group.mode == "master_slave" else None
+    flusher, file_syncer, reput, writer = _start_store_actors(
+        group, layout, recovered, marks, published, ha=ha, hooks=hooks
+    )
+    if group.mode == "raft":
+        replica = raft_replica(
+            config,
+            group,
+            node,
+            recovered=recovered,
+            layout=layout,
+            marks=marks,
+            writer=writer,
+            reput=reput,
+            file_syncer=file_syncer,
+            hooks=hooks,
+        )
+    elif ha is not None:
+        replica = master_slave_replica(ha, writer)
+    else:
+        replica = standalone_replica(writer)
+    rebalancer, delay_scheduler, transaction_checker = _start_services(
+        group, published.topics, reput, replica, marks, hooks
+    )
+    timed = [*replica.timed, rebalancer, delay_scheduler, transaction_checker]
+    ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
+    if not hooks.manual_ticks:
+        ticker.start()
+    raft_mode = replica.raft is not None
+    context = BrokerContext(
+        identity=BrokerIdentity(
+            config.cluster, group.name, node.addr, node.id, zone=group.zone_of(node)
+        ),
+        writer=writer,
+        reput=reput,
+        published=published,
+        limits=group.limits,
+        flush=group.replication.durability if raft_mode else group.store.flush,
+        submit=replica.submit,
+        role=replica.role,
+        raft=replica.raft.node if replica.raft is not None else None,
+        raft_ids={n.id: group.raft_id(n.id) for n in group.nodes} if raft_mode else {},
+        ha_status=ha.status if ha is not None else None,
+        repair=replica.repair_stats,
+        rebalancer=rebalancer,
+        delay_levels=group.store.delay_levels,
+        transaction_checker=transaction_checker,
+        transactions=group.transactions,
+    )
+    return BrokerNode(
+        context,
+        ticker,
+        flusher=flusher,
+        reput=reput,
+        writer=writer,
+        file_syncer=file_syncer,
+        rebalancer=rebalancer,
+        delay_scheduler=delay_scheduler,
+        raft=replica.raft,
+        ha=ha,
+        transaction_checker=transaction_checker,
+    )
+
+
+Ref = pykka.ActorRef[Any]
+
+
+def _start_store_actors(  # noqa: PLR0913 - what start_actors built for them
+    group: BrokerGroupConfig,
+    layout: NodeLayout,
+    recovered: RecoveredStore,
+    marks: Watermarks,
+    published: ReputPublished,
+    *,
+    ha: HAMember | None,
+    hooks: BrokerHooks,
+) -> tuple[Ref, Ref, Ref, Ref]:
+    """The flusher, file syncer, ReputActor and writer (with a master's HA actor before
+    the writer and a slave's after it): the actors every mode has."""
+    store, commitlog = group.store, recovered.commitlog
+    raft_mode = group.mode == "raft"
     if raft_mode:  # Durability is the group's: fsync before counting toward a majority.
         sync_flush = group.replication.durability == "majority_fsync"
     else:
         sync_flush = store.flush == "sync"
     flusher = FlusherActor.start(
-        syncer,
+        recovered.syncer,
         on_fatal=hooks.on_fatal,
         marks=marks,
         options=FlusherOptions(
@@ -162,7 +228,7 @@ def start_actors(
     )
     file_syncer = FileSyncerActor.start(on_fatal=hooks.on_fatal)
     reput = ReputActor.start(
-        dispatcher,
+        recovered.dispatcher,
         on_fatal=hooks.on_fatal,
         flusher=flusher,
         file_syncer=file_syncer,
@@ -193,68 +259,43 @@ def start_actors(
     )
     if ha is not None and slave_tail is not None:
         ha.start_slave(writer, reput, slave_tail, hooks.on_fatal)
-    raft: RaftMember | None = None
-    repair_stats: Published[RepairStats] | None = None
-    if raft_mode:
-        raft = start_raft_member(
-            config,
-            group,
-            node,
-            reader=CommitLogReader(layout.commitlog, store.segment_size_bytes),
-            entries=recovered.entries,
-            applied_offset=dispatcher.dispatched_offset,
-            hard_state_path=layout.hard_state,
-            writer=writer,
-            reput=reput,
-            disk_full=marks.disk_full,
-            on_fatal=hooks.on_fatal,
-            summary=_summary_saver(store.restart_scan_bytes, file_syncer, layout),
-        )
-        assert raft.node is not None
-        role, submit, raft_node = raft.role, _propose_to(raft.node), raft.node
-        repair = _start_repair(
-            group,
-            layout,
-            log_start=commitlog.min_offset,
-            marks=marks,
-            writer=writer,
-            raft=raft,
-            hooks=hooks,
-        )
-        if repair is not None:
-            repair_stats, raft.repair = repair
-            report = partial(_report_damage, raft.repair)
-            dispatcher.on_damaged = raft.raft_log.on_damaged = report
-    elif ha is not None:  # A slave refuses writes through its role (broker_id > 0).
-        role, submit, raft_node = ha.role, _append_to(writer), None
-    else:
-        role = Published(ReplicaRole("standalone", "master", 0))
-        submit, raft_node = _append_to(writer), None
+    return flusher, file_syncer, reput, writer
+
+
+def _start_services(
+    group: BrokerGroupConfig,
+    topics: Published[dict[str, TopicConfig]],
+    reput: Ref,
+    replica: Replica,
+    marks: Watermarks,
+    hooks: BrokerHooks,
+) -> tuple[Ref, Ref, Ref]:
+    """The rebalancer, delay scheduler and transaction checker: they act while this node
+    is its group's writer and submit entries the way its mode does."""
     rebalancer = RebalancerActor.start(
-        published.topics,
+        topics,
         RebalanceOptions(
             group.name,
             lease_ms=group.limits.consumer_lease_ms,
             stale_writer_ms=stale_writer_ms(
-                group.replication.election_timeout_ms if raft_mode else None
+                group.replication.election_timeout_ms if replica.raft is not None else None
             ),
         ),
         on_fatal=hooks.on_fatal,
     )
     delay_scheduler = DelaySchedulerActor.start(
         reput=reput,
-        submit=submit,
-        role=role,
+        submit=replica.submit,
+        role=replica.role,
         marks=marks,
-        options=DelayOptions(store.delay_levels),
+        options=DelayOptions(group.store.delay_levels),
         on_fatal=hooks.on_fatal,
     )
-    timed = [raft_node] if raft_node else [ha.actor] if ha is not None and ha.actor else []
     txn = group.transactions
     transaction_checker = TransactionCheckerActor.start(
         reput=reput,
-        submit=submit,
-        role=role,
+        submit=replica.submit,
+        role=replica.role,
         marks=marks,
         options=CheckerOptions(
             CheckPolicy(
@@ -265,97 +306,15 @@ def start_actors(
         ),
         on_fatal=hooks.on_fatal,
     )
-    timed += [rebalancer, delay_scheduler, transaction_checker]
-    timed += [raft.repair] if raft is not None and raft.repair is not None else []
-    ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
-    if not hooks.manual_ticks:
-        ticker.start()
-    context = BrokerContext(
-        identity=BrokerIdentity(
-            config.cluster, group.name, node.addr, node.id, zone=group.zone_of(node)
-        ),
-        writer=writer,
-        reput=reput,
-        published=published,
-        limits=group.limits,
-        flush=group.replication.durability if raft_mode else store.flush,
-        submit=submit,
-        role=role,
-        raft=raft_node,
-        raft_ids={n.id: group.raft_id(n.id) for n in group.nodes} if raft_mode else {},
-        ha_status=ha.status if ha is not None else None,
-        repair=repair_stats,
-        rebalancer=rebalancer,
-        delay_levels=store.delay_levels,
-        transaction_checker=transaction_checker,
-        transactions=group.transactions,
-    )
-    return BrokerNode(
-        context,
-        ticker,
-        flusher=flusher,
-        reput=reput,
-        writer=writer,
-        file_syncer=file_syncer,
-        rebalancer=rebalancer,
-        delay_scheduler=delay_scheduler,
-        raft=raft,
-        ha=ha,
-        transaction_checker=transaction_checker,
-    )
+    return rebalancer, delay_scheduler, transaction_checker
 
 
-def _start_repair(  # noqa: PLR0913 - the collaborators start_actors built
-    group: BrokerGroupConfig,
-    layout: NodeLayout,
-    *,
-    log_start: int,
-    marks: Watermarks,
-    writer: pykka.ActorRef[Any],
-    raft: RaftMember,
-    hooks: BrokerHooks,
-) -> tuple[Published[RepairStats], pykka.ActorRef[Any]] | None:
-    """The RepairActor of a Raft node (None in a group of one: no peer has a copy)."""
-    peers = tuple(i for i in range(1, len(group.nodes) + 1) if i != raft.raft_id)
-    if not peers:
-        return None
-    store = group.store
-    stats: Published[RepairStats] = Published(RepairStats())
-    actor = RepairActor.start(
-        CommitLogReader(layout.commitlog, store.segment_size_bytes),
-        log_start=log_start,
-        dispatched=marks.dispatched,
-        writer=writer,
-        send=raft.send_repair,
-        options=RepairOptions(
-            store.segment_size_bytes,
-            peers,
-            scrub_bytes_per_s=store.scrub_bytes_per_s,
-            scrub_pass_pause_ms=store.scrub_pass_pause_ms,
-        ),
-        stats=stats,
-        on_fatal=hooks.on_fatal,
-    )
-    return stats, actor
 
 
-def _report_damage(repair: pykka.ActorRef[Any], offset: int) -> None:
-    tell(repair, Damaged(offset))
 
 
-def _append_to(writer: pykka.ActorRef[Any]) -> SubmitEntry:
-    def submit(drafts: tuple[MessageDraft, ...], reply: ReplyTo[Any]) -> None:
-        writer.tell(Append(drafts, reply))
-
-    return submit
 
 
-def _propose_to(raft_node: pykka.ActorRef[Any]) -> SubmitEntry:
-    def submit(drafts: tuple[MessageDraft, ...], reply: ReplyTo[Any]) -> None:
-        batch = ProposedBatch(drafts, time.time_ns() // 1_000_000)
-        raft_node.tell(Propose(batch, reply))
-
-    return submit
 
 
 def run_broker(config: ClusterConfig, node_id: str, hooks: BrokerHooks | None = None) -> int:
