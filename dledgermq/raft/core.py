@@ -438,9 +438,11 @@ class RaftCore:
         prev_index, prev_term = message.prev_log_index, message.prev_log_term
         entries = message.entries
         commit_index = self._log.commit_index
-        if prev_index < commit_index:
+        if prev_index <= commit_index:
             # The committed prefix matches the leader's log (leader completeness), so skip
-            # what the message repeats of it, once it is checked to match.
+            # what the message repeats of it, once it is checked to match (the entry at
+            # `prev_index` too: a probe at the commit index with another term must stop
+            # the node, or leader and follower reject each other forever).
             self._check_committed(prev_index, prev_term, entries[: commit_index - prev_index])
             entries = entries[commit_index - prev_index :]
             prev_index = commit_index
