@@ -33,6 +33,15 @@ def parse_tag_expression(expression: str | None) -> TagFilter:
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise BadRequest(f"tag expression longer than {MAX_EXPRESSION_LENGTH} characters")
     tags = frozenset(part.strip() for part in expression.split("||"))
-    if "" in tags:
+    # A lone surrogate (JSON allows `\ud800`) has no UTF-8 form to hash: not a tag.
+    if "" in tags or not all(_has_utf8(tag) for tag in tags):
         raise BadRequest(f"malformed tag expression {expression!r}: use `*` or `A || B`")
     return TagFilter(tags, frozenset(tag_hash(t) for t in tags))
+
+
+def _has_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -40,7 +40,12 @@ async def test_a_lone_surrogate_client_id_is_refused_and_the_rebalancer_lives(
     beat = {"client_id": "\ud800", "subscriptions": {topic: "*"}, "strategy": "consistent_hash"}
     response = await client.post("/groups/g1/heartbeat", json=beat)
     assert await status_and_code(response) == (400, "BAD_REQUEST")
-    for bad in ({"client_id": "a\nforged log line"}, {"zone": "\ud800"}, {"client_id": ""}):
+    for bad in (
+        {"client_id": "a\nforged log line"},
+        {"zone": "\ud800"},
+        {"client_id": ""},
+        {"subscriptions": {topic: "a||\ud800"}},  # The 30-minute chaos run's 500.
+    ):
         response = await client.post("/groups/g1/heartbeat", json={**beat, "client_id": "c"} | bad)
         assert response.status == 400, bad
 
