@@ -19,10 +19,10 @@ incrementally, so a check costs work proportional to what changed:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from dledgermq.raft.types import NodeId, Role
+from dledgermq.raft.types import Entry, NodeId, Role
 
 if TYPE_CHECKING:
     from dledgermq.raft.core import RaftCore
@@ -33,10 +33,25 @@ class SafetyViolation(AssertionError):
     """A Raft safety property did not hold."""
 
 
-class SafetyChecker:
-    """Incremental checks over every `Ready` of every node."""
+def entry_at(core: RaftCore, index: int) -> Entry:
+    """The entry at `index`, also below a compacted log's base (read back from storage)."""
+    log = core.log
+    if index > log.base_index:
+        return log.entry(index)
+    return log.slice(index, index + 1, 1)[0]
 
-    def __init__(self, ids: Sequence[NodeId]) -> None:
+
+class SafetyChecker:
+    """Incremental checks over every `Ready` of every node.
+
+    `payload_key` maps a payload to what identifies it: the storage simulation reads a
+    no-op back from the log as its encoded record, which must count as the same entry.
+    """
+
+    def __init__(
+        self, ids: Sequence[NodeId], payload_key: Callable[[object], object] = lambda p: p
+    ) -> None:
+        self.payload_key = payload_key
         self.leaders_by_term: dict[int, NodeId] = {}
         # Global committed log: position i holds (term, payload) of index i + 1, and the
         # smallest term in which a node was seen to have it committed.
@@ -46,6 +61,13 @@ class SafetyChecker:
         self._entries: dict[tuple[int, int], tuple[object, int | None]] = {}
         self._checked_commit: dict[NodeId, int] = dict.fromkeys(ids, 0)
         self._leader_seen: set[tuple[NodeId, int]] = set()
+        # `majority_memory` after a power loss: an acknowledged entry may be gone (an
+        # acknowledgement may even leave a node that loses the entry a tick later), so
+        # `check_final` counts those in `lost_acks` instead of failing.
+        self.acks_may_be_lost = False
+        self.lost_acks = 0
+        # Committed entries were lost on a majority (see `committed_lost`).
+        self.lost_committed = False
 
     def on_restart(self, node_id: NodeId) -> None:
         """A restarted node starts over with commit index 0 (commit is not persisted)."""
@@ -56,10 +78,19 @@ class SafetyChecker:
         if ready.role is Role.LEADER:
             self._check_leader(node_id, core, ready.term)
         self._check_new_entries(core, ready)
-        self._check_committed(node_id, core, ready)
+        if self.lost_committed:
+            self._checked_commit[node_id] = ready.commit_index
+        else:
+            self._check_committed(node_id, core, ready)
 
-    def on_ack(self, term: int, index: int, payload: bytes) -> None:
-        """A leader reported (term, index) committed: it must be in the committed log."""
+    def on_ack(self, term: int, index: int, payload: object, leader: NodeId) -> None:
+        """A leader reported (term, index) committed: it must be in the committed log
+        (once committed entries were lost, only `check_final` looks at acks)."""
+        del leader
+        payload = self.payload_key(payload)
+        if self.lost_committed:
+            self.acked.append((term, index, payload))
+            return
         if index > len(self.committed) or self.committed[index - 1] != (term, payload):
             raise SafetyViolation(f"acked ({term}, {index}) is not the committed entry")
         self.acked.append((term, index, payload))
@@ -74,14 +105,14 @@ class SafetyChecker:
         holder = self.leaders_by_term.setdefault(term, node_id)
         if holder != node_id:
             raise SafetyViolation(f"election safety: {holder} and {node_id} lead term {term}")
-        if (node_id, term) in self._leader_seen:
+        if (node_id, term) in self._leader_seen or self.lost_committed:
             return
         self._leader_seen.add((node_id, term))
         for position, (entry_term, payload) in enumerate(self.committed):
             if self.commit_term[position] >= term:
                 continue
             index = position + 1
-            if core.log.term_at(index) != entry_term or core.log.entry(index).payload != payload:
+            if core.log.term_at(index) != entry_term or self._payload(core, index) != payload:
                 raise SafetyViolation(
                     f"leader completeness: leader {node_id} of term {term} lacks committed "
                     f"entry ({entry_term}, {index})"
@@ -89,7 +120,7 @@ class SafetyChecker:
 
     def _check_new_entries(self, core: RaftCore, ready: Ready) -> None:
         for entry in ready.entries_to_persist:
-            fact = (entry.payload, core.log.term_at(entry.index - 1))
+            fact = (self.payload_key(entry.payload), core.log.term_at(entry.index - 1))
             known = self._entries.setdefault((entry.index, entry.term), fact)
             if known != fact:
                 raise SafetyViolation(
@@ -99,8 +130,8 @@ class SafetyChecker:
     def _check_committed(self, node_id: NodeId, core: RaftCore, ready: Ready) -> None:
         start = self._checked_commit[node_id]
         for index in range(start + 1, ready.commit_index + 1):
-            entry = core.log.entry(index)
-            fact = (entry.term, entry.payload)
+            entry = entry_at(core, index)
+            fact = (entry.term, self.payload_key(entry.payload))
             if index <= len(self.committed):
                 if self.committed[index - 1] != fact:
                     raise SafetyViolation(
@@ -113,13 +144,31 @@ class SafetyChecker:
                 self.commit_term.append(ready.term)
         self._checked_commit[node_id] = ready.commit_index
 
+    def _payload(self, core: RaftCore, index: int) -> object:
+        return self.payload_key(entry_at(core, index).payload)
+
+    def committed_lost(self) -> None:
+        """Committed entries were lost on a majority (`majority_memory` and a power
+        loss). From now on the committed prefix is no fact: a node may still commit, from
+        what it heard before the loss, an entry the others no longer hold, and a leader
+        may lack one. What still holds and stays checked: election safety, log matching
+        (which alone catches a node appending after entries the leader's log
+        contradicts), the durability of the hard state, and that every log converges."""
+        self.lost_committed = True
+        self.acks_may_be_lost = True
+
     def check_final(self, cores: Sequence[RaftCore]) -> None:
         """After the liveness phase: every node holds the committed log and every ack."""
+        committed = [] if self.lost_committed else self.committed
         for core in cores:
-            for position, (term, payload) in enumerate(self.committed):
+            for position, (term, payload) in enumerate(committed):
                 index = position + 1
-                if core.log.term_at(index) != term or core.log.entry(index).payload != payload:
+                if core.log.term_at(index) != term or self._payload(core, index) != payload:
                     raise SafetyViolation(f"node {core.node_id} lacks committed entry {index}")
-            for term, index, payload in self.acked:
-                if core.log.term_at(index) != term or core.log.entry(index).payload != payload:
+            for term, index, payload in list(self.acked):
+                if core.log.term_at(index) != term or self._payload(core, index) != payload:
+                    if self.acks_may_be_lost:
+                        self.acked.remove((term, index, payload))
+                        self.lost_acks += 1
+                        continue
                     raise SafetyViolation(f"node {core.node_id} lost acked entry {index}")

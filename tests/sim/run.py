@@ -2,6 +2,8 @@
 
 Prints one line per failing seed (with the command that replays it) and a summary; exits
 1 if any seed failed. `--stop` stops at the first failure and prints its traceback.
+`--storage` runs the storage simulation (storage_workload.py: the real store under every
+node) instead of the plain one: `python -m tests.sim.run --storage --seeds 0:100000`.
 
 `--fresh N` runs N seeds that no one chose: a window that moves with every commit (from
 `git rev-parse HEAD`, or the clock when there is no git). CI runs one besides the fixed
@@ -18,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .storage_workload import run_storage_seed
 from .workload import run_seed
 
 # Fresh windows start past the fixed seeds (0:2000) and the ranges swept by hand so far.
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0:1000", help="range A:B of seeds")
     parser.add_argument("--fresh", type=int, metavar="N", help="N seeds from a moving window")
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
+    parser.add_argument("--storage", action="store_true", help="the storage simulation")
     args = parser.parse_args(argv)
+    test_file = "test_storage.py" if args.storage else "test_random.py"
     if args.fresh is not None:
         lo, hi, source = fresh_window(args.fresh)
         print(f"fresh seeds {lo}:{hi} (from {source})", flush=True)
@@ -56,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for seed in range(lo, hi):
         try:
-            liveness = run_seed(seed).liveness
+            liveness = run_storage_seed(seed).liveness if args.storage else run_seed(seed).liveness
         except AssertionError as error:
             failed.append(seed)
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             print(f"FAIL seed={seed}: {first_line}")
-            print(f"  reproduce: pytest tests/sim/test_random.py --seed={seed}")
+            print(f"  reproduce: pytest tests/sim/{test_file} --seed={seed}")
             if args.stop:
                 traceback.print_exc()
                 break

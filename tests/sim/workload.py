@@ -16,6 +16,7 @@ proposal acknowledged, and all logs converged and committed.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import bounds
@@ -41,7 +42,17 @@ class RunResult:
     liveness: Liveness
 
 
-def build_cluster(seed: int) -> SimCluster:
+@dataclass(frozen=True)
+class Drawn:
+    """The cluster size and options a seed selects."""
+
+    n: int
+    raft: RaftOptions
+    net: NetOptions
+    disk: DiskOptions
+
+
+def draw_config(seed: int) -> Drawn:
     """The cluster and fault rates a seed selects."""
     rng = random.Random(seed ^ 0x5EED)
     n = rng.choice((3, 3, 5))
@@ -68,7 +79,12 @@ def build_cluster(seed: int) -> SimCluster:
         entries_per_append_max=batch,
         inflight_appends_max=window,
     )
-    return SimCluster(n, seed, raft=raft, net=net, disk=disk)
+    return Drawn(n, raft, net, disk)
+
+
+def build_cluster(seed: int) -> SimCluster:
+    drawn = draw_config(seed)
+    return SimCluster(drawn.n, seed, raft=drawn.raft, net=drawn.net, disk=drawn.disk)
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ PROFILES = {
 }
 
 
-def _inject_fault(
+def inject_fault(
     cluster: SimCluster, rng: random.Random, rates: FaultRates, reboots: dict[int, int]
 ) -> None:
     """At most one random fault (or none) for this tick; `reboots` maps node -> restart tick."""
@@ -166,11 +182,19 @@ _FAULTS = {
 }
 
 
-def safety_phase(cluster: SimCluster, rng: random.Random) -> None:
+def safety_phase(
+    cluster: SimCluster,
+    rng: random.Random,
+    extra_fault: Callable[[SimCluster, random.Random], None] | None = None,
+) -> None:
+    """`extra_fault` is called each tick before the usual ones (the storage simulation's
+    power losses)."""
     rates = PROFILES[rng.choice(("mixed", "mixed", "churn"))]
     reboots: dict[int, int] = {}
     for _ in range(SAFETY_TICKS):
-        _inject_fault(cluster, rng, rates, reboots)
+        if extra_fault is not None:
+            extra_fault(cluster, rng)
+        inject_fault(cluster, rng, rates, reboots)
         if rng.random() < 0.3:
             cluster.propose()
         cluster.tick()
