@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from dledgermq.actors.commitlog_writer import CommitLogWriterActor, WriteRaw, WriterOptions
 from dledgermq.actors.published import Watermarks
@@ -84,7 +84,7 @@ class Mailbox:
     """A stand-in for an actor's ref: `tell` keeps the message for the simulation (or
     hands it to `on_tell`); nothing runs on another thread."""
 
-    def __init__(self, on_tell: Any = None) -> None:
+    def __init__(self, on_tell: Callable[[object], None] | None = None) -> None:
         self.messages: list[object] = []
         self._on_tell = on_tell
 
@@ -138,6 +138,7 @@ class StorageDisk:
         self._journal = journal
         self._queue: deque[_Queued] = deque()
         self._store: _Store | None = None
+        self._persisting: PersistRequest | None = None  # The request being laid out.
         self._reput = Mailbox(self._on_reput)
         self._next_flush = 0
 
@@ -206,17 +207,19 @@ class StorageDisk:
     def persist(self, request: PersistRequest) -> None:
         """The driver's persist: the real adapter lays it out and tells the writer."""
         assert self._store is not None
-        self._pending_request = request
-        self._store.raft_log.persist(request)
+        self._persisting = request
+        self._store.raft_log.persist(request)  # Tells the writer: `_on_write`.
+        self._persisting = None
 
     def _on_write(self, raw: object) -> None:
         assert isinstance(raw, WriteRaw), raw
+        assert self._persisting is not None, "the writer is told only from `persist`"
         done = self.now + self._rng.randint(
             self.options.delay_ticks_min, self.options.delay_ticks_max
         )
         if self._queue:
             done = max(done, self._queue[-1].done_tick)
-        self._queue.append(_Queued(done, raw, self._pending_request))
+        self._queue.append(_Queued(done, raw, self._persisting))
 
     def complete(self, now: int) -> Persisted | None:
         """Run the writer over every write due by `now`; the last durability report."""

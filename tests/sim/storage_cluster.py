@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from dledgermq.raft.core import RaftCore
@@ -34,7 +35,15 @@ from dledgermq.store.record import MessageDraft, decode_meta
 
 from . import files
 from .checkers import SafetyViolation, entry_at
-from .harness import DiskOptions, NetOptions, Proposal, ProposalReply, RaftOptions, SimCluster
+from .harness import (
+    DiskOptions,
+    NetOptions,
+    Proposal,
+    ProposalReply,
+    RaftOptions,
+    SimCluster,
+    SimNode,
+)
 from .storage import StorageDisk, StorageOptions, term_of
 
 
@@ -118,10 +127,10 @@ class StorageCluster(SimCluster):
         )
         node.driver = RaftDriver(core, io, pending_proposals_max=config.pending_proposals_max)
 
-    def _guard(self, node_id: NodeId, action: object) -> None:
+    def _guard(self, node_id: NodeId, action: Callable[[], None]) -> None:
         """Run `action()` on a node; a fail-stop takes the node down (see the module)."""
         try:
-            action()  # type: ignore[operator]
+            action()
         except SafetyViolation:
             raise
         except CommittedEntryConflict as stop:
@@ -159,7 +168,7 @@ class StorageCluster(SimCluster):
             if node.driver is not None:
                 self._guard(node_id, node.driver.tick)
 
-    def _complete_writes(self, node) -> None:  # type: ignore[no-untyped-def]
+    def _complete_writes(self, node: SimNode) -> None:
         durable = self.disk(node.node_id).complete(self.now)
         if durable is not None and node.driver is not None:
             node.driver.persisted(durable.seq, durable.last_term, durable.last_index)

@@ -29,6 +29,7 @@ class StorageRunResult:
     seed: int
     durability: str
     ticks: int
+    trace_hash: str
     committed: int
     acked: int
     lost_acks: int
@@ -136,6 +137,7 @@ def run_storage_seed(seed: int) -> StorageRunResult:
             seed,
             storage.durability,
             cluster.now,
+            cluster.trace_hash(),
             len(cluster.checker.committed),
             len(cluster.checker.acked),
             cluster.checker.lost_acks,

@@ -36,6 +36,13 @@ def test_storage_seed(storage_seed: int) -> None:
         raise
 
 
+def test_same_storage_seed_same_run() -> None:
+    """Files, tmp paths and fsyncs must not leak into the run: one seed, one trace."""
+    first, second = run_storage_seed(7), run_storage_seed(7)
+    assert first == second
+    assert first.trace_hash != run_storage_seed(8).trace_hash
+
+
 def test_seed_120_a_node_holding_lost_committed_entries_stops_and_rejoins() -> None:
     """majority_memory, a power loss of a majority that lost committed entries while the
     node that kept power was cut off: the majority elects a leader and overwrites them.
