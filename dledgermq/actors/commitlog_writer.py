@@ -26,7 +26,6 @@ Also enforces the disk high-water mark and retention.
 from __future__ import annotations
 
 import struct
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from dledgermq.actors.supervisor import FailStopActor, FatalHandler, exit_proces
 from dledgermq.actors.ticker import Tick
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import WrittenEntry
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.errors import DiskFull, InvalidMessage, MessageTooLarge
 from dledgermq.replication.master_slave import LogMismatch, LogTail, check_continues, tail_after
 from dledgermq.store.commitlog import CommitLog
@@ -126,8 +126,10 @@ class CommitLogWriterActor(FailStopActor):
         options: WriterOptions,
         on_fatal: FatalHandler = exit_process,
         ha_master: pykka.ActorRef[Any] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(on_fatal)
+        self._clock = clock
         assert ha_master is not None or not options.ha_sync, "ha_sync needs the HA master"
         self._log = commitlog
         self._ha_master = ha_master
@@ -174,7 +176,7 @@ class CommitLogWriterActor(FailStopActor):
             reply.fail(DiskFull("disk usage is above the high-water mark; writes are refused"))
             return
         before = self._log.write_offset
-        store_timestamp_ms = time.time_ns() // 1_000_000
+        store_timestamp_ms = self._clock.wall_ms()
         try:
             result = self._log.append_entry(
                 list(drafts),
@@ -283,7 +285,7 @@ class CommitLogWriterActor(FailStopActor):
         if force or now_ms - self._last_retention_ms >= self._options.retention_check_interval_ms:
             self._last_retention_ms = now_ms
             deleted = self._log.delete_expired(
-                time.time_ns() // 1_000_000,
+                self._clock.wall_ms(),
                 self._options.file_reserved_ms,
                 force=force,
                 # Recovery replays the log from the checkpoint (which is never past what

@@ -18,7 +18,6 @@ Owns: nothing but its round. Must not: read files or write the log itself.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from dledgermq.broker.queries import DueDelayed
 from dledgermq.broker.retry import DelayLevels
 from dledgermq.broker.state import delay_progress_draft
 from dledgermq.broker.writer_rounds import WriterRounds
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.store.record import MessageDraft
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class _RoundOver:
 
 
 class DelaySchedulerActor(FailStopActor):
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the collaborators node/ wires in
         self,
         *,
         reput: pykka.ActorRef[Any],
@@ -77,8 +77,10 @@ class DelaySchedulerActor(FailStopActor):
         marks: Watermarks,
         options: DelayOptions,
         on_fatal: FatalHandler = exit_process,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(on_fatal)
+        self._clock = clock
         self._reput = reput
         self._submit = submit
         self._role = role
@@ -110,7 +112,7 @@ class DelaySchedulerActor(FailStopActor):
             now_ms, writable=writable, written=written, dispatched=dispatched
         ):
             return
-        query = DueDelayed(_wall_ms(), self._options.per_queue_max)
+        query = DueDelayed(self._clock.wall_ms(), self._options.per_queue_max)
         reply = AnswerAsMessage(
             self.actor_ref, lambda due, error: _RoundOver(error) if error else _Due(due)
         )
@@ -120,7 +122,7 @@ class DelaySchedulerActor(FailStopActor):
         if not due:
             self._rounds.done()
             return
-        now_ms = _wall_ms()
+        now_ms = self._clock.wall_ms()
         drafts: list[MessageDraft] = []
         progress: dict[int, int] = {}
         size = 0
@@ -138,8 +140,3 @@ class DelaySchedulerActor(FailStopActor):
             self._submit(tuple(drafts), reply)
         except pykka.ActorDeadError:  # The node is stopping.
             self._rounds.done()
-
-
-def _wall_ms() -> int:
-    """Due times are wall-clock store times (ms), like every timestamp in a record."""
-    return time.time_ns() // 1_000_000

@@ -7,7 +7,6 @@ manual ticker. `now_ms` is monotonic milliseconds.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pykka
 
 from dledgermq.actors.supervisor import tell
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,14 +22,16 @@ class Tick:
     now_ms: int
 
 
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
 class Ticker:
-    def __init__(self, targets: Sequence[pykka.ActorRef[Any]], interval_ms: int) -> None:
+    def __init__(
+        self,
+        targets: Sequence[pykka.ActorRef[Any]],
+        interval_ms: int,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         assert interval_ms > 0
         self._targets = targets
+        self._clock = clock
         self._interval_s = interval_ms / 1000
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
@@ -44,7 +46,7 @@ class Ticker:
 
     def tick_once(self, now_ms: int | None = None) -> None:
         """Tell every target one tick (tests call this by hand with their own clock)."""
-        tick = Tick(monotonic_ms() if now_ms is None else now_ms)
+        tick = Tick(self._clock.monotonic_ms() if now_ms is None else now_ms)
         for target in self._targets:
             tell(target, tick)
 

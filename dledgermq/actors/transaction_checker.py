@@ -19,7 +19,6 @@ Must not: read files or write the log itself.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +48,7 @@ from dledgermq.broker.transactions import (
     end_draft,
 )
 from dledgermq.broker.writer_rounds import WriterRounds
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.errors import Busy, NotLeader
 from dledgermq.store.record import MessageDraft, Record
 
@@ -95,7 +95,7 @@ class _RoundOver:
 
 
 class TransactionCheckerActor(FailStopActor):
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the collaborators node/ wires in
         self,
         *,
         reput: pykka.ActorRef[Any],
@@ -104,8 +104,10 @@ class TransactionCheckerActor(FailStopActor):
         marks: Watermarks,
         options: CheckerOptions,
         on_fatal: FatalHandler = exit_process,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(on_fatal)
+        self._clock = clock
         self._reput = reput
         self._submit = submit
         self._role = role
@@ -164,14 +166,15 @@ class TransactionCheckerActor(FailStopActor):
             dispatched=marks.dispatched.value,
         ):
             return
-        query = DueTransactions(self._options.policy, _wall_ms(), self._options.per_round_max)
+        options = self._options
+        query = DueTransactions(options.policy, self._clock.wall_ms(), options.per_round_max)
         reply = AnswerAsMessage(
             self.actor_ref, lambda found, error: _RoundOver(None, error) if error else found
         )
         tell(self._reput, Read(query, reply))
 
     def _append(self, found: TransactionsDue) -> None:
-        now_ms = _wall_ms()
+        now_ms = self._clock.wall_ms()
         ends = [(t.offset, t.transaction_id, ROLLBACK, BY_MAX_CHECKS) for t in found.expire]
         ends += [(t.offset, t.transaction_id, ROLLBACK, BY_GONE) for t, r in found.check if not r]
         checked = [t.offset for t, record in found.check if record is not None]
@@ -226,8 +229,3 @@ class TransactionCheckerActor(FailStopActor):
     def _answer(answers: list[tuple[ReplyTo[list[CheckRequest]], list[CheckRequest]]]) -> None:
         for reply, checks in answers:
             reply.ok(checks)
-
-
-def _wall_ms() -> int:
-    """Due times compare with store times, which are wall-clock (ms)."""
-    return time.time_ns() // 1_000_000

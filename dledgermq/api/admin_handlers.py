@@ -16,7 +16,6 @@ from dledgermq.api.context import (
     append,
     check_fields,
     not_leader,
-    now_ms,
 )
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.state import (
@@ -91,5 +90,5 @@ async def put_write_permission(request: web.Request) -> web.Response:
         raise BadRequest("`writable` must be true or false", field="writable")
     perm = PERM_READ_WRITE if writable else PERM_READ
     with admitted(ctx):  # Written even when unchanged: a new leader may lag its own log.
-        await append(ctx, [broker_perm_draft(perm, now_ms())])
+        await append(ctx, [broker_perm_draft(perm, ctx.clock.wall_ms())])
     return respond(request, _write_permission(ctx))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +33,7 @@ from dledgermq.broker.topics import (
     TopicConfig,
     check_topic_name,
 )
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.config import LimitsConfig, TransactionConfig
 from dledgermq.errors import (
     BadRequest,
@@ -81,6 +81,7 @@ class BrokerContext:
     delay_levels: DelayLevels = DEFAULT_LEVELS
     transaction_checker: pykka.ActorRef[Any] | None = None  # Check-backs (the writer's).
     transactions: TransactionConfig = field(default_factory=TransactionConfig)
+    clock: Clock = SYSTEM_CLOCK  # The process's one clock (node/ passes it).
     # How registering with the NameServers goes (node.py, which registers, sets it).
     registration_status: Callable[[], dict[str, Any]] | None = None
     appends_in_flight: int = 0
@@ -188,10 +189,6 @@ def existing_topic(ctx: BrokerContext, topic: str) -> TopicConfig:
     if config is None:
         raise TopicNotFound(f"topic {topic!r} does not exist on this broker", topic=topic)
     return config
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def check_fields(body: dict[str, Any], allowed: set[str]) -> None:

@@ -20,7 +20,6 @@ from dledgermq.api.context import (
     check_fields,
     existing_topic,
     not_leader,
-    now_ms,
     read,
 )
 from dledgermq.api.lock_fields import orderly_fields
@@ -84,7 +83,7 @@ async def commit_offsets(request: web.Request) -> web.Response:
                 max_offset=high,
             )
     with admitted(ctx):
-        await append(ctx, [offset_commit_draft(group, topic, offsets, now_ms())])
+        await append(ctx, [offset_commit_draft(group, topic, offsets, ctx.clock.wall_ms())])
     return respond(request, {})
 
 

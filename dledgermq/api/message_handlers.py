@@ -6,7 +6,6 @@ from aiohttp import web
 
 from dledgermq import bridge
 from dledgermq.actors.reput import Pull, PullRequest
-from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.api.context import (
     BROKER,
     MAX_WAIT_PARAM_MS,
@@ -14,7 +13,6 @@ from dledgermq.api.context import (
     admitted,
     append,
     check_admissible,
-    now_ms,
     read,
     topic_of,
 )
@@ -65,12 +63,12 @@ async def send(request: web.Request) -> web.Response:
         queue_id,
         body.get("messages"),
         limits=ctx.produce_limits,
-        now_ms=now_ms(),
+        now_ms=ctx.clock.wall_ms(),
         born_host=f"{request.remote or '127.0.0.1'}:0",
         delay_levels=ctx.delay_levels,
     )
     if create:  # One entry: the topic exists before its first message is dispatched.
-        drafts.insert(0, topic_create_draft(config, now_ms()))
+        drafts.insert(0, topic_create_draft(config, ctx.clock.wall_ms()))
     with admitted(ctx):
         results = await append(ctx, drafts)
     return respond(request, {"results": [send_result_to_wire(m) for m in results]})
@@ -89,7 +87,7 @@ async def pull(request: web.Request) -> web.Response:
     )
     tags = parse_tag_expression(request.query.get("tags"))
     pull_request = PullRequest(
-        topic, queue_id, offset, max_messages, tags, monotonic_ms() + wait_ms
+        topic, queue_id, offset, max_messages, tags, ctx.clock.monotonic_ms() + wait_ms
     )
     result: PullResult = await bridge.call(
         lambda reply: ctx.reput.tell(Pull(pull_request, reply)),

@@ -23,7 +23,6 @@ from dledgermq.api.context import (
     admitted,
     append,
     check_admissible,
-    now_ms,
     read,
 )
 from dledgermq.api.convert import message_to_wire
@@ -126,7 +125,7 @@ async def send_back(request: web.Request) -> web.Response:
             max_reconsume_times=max_times,
             topics=ctx.published.topics.value,
             levels=ctx.delay_levels,
-            now_ms=now_ms(),
+            now_ms=ctx.clock.wall_ms(),
             queue_hint=next(ctx.round_robin),
             dead_letter_times=dead_letter_times,
         )
@@ -261,7 +260,7 @@ async def _resend(
         topics=ctx.published.topics.value,
         queue_hint=next(ctx.round_robin),
         mark=mark,
-        now_ms=now_ms(),
+        now_ms=ctx.clock.wall_ms(),
     )
     check_entry_size(plan.drafts, len(plan.resent), ctx.limits.max_batch_bytes)
     stored = await append(ctx, plan.drafts) if plan.drafts else ()

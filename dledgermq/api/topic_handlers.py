@@ -9,7 +9,6 @@ from dledgermq.api.context import (
     admitted,
     append,
     existing_topic,
-    now_ms,
     read,
     topic_of,
 )
@@ -50,7 +49,7 @@ async def create_topic(request: web.Request) -> web.Response:
     if topic in ctx.published.topics.value:
         raise TopicExists(f"topic {topic!r} already exists", topic=topic)
     with admitted(ctx):
-        await append(ctx, [topic_put_draft(config, now_ms())])
+        await append(ctx, [topic_put_draft(config, ctx.clock.wall_ms())])
     return respond(request, config.to_wire(), status=201)
 
 
@@ -63,7 +62,7 @@ async def update_topic(request: web.Request) -> web.Response:
         raise BadRequest("the topic name cannot be changed")
     config = make_topic_config(topic, body, default_queues=ctx.limits.default_queues, base=current)
     with admitted(ctx):
-        await append(ctx, [topic_put_draft(config, now_ms())])
+        await append(ctx, [topic_put_draft(config, ctx.clock.wall_ms())])
     return respond(request, config.to_wire())
 
 
@@ -72,7 +71,7 @@ async def delete_topic(request: web.Request) -> web.Response:
     topic = topic_of(request)
     existing_topic(ctx, topic)
     with admitted(ctx):
-        await append(ctx, [topic_delete_draft(topic, now_ms())])
+        await append(ctx, [topic_delete_draft(topic, ctx.clock.wall_ms())])
     return respond(request, {"deleted": topic})
 
 

@@ -19,7 +19,6 @@ from typing import Any, cast
 from aiohttp import web
 
 from dledgermq import bridge
-from dledgermq.actors.ticker import monotonic_ms
 from dledgermq.actors.transaction_checker import CheckRequest, PollChecks
 from dledgermq.api.context import (
     BROKER,
@@ -30,7 +29,6 @@ from dledgermq.api.context import (
     append,
     check_admissible,
     not_leader,
-    now_ms,
     read,
     topic_of,
 )
@@ -148,7 +146,7 @@ async def send_half(request: web.Request) -> web.Response:
             queue_id,
             [message],
             limits=ctx.produce_limits,
-            now_ms=now_ms(),
+            now_ms=ctx.clock.wall_ms(),
             born_host=f"{request.remote or '127.0.0.1'}:0",
         )
         pending = await read(ctx, PendingTransactionCount())
@@ -157,7 +155,7 @@ async def send_half(request: web.Request) -> web.Response:
         transaction_id = uuid.uuid4().hex
         drafts = [half_draft(draft, group, transaction_id, immunity)]
         if create:
-            drafts.insert(0, topic_create_draft(config, now_ms()))
+            drafts.insert(0, topic_create_draft(config, ctx.clock.wall_ms()))
         [stored] = await append(ctx, drafts)
     return respond(
         request,
@@ -228,7 +226,8 @@ async def end_transaction(request: web.Request) -> web.Response:
             return respond(request, _ended(ctx, txn, already=True))
         if outcome == UNKNOWN:
             return respond(request, _pending_to_wire(txn, _policy(ctx)))
-        drafts = [_commit(ctx, txn, record) if outcome == COMMIT else _rollback(txn)]
+        now_ms = ctx.clock.wall_ms()
+        drafts = [_commit(ctx, txn, record) if outcome == COMMIT else _rollback(txn, now_ms)]
         await _append_entry(ctx, drafts)
         after, _ = await read(ctx, FindTransaction(offset, transaction_id, with_record=False))
     if not isinstance(after, EndedTxn):  # Forgotten already (ENDED_KEPT ends since).
@@ -262,8 +261,8 @@ def _commit(ctx: BrokerContext, txn: HalfTxn, record: Record | None) -> MessageD
     return commit_draft(record, config.write_queues)
 
 
-def _rollback(txn: HalfTxn) -> MessageDraft:
-    return end_draft([(txn.offset, txn.transaction_id, ROLLBACK, BY_PRODUCER)], now_ms())
+def _rollback(txn: HalfTxn, now_ms: int) -> MessageDraft:
+    return end_draft([(txn.offset, txn.transaction_id, ROLLBACK, BY_PRODUCER)], now_ms)
 
 
 async def _append_entry(
@@ -370,7 +369,7 @@ async def poll_checks(request: web.Request) -> web.Response:
         raise not_leader(ctx)
     checker = ctx.transaction_checker
     assert checker is not None, "every broker runs a transaction checker"
-    deadline = monotonic_ms() + wait_ms
+    deadline = ctx.clock.monotonic_ms() + wait_ms
     try:
         checks: list[CheckRequest] = await bridge.call(
             lambda reply: checker.tell(PollChecks(group, client_id, deadline, reply)),

@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from dledgermq.clock import SYSTEM_CLOCK
 from dledgermq.connections import GuardedTCPSite
 from dledgermq.errors import BadRequest, NoRoute
 from dledgermq.namesrv.openapi import BROKER_ID_PATTERN, build_namesrv_openapi
@@ -41,7 +41,7 @@ OPENAPI = build_namesrv_openapi()
 
 def wall_clock_ms() -> int:
     """Milliseconds since the epoch; `last_seen_ms` is shown to operators, so wall time."""
-    return time.time_ns() // 1_000_000
+    return SYSTEM_CLOCK.wall_ms()
 
 
 async def register_broker(request: web.Request) -> web.Response:

@@ -39,6 +39,7 @@ from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.lock_grace import stale_writer_ms
 from dledgermq.broker.topics import TopicConfig
 from dledgermq.broker.transactions import CheckPolicy
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.connections import ConnectionLimits, GuardedTCPSite
 from dledgermq.node.process import stop_on_signals, tune_gc
@@ -70,6 +71,7 @@ class BrokerHooks:
     disk probe. Production uses the defaults."""
 
     manual_ticks: bool = False
+    clock: Clock = SYSTEM_CLOCK
     disk_used_ratio: Callable[[Path], float] = disk_used_ratio
     on_fatal: FatalHandler = exit_process
 
@@ -157,7 +159,7 @@ def start_actors(
         group, published.topics, reput, replica, marks, hooks
     )
     timed = [*replica.timed, rebalancer, delay_scheduler, transaction_checker]
-    ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms)
+    ticker = Ticker([writer, flusher, reput, *timed], config.tick_ms, hooks.clock)
     if not hooks.manual_ticks:
         ticker.start()
     raft_mode = replica.raft is not None
@@ -180,6 +182,7 @@ def start_actors(
         delay_levels=group.store.delay_levels,
         transaction_checker=transaction_checker,
         transactions=group.transactions,
+        clock=hooks.clock,
     )
     return BrokerNode(
         context,
@@ -246,6 +249,7 @@ def _start_store_actors(  # noqa: PLR0913 - what start_actors built for them
         flusher=flusher,
         marks=marks,
         ha_master=ha_master,
+        clock=hooks.clock,
         options=WriterOptions(
             sync_flush=sync_flush,
             file_reserved_ms=int(store.file_reserved_hours * 3_600_000),
@@ -290,6 +294,7 @@ def _start_services(
         marks=marks,
         options=DelayOptions(group.store.delay_levels),
         on_fatal=hooks.on_fatal,
+        clock=hooks.clock,
     )
     txn = group.transactions
     transaction_checker = TransactionCheckerActor.start(
@@ -305,6 +310,7 @@ def _start_services(
             )
         ),
         on_fatal=hooks.on_fatal,
+        clock=hooks.clock,
     )
     return rebalancer, delay_scheduler, transaction_checker
 

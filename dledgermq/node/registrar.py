@@ -8,7 +8,6 @@ import contextlib
 import io
 import logging
 import secrets
-import time
 from typing import Any
 
 import aiohttp
@@ -20,6 +19,7 @@ from dledgermq.api.registration import (
     paginate,
     registration,
 )
+from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.config import ClusterConfig
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,10 @@ async def register_forever(
             topics_changed.clear()
             pages = paginate(registration(context), secrets.token_hex(8))
             results = await asyncio.gather(
-                *(register_once(session, addr, pages, health) for addr in config.namesrv_addrs)
+                *(
+                    register_once(session, addr, pages, health, clock=context.clock)
+                    for addr in config.namesrv_addrs
+                )
             )
             wait_s = config.heartbeat_interval_ms / 1000 if all(results) else REGISTER_RETRY_S
             with contextlib.suppress(TimeoutError):
@@ -58,6 +61,8 @@ async def register_once(
     addr: str,
     pages: list[dict[str, Any]],
     health: RegistrationHealth,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> bool:
     """Send one registration round (its pages in order) to the NameServer at `addr`.
 
@@ -79,12 +84,13 @@ async def register_once(
                 error = f"page {number}/{len(pages)} ({sizes[number - 1]} bytes): {reason}"
                 break
         else:
-            health.accepted(addr, _now_ms(), largest_bytes=max(sizes), pages=len(pages))
+            health.accepted(addr, clock.wall_ms(), largest_bytes=max(sizes), pages=len(pages))
             return True
     except (aiohttp.ClientError, TimeoutError) as exc:
         error = f"unreachable: {exc!r}"
+    now_ms, largest = clock.wall_ms(), max(sizes)
     loud = health.failed(
-        addr, _now_ms(), status=status, error=error, largest_bytes=max(sizes), pages=len(pages)
+        addr, now_ms, status=status, error=error, largest_bytes=largest, pages=len(pages)
     )
     level = logging.ERROR if loud else logging.DEBUG
     log.log(
@@ -101,10 +107,6 @@ async def register_once(
         error,
     )
     return False
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def unregister(config: ClusterConfig, context: BrokerContext) -> None:

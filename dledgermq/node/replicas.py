@@ -6,7 +6,6 @@ repair actor), a master or slave of a classic pair, or a standalone broker. Each
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from dledgermq.actors.supervisor import tell
 from dledgermq.api.context import SubmitEntry
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.layout import NodeLayout
+from dledgermq.clock import Clock
 from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.node.recovery import RecoveredStore
 from dledgermq.replication.master_slave_member import HAMember
@@ -88,7 +88,7 @@ def raft_replica(  # noqa: PLR0913 - the collaborators start_actors built before
         report = partial(_report_damage, raft.repair)
         recovered.dispatcher.on_damaged = raft.raft_log.on_damaged = report
     timed = (raft.node, raft.repair) if raft.repair is not None else (raft.node,)
-    return Replica(raft.role, _propose_to(raft.node), timed, raft, stats)
+    return Replica(raft.role, _propose_to(raft.node, hooks.clock), timed, raft, stats)
 
 
 def master_slave_replica(ha: HAMember, writer: pykka.ActorRef[Any]) -> Replica:
@@ -158,9 +158,9 @@ def _append_to(writer: pykka.ActorRef[Any]) -> SubmitEntry:
     return submit
 
 
-def _propose_to(raft_node: pykka.ActorRef[Any]) -> SubmitEntry:
+def _propose_to(raft_node: pykka.ActorRef[Any], clock: Clock) -> SubmitEntry:
     def submit(drafts: tuple[MessageDraft, ...], reply: ReplyTo[Any]) -> None:
-        batch = ProposedBatch(drafts, time.time_ns() // 1_000_000)
+        batch = ProposedBatch(drafts, clock.wall_ms())
         raft_node.tell(Propose(batch, reply))
 
     return submit
