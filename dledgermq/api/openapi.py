@@ -9,6 +9,7 @@ from typing import Any
 
 from dledgermq import __version__
 from dledgermq.api.openapi_transactions import TRANSACTION_ROUTES, TRANSACTION_SCHEMAS
+from dledgermq.broker.reserved import BROKER_ONLY, CLIENT_SET, FROM_FIELDS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OBJECT: dict[str, Any] = {"type": "object"}
@@ -157,11 +158,15 @@ SCHEMAS: dict[str, Any] = {
             "properties": {
                 "type": "object",
                 "maxProperties": 64,
-                "propertyNames": {"pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
+                "propertyNames": {
+                    "minLength": 1,
+                    "not": {"enum": sorted(BROKER_ONLY | FROM_FIELDS | CLIENT_SET)},
+                },
                 "additionalProperties": {"type": "string", "maxLength": 256},
                 "description": "at most 32 KiB (UTF-8); broker-only names (TAGS, KEYS, "
-                "REAL_TOPIC, ...) are refused, UNIQ_KEY must match ^[0-9A-Za-z_-]{1,64}$. "
-                "The schema names lower-case names only, which never collide with them",
+                "REAL_TOPIC, ...) are refused (RESERVED_PROPERTY); UNIQ_KEY (1..64 of "
+                "[0-9A-Za-z_-]) and CHECK_IMMUNITY_TIME_IN_SECONDS (ASCII digits) may be "
+                "set in their form (not generated from this schema)",
             },
             "born_timestamp_ms": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
             "delay_level": {
