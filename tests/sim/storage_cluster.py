@@ -183,6 +183,7 @@ class StorageCluster(SimCluster):
 
     def power_loss(self, node_ids: list[NodeId]) -> None:
         """These nodes lose power at once: a crash each, then unsynced bytes go."""
+        held_before = self._held_by_majority()
         lost = 0
         for node_id in node_ids:
             if self.nodes[node_id].alive:
@@ -192,6 +193,19 @@ class StorageCluster(SimCluster):
         self.checker.acks_may_be_lost = not self.storage.fsync
         self.note(f"power loss {node_ids} ({lost} unsynced bytes lost)")
         self._after_data_loss()
+        if not self.storage.fsync and not held_before <= self._held_by_majority():
+            # An entry a majority had written may be committed yet, by a leader hearing
+            # an acknowledgement sent before the loss: the committed prefix is no fact.
+            self._lose_committed("entries a majority had written are lost")
+
+    def _held_by_majority(self) -> set[tuple[int, int]]:
+        """(index, term) of every entry a majority of the nodes has written."""
+        counts: dict[tuple[int, int], int] = {}
+        for node_id in self.ids:
+            for entry in self.disk(node_id).log:
+                key = (entry.index, entry.term)
+                counts[key] = counts.get(key, 0) + 1
+        return {key for key, count in counts.items() if count * 2 > len(self.ids)}
 
     def _check_commit_is_durable(self, node_id: NodeId, core: RaftCore, ready: Ready) -> None:
         """`majority_memory` acknowledges a written entry; a power loss may take it off
@@ -218,9 +232,13 @@ class StorageCluster(SimCluster):
             raise SafetyViolation(
                 f"majority_fsync lost committed entries {kept + 1}..{len(committed)}"
             )
-        self.lossy = True
-        self.checker.committed_lost()
-        self.note(f"committed entries after {kept} lost on a majority")
+        self._lose_committed(f"committed entries after {kept} lost on a majority")
+
+    def _lose_committed(self, why: str) -> None:
+        if not self.lossy:
+            self.lossy = True
+            self.checker.committed_lost()
+            self.note(why)
 
     # -- clients -----------------------------------------------------------------------
 
