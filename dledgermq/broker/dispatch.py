@@ -9,7 +9,6 @@ is read by `broker/store_reads.py` and `broker/queries.py`, on the same owner's 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -25,7 +24,12 @@ from dledgermq.broker.reserved import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNI
 from dledgermq.broker.state import BrokerState
 from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig
 from dledgermq.broker.unreadable import UnreadableRecords
-from dledgermq.store.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dledgermq.store.checkpoint import (
+    Checkpoint,
+    discard_derived,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dledgermq.store.commitlog import CommitLogReader
 from dledgermq.store.consume_queue import (
     ConsumeQueue,
@@ -163,9 +167,7 @@ class Dispatcher:
                 )
             log.warning("%s: rebuilding queues, index and state from the CommitLog", damage)
             self.close()
-            for derived in (layout.consume_queues, layout.index):
-                shutil.rmtree(derived, ignore_errors=True)
-            layout.checkpoint.unlink(missing_ok=True)
+            discard_derived((layout.consume_queues, layout.index), layout.checkpoint)
             damage = self._open()
             assert damage is None, damage
         # Where records of a (topic, queue) go: its ConsumeQueue and the topic's handler

@@ -10,6 +10,7 @@ crc u32 (CRC32 of everything before it).
 
 from __future__ import annotations
 
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +67,11 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
     if unseal(data) is None:
         raise CorruptCheckpoint(f"{path}: CRC mismatch")
     return Checkpoint(dispatched, data[_HEAD.size : _HEAD.size + state_len])
+
+
+def discard_derived(directories: tuple[Path, ...], checkpoint: Path) -> None:
+    """Remove files derived from the CommitLog (queues, index, their checkpoint), to be
+    rebuilt from it: the log is the truth, these only speed reading it."""
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+    checkpoint.unlink(missing_ok=True)
