@@ -268,19 +268,19 @@ class StorageDisk:
         return lost
 
     def _tear(self, store: _Store, raw: WriteRaw) -> None:
-        """Write `raw` without its hard state and report, then cut its bytes somewhere."""
-        active = self.commitlog_dir / files.segment_files(self.commitlog_dir)[-1].name
-        before = active.stat().st_size
+        """Write `raw` without its hard state and report, then cut the bytes it appended
+        to the last segment somewhere (never what was there before it: a cut may have
+        reopened an older segment, whose earlier entries are durable)."""
         try:
             store.writer.on_receive(replace(raw, hard_state=None, on_durable=lambda: None))
         except CorruptRecord:
             return  # The writer refused it (the node would stop): nothing more to tear.
-        segments = files.segment_files(self.commitlog_dir)
-        last = segments[-1]
-        size = last.stat().st_size
-        start = before if last == active else 0
-        if size > start:
-            files.cut_file(last, self._rng.randint(start, size), self._journal)
+        last = files.segment_files(self.commitlog_dir)[-1]
+        last_start = int(last.name)
+        begin = max(raw.write.start_offset, last_start)
+        end = raw.write.end_offset
+        if end > begin:
+            files.cut_file(last, self._rng.randint(begin, end) - last_start, self._journal)
 
     def power_loss(self) -> int:
         """After `crash`: unsynced bytes of every segment may be lost (a torn tail).

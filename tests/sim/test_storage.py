@@ -65,6 +65,14 @@ def test_seed_749122403338_a_commit_after_the_loss_may_be_of_a_lost_entry() -> N
     run_storage_seed(749122403338)
 
 
+def test_seed_2000535_a_torn_write_tears_only_what_it_appended() -> None:
+    """Found by a fresh storage sweep, a harness bug: a crash tore the last segment
+    anywhere in it, also when the torn write had first cut the log back into an older
+    segment, so it destroyed fsynced, committed entries ("majority_fsync lost committed
+    entries 9..10"). A tear now cuts only the bytes the write appended."""
+    run_storage_seed(2000535)
+
+
 def _follower_with_commit(commit: int) -> RaftCore:
     config = RaftConfig(node_id=2, peers=(1, 2, 3), pre_vote=False)
     entries = [Entry(1, i, b"x%d" % i) for i in range(1, commit + 1)]
