@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,23 @@ def _create_topics(addr: str, *, hostile: bool) -> None:
         configs.append({"topic": HOSTILE_TOPIC, "queues": HOSTILE_QUEUES})
         configs.append({"topic": READONLY_TOPIC, "queues": 1, "perm": PERM_READ_ONLY})
     for config in configs:
-        _http("POST", f"http://{addr}/topics", config)
+        _create_topic(addr, config)
+
+
+def _create_topic(addr: str, config: dict[str, Any], timeout_s: float = 30.0) -> None:
+    """Create one topic; a sync master answers 503 SLAVE_NOT_AVAILABLE until its slave has
+    connected (slow on a loaded machine), so a 503 is retried until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _http("POST", f"http://{addr}/topics", config)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 409:  # An earlier attempt created it; its answer was lost.
+                return
+            if exc.code != 503 or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)  # Polling another process; nothing to await on.
 
 
 def _drain_all(cluster: ChaosCluster, recorder: Recorder) -> dict[str, str]:
