@@ -13,7 +13,13 @@ from dledgermq.config import BrokerGroupConfig, ClusterConfig, NodeConfig
 from dledgermq.store.checkpoint import load_checkpoint
 from dledgermq.store.commitlog import CommitLog, CommitLogReader, CommitLogSyncer
 from dledgermq.store.entry_layout import EntryLayout
-from dledgermq.store.entry_start import LogBounds, load_entries, read_summary, resume_point
+from dledgermq.store.entry_start import (
+    LogBounds,
+    end_log_at_last_entry,
+    load_entries,
+    read_summary,
+    resume_point,
+)
 from dledgermq.store.errors import (
     CorruptCheckpoint,
     DamagedRecord,
@@ -76,6 +82,7 @@ def recover_store(
             reader.close()
             commitlog.close()
             raise
+        end_log_at_last_entry(commitlog, entries)
     syncer = CommitLogSyncer(layout.commitlog, store.segment_size_bytes)
     # What recovery kept may sit only in the page cache (a killed process): make it durable
     # before it counts as flushed.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.entry_index import EntryIndex, decode_position
 from dledgermq.store.entry_layout import EntryLayout
 from dledgermq.store.entry_summary import CorruptSummary, EntrySummary, load_summary
@@ -148,3 +149,18 @@ def _damage(
     if damaged is None:  # Records intact but not a log (entries out of order).
         return StoreDamaged(f"the CommitLog's entries do not form a log: {exc}")
     return DamagedRecord(damaged, str(exc))
+
+
+def end_log_at_last_entry(commitlog: CommitLog, entries: EntryLayout) -> None:
+    """Cut what the log holds past its last entry: after a crash during a segment roll it
+    can end at the new segment's start (the old segment's end-of-segment padding written,
+    the entry that rolled lost), bytes that belong to no entry. The Raft writer appends
+    only where the entry index ends, so a node left like this failed every write, at every
+    restart (found by the storage simulation, seed 43)."""
+    if commitlog.write_offset > entries.end_offset:
+        log.warning(
+            "the CommitLog ends at %d, past its last entry at %d (a roll cut short): cut",
+            commitlog.write_offset,
+            entries.end_offset,
+        )
+        commitlog.truncate(entries.end_offset)

@@ -14,6 +14,7 @@ window is the same on every run of one commit, so a red CI replays exactly.
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 import time
@@ -44,6 +45,9 @@ def fresh_window(count: int) -> tuple[int, int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The store's recovery warnings (a torn tail cut, a roll cut short) are what the
+    # simulation causes on purpose; a failing seed replays with them under pytest.
+    logging.basicConfig(level=logging.ERROR)
     parser = argparse.ArgumentParser(prog="python -m tests.sim.run")
     parser.add_argument("--seeds", default="0:1000", help="range A:B of seeds")
     parser.add_argument("--fresh", type=int, metavar="N", help="N seeds from a moving window")

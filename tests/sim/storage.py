@@ -44,7 +44,7 @@ from dledgermq.raft.types import Entry, HardState, Index
 from dledgermq.replication.raft_log import CommitLogRaftLog
 from dledgermq.store.commitlog import CommitLog
 from dledgermq.store.entry_layout import EntryLayout
-from dledgermq.store.entry_start import rebuild_entries
+from dledgermq.store.entry_start import end_log_at_last_entry, rebuild_entries
 from dledgermq.store.errors import CorruptRecord
 from dledgermq.store.hard_state import load_hard_state
 from dledgermq.store.reader import CommitLogReader
@@ -53,14 +53,6 @@ from . import files
 from .harness import DiskOptions
 
 HARD_STATE = "hard_state"
-# Known store bug, found by storage seed 43 (test_storage.py has it as a strict xfail):
-# after a crash or power loss around a segment roll, recovery "finishes the roll" and the
-# CommitLog resumes at the next segment's start, while the entry index rebuilt from the
-# same files ends at the last entry, so the writer fail-stops on the node's next write
-# (`CorruptRecord: log ends at ..., layout expected ...`), on every restart. Until the
-# broker's start-up handles it, the simulation cuts the log back to its last entry there
-# (what a truncation into a sealed segment does), so seeds can look for other bugs.
-CUT_FINISHED_ROLL = True
 
 
 @dataclass
@@ -167,8 +159,7 @@ class StorageDisk:
         layout: EntryLayout = rebuild_entries(
             reader, commitlog.min_offset, commitlog.write_offset, segment_size
         )
-        if CUT_FINISHED_ROLL and commitlog.write_offset > layout.end_offset:
-            commitlog.truncate(layout.end_offset)
+        end_log_at_last_entry(commitlog, layout)  # As node/recovery.py does (seed 43).
         writer = CommitLogWriterActor(
             commitlog,
             reput=self._reput,  # type: ignore[arg-type]

@@ -19,12 +19,10 @@ from dledgermq.raft.log import RaftLog
 from dledgermq.raft.messages import AppendEntries
 from dledgermq.raft.types import CommittedEntryConflict, Entry, HardState
 from dledgermq.store.commitlog import CommitLog
-from dledgermq.store.entry_start import rebuild_entries
+from dledgermq.store.entry_start import end_log_at_last_entry, rebuild_entries
 from dledgermq.store.reader import CommitLogReader
 from dledgermq.store.record import MessageDraft
 
-from . import storage
-from .storage_cluster import NodeStopped
 from .storage_workload import run_storage_seed
 
 
@@ -107,14 +105,13 @@ def _commitlog_across_a_roll(directory: Path) -> int:
     return len(log.segments)
 
 
-@pytest.mark.xfail(strict=True, reason="known store bug, reported (storage.CUT_FINISHED_ROLL)")
 def test_a_crash_right_after_a_roll_leaves_log_and_entry_index_agreeing(tmp_path: Path) -> None:
     """Found by the storage simulation (its torn writes and power losses cut a segment
     just created by a roll). Recovery finishes the roll: the CommitLog resumes at the new
-    segment's start, but the entry index rebuilt from the same files ends at the last
-    entry, so the Raft node's next write fails the writer's check (`CorruptRecord: log
-    ends at ..., layout expected ...`) and the node fail-stops, on every restart. Strict:
-    when the broker's recovery handles it, this passes, and CUT_FINISHED_ROLL goes."""
+    segment's start, past the last entry the index rebuilt from the same files knows, so
+    the Raft node's next write failed the writer's check (`CorruptRecord: log ends at ...,
+    layout expected ...`) at every restart. Start-up now cuts the log back to its last
+    entry (`end_log_at_last_entry`, node/recovery.py)."""
     _commitlog_across_a_roll(tmp_path)
     segments = sorted(p for p in tmp_path.iterdir())
     os.truncate(segments[-1], 0)  # killed between creating the segment and writing it
@@ -122,19 +119,17 @@ def test_a_crash_right_after_a_roll_leaves_log_and_entry_index_agreeing(tmp_path
     reader = CommitLogReader(tmp_path, 1024)
     try:
         layout = rebuild_entries(reader, log.min_offset, log.write_offset, 1024)
+        assert layout.end_offset < log.write_offset  # The finished roll, as found.
+        end_log_at_last_entry(log, layout)
         assert layout.end_offset == log.write_offset
     finally:
         log.close()
         reader.close()
 
 
-def test_the_harness_works_around_the_finished_roll_only_on_purpose(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Without the workaround, a storage seed meets the bug above as a node stop."""
-    monkeypatch.setattr(storage, "CUT_FINISHED_ROLL", False)
-    with pytest.raises(NodeStopped, match="layout expected"):
-        run_storage_seed(ROLL_BUG_SEED)
+def test_the_seed_that_found_it_passes() -> None:
+    """Storage seed 43 stopped a node at every restart before start-up cut the log."""
+    run_storage_seed(ROLL_BUG_SEED)
 
 
 ROLL_BUG_SEED = 43
