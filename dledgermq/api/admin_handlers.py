@@ -18,22 +18,10 @@ from dledgermq.api.context import (
     not_leader,
 )
 from dledgermq.bridge import ReplyTo
-from dledgermq.broker.state import (
-    broker_perm_draft,
-)
-from dledgermq.broker.topics import (
-    PERM_READ,
-    PERM_READ_WRITE,
-    PERM_WRITE,
-)
-from dledgermq.errors import (
-    BadRequest,
-    NotLeader,
-)
-from dledgermq.wire import (
-    read_body,
-    respond,
-)
+from dledgermq.broker.state import broker_perm_draft
+from dledgermq.broker.topics import PERM_READ, PERM_READ_WRITE, PERM_WRITE
+from dledgermq.errors import BadRequest, NotLeader
+from dledgermq.wire import read_body, respond
 
 
 async def leader_transfer(request: web.Request) -> web.Response:

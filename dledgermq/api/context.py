@@ -22,25 +22,13 @@ from dledgermq.actors.repair import RepairStats
 from dledgermq.actors.reput import Read, ReputPublished
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.dispatch import DispatchedMessage
-from dledgermq.broker.produce import (
-    ProduceLimits,
-    SendPolicy,
-)
+from dledgermq.broker.produce import ProduceLimits, SendPolicy
 from dledgermq.broker.queries import StoreQuery
 from dledgermq.broker.retry import DEFAULT_LEVELS, DelayLevels
-from dledgermq.broker.topics import (
-    SYSTEM_PREFIX,
-    TopicConfig,
-    check_topic_name,
-)
+from dledgermq.broker.topics import SYSTEM_PREFIX, TopicConfig, check_topic_name
 from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.config import LimitsConfig, TransactionConfig
-from dledgermq.errors import (
-    BadRequest,
-    Busy,
-    NotLeader,
-    TopicNotFound,
-)
+from dledgermq.errors import BadRequest, Busy, NotLeader, TopicNotFound
 from dledgermq.replication.master_slave import HAStatus
 from dledgermq.store.record import MessageDraft
 

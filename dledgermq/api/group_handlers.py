@@ -26,27 +26,13 @@ from dledgermq.api.lock_fields import orderly_fields
 from dledgermq.api.params import check_known, str_param, text_field
 from dledgermq.bridge import ReplyTo
 from dledgermq.broker.filter import parse_tag_expression
-from dledgermq.broker.produce import (
-    MAX_INT64,
-)
+from dledgermq.broker.produce import MAX_INT64
 from dledgermq.broker.queries import GroupOffsets, GroupProgress, QueueRanges
 from dledgermq.broker.rebalance import AVERAGE
-from dledgermq.broker.state import (
-    offset_commit_draft,
-)
-from dledgermq.broker.topics import (
-    MAX_QUEUES,
-    check_group_name,
-    check_topic_name,
-)
-from dledgermq.errors import (
-    BadRequest,
-    OffsetOutOfRange,
-)
-from dledgermq.wire import (
-    read_body,
-    respond,
-)
+from dledgermq.broker.state import offset_commit_draft
+from dledgermq.broker.topics import MAX_QUEUES, check_group_name, check_topic_name
+from dledgermq.errors import BadRequest, OffsetOutOfRange
+from dledgermq.wire import read_body, respond
 
 MAX_SUBSCRIPTIONS = 1_024  # Topics one consumer subscribes to in one heartbeat.
 

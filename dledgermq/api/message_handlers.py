@@ -19,27 +19,13 @@ from dledgermq.api.context import (
 from dledgermq.api.convert import message_to_wire, send_result_to_wire
 from dledgermq.api.params import check_known, int_param, path_int, str_param
 from dledgermq.broker.filter import parse_tag_expression
-from dledgermq.broker.produce import (
-    build_drafts,
-    check_queue_id,
-    topic_for_send,
-)
+from dledgermq.broker.produce import build_drafts, check_queue_id, topic_for_send
 from dledgermq.broker.queries import GetMessage, OffsetByTime, QueryByKey
-from dledgermq.broker.state import (
-    topic_create_draft,
-)
+from dledgermq.broker.state import topic_create_draft
 from dledgermq.broker.store_reads import PullResult
-from dledgermq.broker.topics import (
-    check_topic_name,
-)
-from dledgermq.errors import (
-    BadRequest,
-)
-from dledgermq.wire import (
-    read_body,
-    respond,
-    wants_msgpack,
-)
+from dledgermq.broker.topics import check_topic_name
+from dledgermq.errors import BadRequest
+from dledgermq.wire import read_body, respond, wants_msgpack
 
 MAX_QUERY_MESSAGES = 64
 

@@ -17,14 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dledgermq.api.context import (
-    BROKER,
-    BrokerContext,
-    admitted,
-    append,
-    check_admissible,
-    read,
-)
+from dledgermq.api.context import BROKER, BrokerContext, admitted, append, check_admissible, read
 from dledgermq.api.convert import message_to_wire
 from dledgermq.api.params import check_known, int_param
 from dledgermq.broker.message_id import decode_msg_id

@@ -8,19 +8,11 @@ from aiohttp import web
 
 from dledgermq import bridge
 from dledgermq.actors.raft_node import RaftStatus, Status
-from dledgermq.api.context import (
-    BROKER,
-    READ_TIMEOUT_S,
-    read,
-)
+from dledgermq.api.context import BROKER, READ_TIMEOUT_S, read
 from dledgermq.api.openapi import build_openapi
 from dledgermq.broker.queries import Unreadable
-from dledgermq.broker.topics import (
-    PERM_WRITE,
-)
-from dledgermq.wire import (
-    respond,
-)
+from dledgermq.broker.topics import PERM_WRITE
+from dledgermq.wire import respond
 
 
 async def status(request: web.Request) -> web.Response:

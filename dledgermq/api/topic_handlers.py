@@ -4,32 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dledgermq.api.context import (
-    BROKER,
-    admitted,
-    append,
-    existing_topic,
-    read,
-    topic_of,
-)
+from dledgermq.api.context import BROKER, admitted, append, existing_topic, read, topic_of
 from dledgermq.broker.queries import QueueRanges
-from dledgermq.broker.state import (
-    topic_delete_draft,
-    topic_put_draft,
-)
-from dledgermq.broker.topics import (
-    TopicConfig,
-    check_client_topic,
-    make_topic_config,
-)
-from dledgermq.errors import (
-    BadRequest,
-    TopicExists,
-)
-from dledgermq.wire import (
-    read_body,
-    respond,
-)
+from dledgermq.broker.state import topic_delete_draft, topic_put_draft
+from dledgermq.broker.topics import TopicConfig, check_client_topic, make_topic_config
+from dledgermq.errors import BadRequest, TopicExists
+from dledgermq.wire import read_body, respond
 
 
 async def list_topics(request: web.Request) -> web.Response:

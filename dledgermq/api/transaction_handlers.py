@@ -38,11 +38,7 @@ from dledgermq.broker.dispatch import DispatchedMessage
 from dledgermq.broker.message_id import broker_hash, make_msg_id
 from dledgermq.broker.produce import build_drafts, check_queue_id, topic_for_send
 from dledgermq.broker.queries import FindTransaction, PendingTransactionCount, Transactions
-from dledgermq.broker.reserved import (
-    CHECK_IMMUNITY_MAX_S,
-    PROPERTY_CHECK_IMMUNITY,
-    parse_decimal,
-)
+from dledgermq.broker.reserved import CHECK_IMMUNITY_MAX_S, PROPERTY_CHECK_IMMUNITY, parse_decimal
 from dledgermq.broker.state import topic_create_draft
 from dledgermq.broker.store_reads import StoredMessage
 from dledgermq.broker.topics import check_group_name

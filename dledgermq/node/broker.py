@@ -32,9 +32,7 @@ from dledgermq.actors.ticker import Ticker
 from dledgermq.actors.transaction_checker import CheckerOptions, TransactionCheckerActor
 from dledgermq.api.broker_app import make_broker_app
 from dledgermq.api.context import BrokerContext, BrokerIdentity
-from dledgermq.api.registration import (
-    RegistrationHealth,
-)
+from dledgermq.api.registration import RegistrationHealth
 from dledgermq.broker.layout import NodeLayout
 from dledgermq.broker.lock_grace import stale_writer_ms
 from dledgermq.broker.topics import TopicConfig
@@ -45,20 +43,12 @@ from dledgermq.connections import ConnectionLimits, GuardedTCPSite
 from dledgermq.node.process import stop_on_signals, tune_gc
 from dledgermq.node.recovery import RecoveredStore, durable_floor, recover_store
 from dledgermq.node.registrar import register_forever, unregister
-from dledgermq.node.replicas import (
-    Replica,
-    master_slave_replica,
-    raft_replica,
-    standalone_replica,
-)
+from dledgermq.node.replicas import Replica, master_slave_replica, raft_replica, standalone_replica
 from dledgermq.replication.master_slave_member import HAMember
 from dledgermq.replication.raft_member import RaftMember
 from dledgermq.replication.startup_repair import repair_at_start
 from dledgermq.store.disk import disk_used_ratio
-from dledgermq.store.errors import (
-    DamagedRecord,
-    StoreDamaged,
-)
+from dledgermq.store.errors import DamagedRecord, StoreDamaged
 
 log = logging.getLogger(__name__)
 # Damaged records repaired one by one before the node starts (each then recovers again).

@@ -20,11 +20,7 @@ from dledgermq.store.entry_start import (
     read_summary,
     resume_point,
 )
-from dledgermq.store.errors import (
-    CorruptCheckpoint,
-    DamagedRecord,
-    StoreDamaged,
-)
+from dledgermq.store.errors import CorruptCheckpoint, DamagedRecord, StoreDamaged
 
 log = logging.getLogger(__name__)
 

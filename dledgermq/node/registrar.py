@@ -13,12 +13,7 @@ from typing import Any
 import aiohttp
 
 from dledgermq.api.context import BrokerContext
-from dledgermq.api.registration import (
-    RegistrationHealth,
-    encode_body,
-    paginate,
-    registration,
-)
+from dledgermq.api.registration import RegistrationHealth, encode_body, paginate, registration
 from dledgermq.clock import SYSTEM_CLOCK, Clock
 from dledgermq.config import ClusterConfig
 
