@@ -134,6 +134,23 @@ def admitted(ctx: BrokerContext) -> Iterator[None]:
         ctx.appends_in_flight -= 1
 
 
+async def submit(
+    ctx: BrokerContext, drafts: list[MessageDraft], what: str = "append"
+) -> tuple[DispatchedMessage, ...]:
+    """Append one entry and wait until it is dispatched: the messages that were (a void
+    record, e.g. a commit copy that lost to an earlier end, is not)."""
+    entry = tuple(drafts)
+    try:
+        dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
+            lambda reply: ctx.submit(entry, reply),
+            timeout_s=ctx.limits.send_timeout_ms / 1000,
+            what=what,
+        )
+    except NotLeader:
+        raise not_leader(ctx) from None  # with the leader's address, not its Raft id
+    return dispatched
+
+
 async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[DispatchedMessage, ...]:
     """Append one entry and wait until it is durable and dispatched (call it admitted).
 
@@ -141,15 +158,7 @@ async def append(ctx: BrokerContext, drafts: list[MessageDraft]) -> tuple[Dispat
         TopicNotFound: the topic was deleted (or its queue removed) between validation and
             dispatch; the entry is in the log but can never be consumed.
     """
-    entry = tuple(drafts)
-    try:
-        dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
-            lambda reply: ctx.submit(entry, reply),
-            timeout_s=ctx.limits.send_timeout_ms / 1000,
-            what="append",
-        )
-    except NotLeader:
-        raise not_leader(ctx) from None  # with the leader's address, not its Raft id
+    dispatched = await submit(ctx, drafts)
     user_messages = sum(not d.topic.startswith(SYSTEM_PREFIX) for d in drafts)
     if len(dispatched) != user_messages:
         raise TopicNotFound(

@@ -30,11 +30,11 @@ from dledgermq.api.context import (
     check_admissible,
     not_leader,
     read,
+    submit,
     topic_of,
 )
 from dledgermq.api.convert import message_to_wire
 from dledgermq.api.params import check_known, int_param, str_param
-from dledgermq.broker.dispatch import DispatchedMessage
 from dledgermq.broker.message_id import broker_hash, make_msg_id
 from dledgermq.broker.produce import build_drafts, check_queue_id, topic_for_send
 from dledgermq.broker.queries import FindTransaction, PendingTransactionCount, Transactions
@@ -224,7 +224,7 @@ async def end_transaction(request: web.Request) -> web.Response:
             return respond(request, _pending_to_wire(txn, _policy(ctx)))
         now_ms = ctx.clock.wall_ms()
         drafts = [_commit(ctx, txn, record) if outcome == COMMIT else _rollback(txn, now_ms)]
-        await _append_entry(ctx, drafts)
+        await submit(ctx, drafts, what="end transaction")
         after, _ = await read(ctx, FindTransaction(offset, transaction_id, with_record=False))
     if not isinstance(after, EndedTxn):  # Forgotten already (ENDED_KEPT ends since).
         raise _forgotten(transaction_id, offset)
@@ -260,22 +260,6 @@ def _commit(ctx: BrokerContext, txn: HalfTxn, record: Record | None) -> MessageD
 def _rollback(txn: HalfTxn, now_ms: int) -> MessageDraft:
     return end_draft([(txn.offset, txn.transaction_id, ROLLBACK, BY_PRODUCER)], now_ms)
 
-
-async def _append_entry(
-    ctx: BrokerContext, drafts: list[MessageDraft]
-) -> tuple[DispatchedMessage, ...]:
-    """Append one entry and wait until it is dispatched (a commit copy that lost to an
-    earlier end is not dispatched: what stands is read from the table afterwards)."""
-    entry = tuple(drafts)
-    try:
-        dispatched: tuple[DispatchedMessage, ...] = await bridge.call(
-            lambda reply: ctx.submit(entry, reply),
-            timeout_s=ctx.limits.send_timeout_ms / 1000,
-            what="end transaction",
-        )
-    except NotLeader:
-        raise not_leader(ctx) from None
-    return dispatched
 
 
 # -- listing ------------------------------------------------------------------------------------
